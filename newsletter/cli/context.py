@@ -1,0 +1,66 @@
+"""What every CLI command shares: settings, the database, the console and progress bars.
+
+Commands call `settings()` and `engine()` rather than building their own, so tests can point the
+whole CLI at another database through the environment, and so the engine is made once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from newsletter.config import Settings, get_settings
+from newsletter.db import make_engine, session_scope
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@cache
+def settings() -> Settings:
+    return get_settings()
+
+
+@cache
+def engine() -> Engine:
+    return make_engine(settings().DATABASE_URL)
+
+
+def reset() -> None:
+    """Forget settings and engine (tests run many CLI invocations in one process)."""
+    if engine.cache_info().currsize:
+        engine().dispose()
+    engine.cache_clear()
+    settings.cache_clear()
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    with session_scope(engine()) as s:
+        yield s
+
+
+def progress(transient: bool = False) -> Progress:
+    """A progress bar on stderr, so that stdout stays clean for JSON and CSV output."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=settings().LOG_LEVEL.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

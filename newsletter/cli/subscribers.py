@@ -1,0 +1,166 @@
+"""`newsletter subscribers import|list|export`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from newsletter.cli import context
+from newsletter.errors import NewsletterError, NotFound
+from newsletter.models import Region, Subscriber, Subscription
+from newsletter.regions import RegionIndex
+from newsletter.status import SubscriberStatus
+from newsletter.subscribers import COLUMNS, import_subscribers
+
+subscribers_app = typer.Typer(help="Import, list and export subscribers.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(subscribers_app, name="subscribers")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise NewsletterError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise NewsletterError(f"{path}: line {line}: not valid UTF-8; save the file as UTF-8 CSV") from exc
+
+
+@subscribers_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV with columns email,name,regions[,status]")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row, store nothing.")] = False,
+) -> None:
+    """Import or update subscribers from CSV. Bad rows are reported by line; the good ones are stored."""
+    text = _read_text(file)
+    total = max(text.count("\n"), 1)
+    with context.progress(transient=True) as bar, context.session() as session:
+        task = bar.add_task(f"importing {file.name}", total=total)
+        report = import_subscribers(
+            session,
+            text,
+            RegionIndex.from_db(session, context.settings()),
+            dry_run=dry_run,
+            source=f"import:{file.name}"[:40],
+            progress=lambda n: bar.advance(task, n),
+        )
+        if dry_run:
+            session.rollback()
+    for problem in report.problems:
+        context.err_console.print(
+            f"[yellow]{file}:{problem.line}:[/yellow] {problem.message}", soft_wrap=True
+        )
+    context.console.print(("dry run: " if dry_run else "") + report.summary())
+    if report.problems:
+        raise typer.Exit(code=1)
+
+
+def _query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
+    sub = Subscriber.__table__
+    query = sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).order_by(sub.c.id)
+    if status:
+        query = query.where(sub.c.status == status)
+    if region:
+        query = query.where(
+            sa.exists().where(
+                Subscription.__table__.c.subscriber_id == sub.c.id,
+                Subscription.__table__.c.region_id
+                == sa.select(Region.__table__.c.id)
+                .where(Region.__table__.c.code == region)
+                .scalar_subquery(),
+            )
+        )
+    return query
+
+
+def _check_filters(region: str | None, status: str | None) -> str | None:
+    if status and status not in {s.value for s in SubscriberStatus}:
+        raise NewsletterError(
+            f"unknown status {status!r} (one of {', '.join(s.value for s in SubscriberStatus)})"
+        )
+    if not region:
+        return None
+    with context.session() as session:
+        code = RegionIndex.from_db(session, context.settings()).resolve(region)
+    if code is None:
+        raise NotFound(f"unknown region {region!r}")
+    return code
+
+
+def _regions_by_subscriber(conn: sa.Connection, ids: list[int]) -> dict[int, list[str]]:
+    rows = conn.execute(
+        sa.select(Subscription.__table__.c.subscriber_id, Region.__table__.c.code)
+        .join(Region.__table__, Region.__table__.c.id == Subscription.__table__.c.region_id)
+        .where(Subscription.__table__.c.subscriber_id.in_(ids))
+        .order_by(Region.__table__.c.position)
+    )
+    result: dict[int, list[str]] = {}
+    for sid, code in rows:
+        result.setdefault(sid, []).append(code)
+    return result
+
+
+@subscribers_app.command("list")
+def list_command(
+    region: Annotated[
+        str | None, typer.Option(help="Only subscribers of this region (code or name).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status (pending, active, unsubscribed…).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).")] = 50,
+) -> None:
+    """List subscribers, oldest first, with their regions."""
+    code = _check_filters(region, status)
+    query = _query(code, status)
+    if limit:
+        query = query.limit(limit)
+    with context.engine().connect() as conn:
+        rows = conn.execute(query).all()
+        total = conn.execute(
+            sa.select(sa.func.count()).select_from(_query(code, status).subquery())
+        ).scalar_one()
+        regions = _regions_by_subscriber(conn, [r.id for r in rows])
+    table = Table("id", "email", "name", "status", "regions")
+    for row in rows:
+        table.add_row(str(row.id), row.email, row.name, row.status, ";".join(regions.get(row.id, [])))
+    context.console.print(table)
+    context.console.print(f"{len(rows)} of {total} subscribers shown")
+
+
+@subscribers_app.command("export")
+def export_command(
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output.")] = None,
+    region: Annotated[str | None, typer.Option(help="Only subscribers of this region.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+) -> None:
+    """Export subscribers as CSV in the import format (an export imports back unchanged)."""
+    code = _check_filters(region, status)
+    out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
+    count = 0
+    try:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        with context.engine().connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(_query(code, status))
+            for chunk in result.partitions():
+                regions = _regions_by_subscriber(conn, [r.id for r in chunk])
+                for row in chunk:
+                    writer.writerow([row.email, row.name, ";".join(regions.get(row.id, [])), row.status])
+                    count += 1
+    finally:
+        if file:
+            out.close()
+    if file:
+        context.console.print(f"{count} subscribers written to {file}")
