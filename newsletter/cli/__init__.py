@@ -1,19 +1,34 @@
 """The `newsletter` command line. Each command group lives in its own module and registers itself here.
 
 User mistakes (a `NewsletterError`) print one line on stderr and exit 1, without a traceback.
+Long-running commands show progress on stderr so that stdout stays clean for JSON and CSV.
 """
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from newsletter.cli import bulletins, regions, setup, subscribers
 from newsletter.cli.context import err_console
 from newsletter.errors import NewsletterError
 
+
+class _Group(TyperGroup):
+    """Turns a `NewsletterError` from any command into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
+            raise typer.Exit(code=1) from exc
+
+
 app = typer.Typer(
+    cls=_Group,
     name="newsletter",
     help="Weekly prayer-bulletin dispatcher: import, render, schedule and send per-region email.",
     no_args_is_help=True,
@@ -28,8 +43,4 @@ bulletins.register(app)
 
 
 def main() -> None:
-    try:
-        app()
-    except NewsletterError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        sys.exit(1)
+    app()

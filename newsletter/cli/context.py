@@ -19,8 +19,8 @@ from sqlmodel import Session
 from newsletter.config import Settings, get_settings
 from newsletter.db import make_engine, session_scope
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @cache
