@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlmodel import Session, select
 
@@ -15,6 +16,7 @@ from newsletter.models import Region
 _SPACES = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=4096)
 def _fold(text: str) -> str:
     """Case, spacing and `&`/`and` insensitive form of a heading, so "HQ and Global" matches "HQ & Global"."""
     text = _SPACES.sub(" ", text.replace("&", " and ")).strip().casefold()

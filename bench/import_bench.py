@@ -1,0 +1,123 @@
+"""Subscriber CSV import speed: rows/s for a fresh import and a re-import, beside a naive baseline.
+
+    python bench/import_bench.py [--rows 100000] [--db sqlite|postgresql]
+
+The baseline is what the importer would be without its design: full email-validator on every address
+and one INSERT per row through the ORM (run on a tenth of the rows and scaled, as it is slow).
+Target (issue 2): 100k rows in ≤ 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+
+import sqlalchemy as sa
+from email_validator import validate_email
+from sqlmodel import Session
+
+from newsletter.config import get_settings
+from newsletter.db import make_engine, migrate
+from newsletter.models import Subscriber, Subscription, email_hash
+from newsletter.regions import RegionIndex, region_ids, seed_regions
+from newsletter.subscribers import import_subscribers
+
+CODES = ["africa", "latin-america", "south-asia", "southeast-asia", "global"]
+NAMES = ["Africa", "Latin America", "South Asia", "Southeast Asia", "HQ & Global Partners"]
+
+
+def make_csv(rows: int, seed: int = 7) -> str:
+    rng = random.Random(seed)
+    lines = ["email,name,regions,status"]
+    for i in range(rows):
+        k = rng.randint(1, 5)
+        regions = ";".join(rng.choice([CODES, NAMES])[j] for j in sorted(rng.sample(range(5), k)))
+        lines.append(f"Supporter.{i}@Example{i % 97}.org,Supporter Number {i},{regions},active")
+    return "\n".join(lines) + "\n"
+
+
+def database(kind: str) -> tuple[str, sa.Engine | None]:
+    if kind == "sqlite":
+        return f"sqlite:///{tempfile.mkdtemp()}/bench.db", None
+    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    admin = sa.create_engine(sa.make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return sa.make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(False), admin
+
+
+def fresh(url: str) -> tuple[sa.Engine, RegionIndex]:
+    engine = make_engine(url)
+    migrate(engine)
+    settings = get_settings(DATABASE_URL=url)
+    with Session(engine) as s:
+        seed_regions(s, settings)
+        s.commit()
+        index = RegionIndex.from_db(s, settings)
+    return engine, index
+
+
+def timed_import(engine: sa.Engine, index: RegionIndex, text: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    with Session(engine) as s:
+        report = import_subscribers(s, text, index)
+        s.commit()
+    return time.perf_counter() - start, report.summary()
+
+
+def naive(engine: sa.Engine, index: RegionIndex, text: str) -> float:
+    """Per row: full validation, one ORM insert and a flush, one insert per subscription."""
+    start = time.perf_counter()
+    with Session(engine) as s:
+        ids = region_ids(s)
+        for line in text.splitlines()[1:]:
+            email, name, regions, status = line.split(",")
+            address = validate_email(email, check_deliverability=False).normalized.lower()
+            sub = Subscriber(email=address, email_hash=email_hash(address), name=name, status=status)
+            s.add(sub)
+            s.flush()
+            for part in regions.split(";"):
+                s.add(Subscription(subscriber_id=sub.id, region_id=ids[index.resolve(part) or "africa"]))
+            s.flush()
+        s.commit()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+    text = make_csv(args.rows)
+    url, admin = database(args.db)
+    engine, index = fresh(url)
+    first, summary = timed_import(engine, index, text)
+    again, _ = timed_import(engine, index, text)
+    base_rows = max(args.rows // 10, 1)
+    url2, admin2 = database(args.db)
+    engine2, index2 = fresh(url2)
+    base = naive(engine2, index2, make_csv(base_rows, seed=8)) * (args.rows / base_rows)
+    print(f"subscriber CSV import, {args.rows:,} rows, {args.db}")
+    print(f"{'':28}{'seconds':>10}{'rows/s':>12}")
+    print(f"{'import (new rows)':28}{first:>10.2f}{args.rows / first:>12,.0f}")
+    print(f"{'re-import (all unchanged)':28}{again:>10.2f}{args.rows / again:>12,.0f}")
+    print(f"{'naive baseline (scaled)':28}{base:>10.2f}{args.rows / base:>12,.0f}")
+    print(f"speed-up over baseline: {base / first:.1f}x; target 100k rows <= 5 s: "
+          f"{'met' if first * 100_000 / args.rows <= 5 else 'MISSED'}")
+    print(f"report: {summary}")
+    engine.dispose()
+    engine2.dispose()
+    for a, u in ((admin, url), (admin2, url2)):
+        if a is not None:
+            with a.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE "{sa.make_url(u).database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
