@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
@@ -76,13 +78,39 @@ def clean_name(raw: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     line: int
     email: str
     name: str
     regions: tuple[str, ...]
     status: SubscriberStatus
+
+
+def _region_parser(regions: RegionIndex) -> Callable[[str], tuple[str, ...] | str]:
+    """Parses a `regions` cell into codes in display order (all regions when empty), or returns the
+    first unknown name as a str. Cached per distinct cell: a list has few distinct region mixes."""
+    cache: dict[str, tuple[str, ...] | str] = {}
+
+    def parse(cell: str) -> tuple[str, ...] | str:
+        found = cache.get(cell)
+        if found is not None:
+            return found
+        codes = []
+        result: tuple[str, ...] | str | None = None
+        for part in cell.split(";"):
+            if part.strip():
+                code = regions.resolve(part)
+                if code is None:
+                    result = part.strip()
+                    break
+                codes.append(code)
+        if result is None:
+            result = regions.order(codes) or regions.codes
+        if len(cache) < 10_000:
+            cache[cell] = result
+        return result
+
+    return parse
 
 
 def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
@@ -107,7 +135,11 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     if unknown:
         yield Problem(1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status]")
         return
-    index = {c: i for i, c in enumerate(columns)}
+    # Position of each column, or a position past any row (read as empty) when the column is absent.
+    absent = len(columns)
+    email_at, name_at, regions_at, status_at = (columns.index(c) if c in columns else absent for c in COLUMNS)
+    parse_regions = _region_parser(regions)
+    statuses = {s.value: s for s in SubscriberStatus}
     seen: dict[str, int] = {}
     line_end = reader.line_num
     while True:
@@ -120,50 +152,37 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
             yield Problem(start, f"unreadable CSV: {exc}")
             return
         line_end = reader.line_num
+        if len(fields) > absent:
+            if any(f.strip() for f in fields):
+                yield Problem(start, f"{len(fields)} fields, but the header has {absent}")
+            continue
         if not any(f.strip() for f in fields):
             continue  # blank lines are tolerated
-        if len(fields) > len(columns):
-            yield Problem(start, f"{len(fields)} fields, but the header has {len(columns)}")
-            continue
-
-        def get(column: str, _fields: Sequence[str] = fields) -> str:
-            i = index.get(column)
-            return _fields[i] if i is not None and i < len(_fields) else ""
-
+        fields += [""] * (absent + 1 - len(fields))
         try:
-            email = normalize_email(get("email"))
+            email = normalize_email(fields[email_at])
         except ValueError as exc:
-            yield Problem(start, f"invalid email {get('email').strip()!r}: {exc}")
+            yield Problem(start, f"invalid email {fields[email_at].strip()!r}: {exc}")
             continue
         if email in seen:
             yield Problem(start, f"duplicate of {email} on line {seen[email]}")
             continue
         try:
-            name = clean_name(get("name"))
+            name = clean_name(fields[name_at])
         except ValueError as exc:
             yield Problem(start, str(exc))
             continue
-        codes: list[str] = []
-        unknown_regions = []
-        for part in get("regions").split(";"):
-            if part.strip():
-                code = regions.resolve(part)
-                if code is None:
-                    unknown_regions.append(part.strip())
-                else:
-                    codes.append(code)
-        if unknown_regions:
-            yield Problem(start, f"unknown region {unknown_regions[0]!r} (known: {', '.join(regions.codes)})")
+        codes = parse_regions(fields[regions_at])
+        if isinstance(codes, str):
+            yield Problem(start, f"unknown region {codes!r} (known: {', '.join(regions.codes)})")
             continue
-        raw_status = get("status").strip().lower() or SubscriberStatus.ACTIVE
-        try:
-            status = SubscriberStatus(raw_status)
-        except ValueError:
-            allowed = ", ".join(s.value for s in SubscriberStatus)
-            yield Problem(start, f"unknown status {raw_status!r} (allowed: {allowed})")
+        raw_status = fields[status_at].strip().lower() or SubscriberStatus.ACTIVE
+        status = statuses.get(raw_status)
+        if status is None:
+            yield Problem(start, f"unknown status {raw_status!r} (allowed: {', '.join(statuses)})")
             continue
         seen[email] = start
-        yield Row(start, email, name, regions.order(codes) or regions.codes, status)
+        yield Row(start, email, name, codes, status)
 
 
 @dataclass
@@ -356,33 +375,49 @@ def import_subscribers(
     return report
 
 
+def _driver_ready(value: Any, dialect_name: str) -> Any:
+    """What the sqlite3 module itself would make of `value` (a datetime becomes its ISO string), done
+    once instead of once per row."""
+    if dialect_name == "sqlite":
+        adapter = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+        if adapter is not None:
+            return adapter(value)
+    return value
+
+
 def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """A plain DB-API `executemany` of `rows` (dicts with the same keys) into `table`.
 
     SQLAlchemy's bulk insert runs every value of every row through its type processors, which made
-    most of an import's time; here each distinct non-plain value is processed once (the timestamps of
-    a chunk are all the same `now`) and the driver gets ready values.
+    most of an import's time; here only columns whose type needs it are processed, each distinct value
+    once (the timestamps of a chunk are all the same `now`), and the driver gets ready tuples.
     """
     conn = session.connection()
     dialect = conn.dialect
     columns = list(rows[0])
-    processors = [table.c[c].type.bind_processor(dialect) for c in columns]
+    getter = operator.itemgetter(*columns)
+    processed = [
+        (i, proc) for i, c in enumerate(columns) if (proc := table.c[c].type.bind_processor(dialect))
+    ]
     cache: dict[tuple[int, Any], Any] = {}
-
-    def value(i: int, v: Any) -> Any:
-        proc = processors[i]
-        if proc is None or v is None or type(v) in (str, int):
-            return v
-        key = (i, v)
-        if key not in cache:
-            cache[key] = proc(v)
-        return cache[key]
-
+    params: list[Any] = []
+    for row in rows:
+        values = getter(row)
+        if processed:
+            values = list(values) if len(columns) > 1 else [values]
+            for i, proc in processed:
+                v = values[i]
+                if v is not None:
+                    key = (i, v)
+                    if key not in cache:
+                        cache[key] = _driver_ready(proc(v), dialect.name)
+                    values[i] = cache[key]
+        params.append(tuple(values) if len(columns) > 1 or processed else (values,))
     quote = dialect.identifier_preparer.quote
     marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
     conn.exec_driver_sql(
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES ({marks})",
-        [tuple(value(i, row[c]) for i, c in enumerate(columns)) for row in rows],
+        params,
     )
 
 
