@@ -1,0 +1,92 @@
+"""`newsletter preview ID --regions a,b`: the email a subscriber of those regions would get.
+
+Rendered and personalised exactly as a send does, for a sample recipient whose links are harmless
+examples (`/unsubscribe/example`, refused by the web app), so a preview never needs a real subscriber
+or the signing key.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsletter.bulletins import load_content
+from newsletter.cli import context
+from newsletter.content import Recipient
+from newsletter.errors import NotFound
+from newsletter.links import Links
+from newsletter.message import build_message
+from newsletter.regions import RegionIndex
+from newsletter.render import Renderer, personalize
+
+SAMPLE_EMAIL = "supporter@example.org"
+SAMPLE_NAME = "Sample Supporter"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preview")(preview)
+
+
+def preview(
+    bulletin_id: Annotated[int, typer.Argument(metavar="ID", help="The bulletin to preview.")],
+    regions: Annotated[
+        str | None,
+        typer.Option("--regions", "-r", help="Comma-separated region codes or names (default: all of them)."),
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the HTML part to this file.")] = None,
+    text: Annotated[Path | None, typer.Option("--text", help="Write the text part to this file.")] = None,
+    eml: Annotated[
+        Path | None, typer.Option("--eml", help="Write the whole message (RFC 5322, .eml) to this file.")
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the HTML part in a web browser.")
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", help="As a staff test send: [TEST] subject and banner.")
+    ] = False,
+) -> None:
+    """Show the email a subscriber of REGIONS gets of bulletin ID (the text part, unless told to write files)."""
+    settings = context.settings()
+    with context.session() as session:
+        content = load_content(session, bulletin_id)
+        index = RegionIndex.from_db(session, settings)
+    codes = index.parse_list(regions) if regions else content.region_codes
+    try:
+        variant = Renderer(settings).variant(content, codes, test=test)
+    except ValueError:
+        names = ", ".join(codes) or "no region"
+        raise NotFound(
+            f"bulletin {bulletin_id} has nothing for {names} (it has: {', '.join(content.region_codes)})"
+        ) from None
+    recipient = Recipient(SAMPLE_EMAIL, SAMPLE_NAME, None, bulletin_id=bulletin_id)
+    values = Links(settings).values(recipient)
+    html_part, text_part = personalize(variant, values)
+
+    written = []
+    if html:
+        html.write_text(html_part, encoding="utf-8")
+        written.append(f"html {html}")
+    if text:
+        text.write_text(text_part, encoding="utf-8")
+        written.append(f"text {text}")
+    if eml:
+        eml.write_bytes(build_message(settings, variant, recipient, values).as_bytes())
+        written.append(f"message {eml}")
+    if written:
+        context.err_console.print(f"variant {variant.key}: " + ", ".join(written))
+    else:
+        typer.echo(f"Subject: {variant.subject}\n")
+        typer.echo(text_part, nl=False)
+    if open_browser:
+        page = html
+        if page is None:
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".html", prefix=f"bulletin-{bulletin_id}-", delete=False, encoding="utf-8"
+            ) as handle:
+                handle.write(html_part)
+            page = Path(handle.name)
+        webbrowser.open(page.resolve().as_uri())
