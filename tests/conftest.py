@@ -24,7 +24,7 @@ from newsletter.config import Settings, get_settings
 from newsletter.db import make_engine, migrate
 from newsletter.regions import seed_regions
 
-pytest_plugins = ["tests.factories"]
+pytest_plugins = ["tests.factories", "tests.fixtures_esp", "tests.fixtures_web"]
 
 PG_URL = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]

@@ -1,0 +1,189 @@
+"""SMTP: one complete message per recipient over a connection kept open between batches.
+
+Each thread keeps its own connection (smtplib connections are not thread-safe), opened with STARTTLS
+when `SMTP_STARTTLS` is on and logged in when `SMTP_USERNAME` is set. A connection the server closed
+while idle is noticed (NOOP before a batch, or a disconnect mid-batch) and reopened once.
+
+Outcomes per recipient: a refused RCPT or DATA with a 5xx code is permanent (a bad address), with a 4xx
+code retryable later. Batch-wide: a connection that cannot be opened, or is lost before anyone in the
+batch was accepted, raises `RetryableError`; lost after some were accepted, the rest come back as
+retryable refusals so that the accepted ones are not sent twice. A refused login (or a server without
+STARTTLS or AUTH when they are configured, or a sender address it refuses for good) raises
+`AuthFailed`: every batch would fail the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from email.message import EmailMessage
+
+from newsletter.config import Settings
+from newsletter.content import Recipient, RenderedVariant
+from newsletter.errors import ConfigError
+from newsletter.esp.base import AuthFailed, RecipientResult, RetryableError
+from newsletter.links import Links
+from newsletter.message import build_message
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+class SmtpBackend:
+    """Sends through `SMTP_HOST:SMTP_PORT`. `ssl_context` defaults to the system's trusted CAs."""
+
+    name = "smtp"
+
+    def __init__(
+        self, settings: Settings, *, links: Links | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        if not settings.SMTP_HOST:
+            raise ConfigError("SMTP_HOST is not set: the smtp backend needs a server to send through")
+        self.settings = settings
+        self.max_batch = settings.BATCH_SIZE
+        self.links = links if links is not None else Links(settings)
+        self.ssl_context = ssl_context
+        self.envelope_from = settings.FROM_EMAIL
+        self._local = threading.local()
+        self._open: set[smtplib.SMTP] = set()
+        self._open_lock = threading.Lock()
+
+    # --- the connection ----------------------------------------------------------------------------
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            conn = smtplib.SMTP(s.SMTP_HOST, s.SMTP_PORT, timeout=s.SMTP_TIMEOUT)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise RetryableError(f"cannot connect to SMTP server {s.SMTP_HOST}:{s.SMTP_PORT}: {exc}") from exc
+        try:
+            conn.ehlo()
+            if s.SMTP_STARTTLS:
+                conn.starttls(context=self.ssl_context or ssl.create_default_context())
+                conn.ehlo()
+            if s.SMTP_USERNAME:
+                conn.login(s.SMTP_USERNAME, s.SMTP_PASSWORD)
+        except smtplib.SMTPAuthenticationError as exc:
+            _quietly_close(conn)
+            raise AuthFailed(f"SMTP server refused the login of {s.SMTP_USERNAME!r}: {_reply(exc)}") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            _quietly_close(conn)
+            raise AuthFailed(f"SMTP server {s.SMTP_HOST} does not offer what is configured: {exc}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            _quietly_close(conn)
+            raise AuthFailed(
+                f"SMTP server {s.SMTP_HOST} presented a certificate we do not trust: {exc}"
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            _quietly_close(conn)
+            raise RetryableError(f"SMTP session setup with {s.SMTP_HOST} failed: {exc}") from exc
+        with self._open_lock:
+            self._open.add(conn)
+        return conn
+
+    def _connection(self) -> smtplib.SMTP:
+        """This thread's connection, checked with a NOOP and reopened if the server dropped it."""
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                code, _ = conn.noop()
+                if code == 250:
+                    return conn
+            except (OSError, smtplib.SMTPException):
+                pass
+            self._discard(conn)
+        conn = self._connect()
+        self._local.conn = conn
+        return conn
+
+    def _discard(self, conn: smtplib.SMTP) -> None:
+        _quietly_close(conn)
+        with self._open_lock:
+            self._open.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+
+    # --- sending -----------------------------------------------------------------------------------
+    def send(self, variant: RenderedVariant, recipients: Sequence[Recipient]) -> list[RecipientResult]:
+        results: list[RecipientResult] = []
+        conn = self._connection()
+        for index, recipient in enumerate(recipients):
+            message = build_message(
+                self.settings,
+                variant,
+                recipient,
+                self.links.values(recipient, fields=variant.html_placeholders),
+            )
+            try:
+                try:
+                    results.append(self._send_one(conn, recipient, message))
+                except _ConnectionLost:
+                    self._discard(conn)
+                    conn = self._connect()
+                    self._local.conn = conn
+                    results.append(self._send_one(conn, recipient, message))
+            except (_ConnectionLost, RetryableError) as exc:
+                if not any(r.accepted for r in results):
+                    raise RetryableError(f"SMTP connection lost: {exc}") from exc
+                reason = f"SMTP connection lost mid-batch: {exc}"
+                results.extend(
+                    RecipientResult(r, False, error=reason, permanent=False) for r in recipients[index:]
+                )
+                break
+        return results
+
+    def _send_one(self, conn: smtplib.SMTP, recipient: Recipient, message: EmailMessage) -> RecipientResult:
+        try:
+            conn.send_message(message, from_addr=self.envelope_from, to_addrs=[recipient.email])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()), (550, b"refused"))
+            return _refused(recipient, "RCPT", code, text)
+        except smtplib.SMTPDataError as exc:
+            return _refused(recipient, "DATA", exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPSenderRefused as exc:
+            if 500 <= exc.smtp_code < 600:
+                raise AuthFailed(
+                    f"SMTP server refuses the sender {self.envelope_from}: {_reply(exc)}"
+                ) from exc
+            raise RetryableError(f"SMTP server refuses the sender for now: {_reply(exc)}") from exc
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:  # the server is closing the connection
+                raise _ConnectionLost(_reply(exc)) from exc
+            return _refused(recipient, "SMTP", exc.smtp_code, exc.smtp_error)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+        return RecipientResult(recipient, True, message_id=str(message["Message-ID"]))
+
+    def close(self) -> None:
+        with self._open_lock:
+            connections, self._open = self._open, set()
+        for conn in connections:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                _quietly_close(conn)
+        self._local = threading.local()
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    text = (
+        exc.smtp_error.decode("utf-8", "replace")
+        if isinstance(exc.smtp_error, bytes)
+        else str(exc.smtp_error)
+    )
+    return f"{exc.smtp_code} {text}"
+
+
+def _refused(recipient: Recipient, stage: str, code: int, text: bytes | str) -> RecipientResult:
+    reason = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return RecipientResult(
+        recipient, False, error=f"{stage} refused: {code} {reason}", permanent=not 400 <= code < 500
+    )
+
+
+def _quietly_close(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        conn.close()
