@@ -43,7 +43,11 @@ class Region(SQLModel, table=True):
 
 
 class Subscriber(SQLModel, table=True):
-    __table_args__ = (sa.Index("ix_subscriber_status_id", "status", "id"),)
+    __table_args__ = (
+        sa.Index("ix_subscriber_status_id", "status", "id"),
+        # The admin's name search: a case-insensitive prefix, in name order, keyset-paginated.
+        sa.Index("ix_subscriber_lower_name_id", sa.text("lower(name)"), "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(sa_type=sa.String(320), unique=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from newsletter.bulletins import parse_bulletin, store_bulletin
 from newsletter.config import Settings
@@ -52,9 +52,9 @@ def make_subscriber(session: Session, settings: Settings) -> MakeSubscriber:
         )
         assert report.ok, report.problems
         session.commit()
-        from sqlmodel import select
-
-        return session.exec(select(Subscriber).where(Subscriber.email == email.lower())).one()
+        subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).one()
+        session.commit()  # end the read: on SQLite an open transaction holds the write lock
+        return subscriber
 
     return make
 

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from newsletter.cli import bulletins, regions, setup, subscribers
+from newsletter.cli import bulletins, preview, regions, sending, setup, subscribers, suppressions, users, web
 from newsletter.cli.context import err_console
 from newsletter.errors import NewsletterError
 
@@ -40,6 +40,11 @@ setup.register(app)
 regions.register(app)
 subscribers.register(app)
 bulletins.register(app)
+sending.register(app)
+suppressions.register(app)
+web.register(app)
+preview.register(app)
+users.register(app)
 
 
 def main() -> None:

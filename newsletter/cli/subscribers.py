@@ -13,10 +13,10 @@ from rich.table import Table
 
 from newsletter.cli import context
 from newsletter.errors import NewsletterError, NotFound
-from newsletter.models import Region, Subscriber, Subscription
 from newsletter.regions import RegionIndex
 from newsletter.status import SubscriberStatus
-from newsletter.subscribers import COLUMNS, import_subscribers
+from newsletter.subscriber_search import export_query, export_rows, regions_by_subscriber
+from newsletter.subscribers import import_subscribers
 
 subscribers_app = typer.Typer(help="Import, list and export subscribers.", no_args_is_help=True)
 
@@ -67,21 +67,7 @@ def import_command(
 
 
 def _query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
-    sub = Subscriber.__table__
-    query = sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).order_by(sub.c.id)
-    if status:
-        query = query.where(sub.c.status == status)
-    if region:
-        query = query.where(
-            sa.exists().where(
-                Subscription.__table__.c.subscriber_id == sub.c.id,
-                Subscription.__table__.c.region_id
-                == sa.select(Region.__table__.c.id)
-                .where(Region.__table__.c.code == region)
-                .scalar_subquery(),
-            )
-        )
-    return query
+    return export_query(region, status)
 
 
 def _check_filters(region: str | None, status: str | None) -> str | None:
@@ -99,16 +85,7 @@ def _check_filters(region: str | None, status: str | None) -> str | None:
 
 
 def _regions_by_subscriber(conn: sa.Connection, ids: list[int]) -> dict[int, list[str]]:
-    rows = conn.execute(
-        sa.select(Subscription.__table__.c.subscriber_id, Region.__table__.c.code)
-        .join(Region.__table__, Region.__table__.c.id == Subscription.__table__.c.region_id)
-        .where(Subscription.__table__.c.subscriber_id.in_(ids))
-        .order_by(Region.__table__.c.position)
-    )
-    result: dict[int, list[str]] = {}
-    for sid, code in rows:
-        result.setdefault(sid, []).append(code)
-    return result
+    return regions_by_subscriber(conn, ids)
 
 
 @subscribers_app.command("list")
@@ -151,14 +128,12 @@ def export_command(
     count = 0
     try:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
         with context.engine().connect() as conn:
-            result = conn.execution_options(yield_per=2000).execute(_query(code, status))
-            for chunk in result.partitions():
-                regions = _regions_by_subscriber(conn, [r.id for r in chunk])
-                for row in chunk:
-                    writer.writerow([row.email, row.name, ";".join(regions.get(row.id, [])), row.status])
-                    count += 1
+            rows = export_rows(conn, code, status)
+            writer.writerow(next(rows))
+            for row in rows:
+                writer.writerow(row)
+                count += 1
     finally:
         if file:
             out.close()

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from newsletter.config import Settings
 from newsletter.db import make_engine
+from newsletter.web import admin, public, webhooks
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -32,6 +33,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     # Routers register here, one line each (public pages, webhooks, admin).
+    app.include_router(public.router)
+    app.include_router(webhooks.router)
+    admin.install(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -105,6 +105,7 @@ def upgrade() -> None:
     with op.batch_alter_table("subscriber", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_subscriber_email_hash"), ["email_hash"], unique=False)
         batch_op.create_index("ix_subscriber_status_id", ["status", "id"], unique=False)
+        batch_op.create_index("ix_subscriber_lower_name_id", [sa.text("lower(name)"), "id"], unique=False)
 
     op.create_table(
         "suppression",
@@ -228,6 +229,7 @@ def downgrade() -> None:
     op.drop_table("delivery")
     op.drop_table("suppression")
     with op.batch_alter_table("subscriber", schema=None) as batch_op:
+        batch_op.drop_index("ix_subscriber_lower_name_id")
         batch_op.drop_index("ix_subscriber_status_id")
         batch_op.drop_index(batch_op.f("ix_subscriber_email_hash"))
 

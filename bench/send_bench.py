@@ -1,0 +1,273 @@
+"""Send speed: a whole bulletin through the `sendgrid` backend to the fake ESP, beside a naive baseline.
+
+    python bench/send_bench.py [--n 10000 100000 1000000] [--db sqlite|postgresql] [--workers N]
+                               [--concurrency 4] [--naive 300]
+
+For each N: a fresh database is seeded in bulk with N active subscribers over random region mixes
+(executemany on SQLite, COPY on PostgreSQL: not the CSV importer), the sample bulletin is planned in
+this process (`send_now`: the one INSERT … SELECT), then `--workers` processes of
+`newsletter worker --until-idle` send it to the fake ESP, which runs as a process of its own and keeps
+only delivery ids. Printed per N: recipients/s for planning, for claim+render+send+record (worker start
+to exit), and end to end; requests made; duplicates; peak RSS of each worker (`wait4` rusage).
+
+The baseline (same run, `--naive` recipients): per recipient, render the template, inline the CSS with
+premailer and make one API call with one personalization.
+
+Targets (issue 4, 2 cores): ≥ 20,000 recipients/s end to end at 1M on SQLite, and on PostgreSQL with
+2 workers; peak RSS ≤ 150 MB and flat from 100k to 1M.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from newsletter import dispatch
+from newsletter.bulletins import load_content, read_bulletin_file, store_bulletin
+from newsletter.config import Settings, default_subscribers_dir, get_settings
+from newsletter.content import Recipient
+from newsletter.db import make_engine, migrate
+from newsletter.esp.sendgrid import SendGridBackend
+from newsletter.regions import region_ids, seed_regions
+from newsletter.render import Renderer
+from newsletter.status import BulletinStatus
+from newsletter.testing.fake_esp import RemoteFakeEsp, spawn_fake_esp
+
+API_KEY = "SG.bench-key"
+SECRET = "bench-secret-key-0123456789abcdef"
+CHUNK = 50_000
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh, migrated database URL for one run; dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    admin_url = sa.make_url(base).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"send_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _rows(n: int, regions: list[int], seed: int = 7) -> Iterator[tuple[tuple[object, ...], list[int]]]:
+    rng = random.Random(seed)
+    for i in range(1, n + 1):
+        email = f"supporter.{i}@example{i % 97}.org"
+        yield (i, email, hashlib.sha256(email.encode()).hexdigest(), f"Supporter {i}"), rng.sample(
+            regions, rng.randint(1, len(regions))
+        )
+
+
+def seed(engine: sa.Engine, n: int) -> None:
+    """N active subscribers with random region mixes, in bulk."""
+    with Session(engine) as session:
+        ids = list(region_ids(session).values())
+    now = datetime.now(UTC)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if engine.dialect.name == "sqlite":
+            stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+            subs: list[tuple[object, ...]] = []
+            links: list[tuple[int, int]] = []
+
+            def flush() -> None:
+                cur.executemany(
+                    "INSERT INTO subscriber (id, email, email_hash, name, status, source, created_at, updated_at,"
+                    " confirmed_at) VALUES (?, ?, ?, ?, 'active', 'bench', ?, ?, ?)",
+                    subs,
+                )
+                cur.executemany("INSERT INTO subscription (subscriber_id, region_id) VALUES (?, ?)", links)
+                subs.clear()
+                links.clear()
+
+            cur.execute("BEGIN")
+            for row, regions in _rows(n, ids):
+                subs.append((*row, stamp, stamp, stamp))
+                links.extend((row[0], r) for r in regions)  # type: ignore[misc]
+                if len(subs) >= CHUNK:
+                    flush()
+            flush()
+            cur.execute("COMMIT")
+        else:
+            stamp_pg = now.isoformat()
+            with cur.copy(  # type: ignore[attr-defined]
+                "COPY subscriber (id, email, email_hash, name, status, source, created_at, updated_at, confirmed_at)"
+                " FROM STDIN"
+            ) as copy:
+                for row, _ in _rows(n, ids):
+                    copy.write_row((*row, "active", "bench", stamp_pg, stamp_pg, stamp_pg))
+            with cur.copy("COPY subscription (subscriber_id, region_id) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                for row, regions in _rows(n, ids):
+                    for r in regions:
+                        copy.write_row((row[0], r))
+            cur.execute("SELECT setval('subscriber_id_seq', %s)", (n,))
+            cur.execute("ANALYZE")
+            raw.commit()
+    finally:
+        raw.close()
+
+
+def worker_env(url: str, fake: RemoteFakeEsp, concurrency: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY, SENDGRID_HOST=fake.url,
+        SECRET_KEY=SECRET, BATCH_SIZE="1000", SEND_CONCURRENCY=str(concurrency), LOG_LEVEL="WARNING",
+        SCHEDULER_TICK_SECONDS="0.2",
+    )
+    return env
+
+
+def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
+    """Start the workers, wait for all; the peak RSS (KiB) of each, from wait4's rusage."""
+    command = [sys.executable, "-m", "newsletter", "worker", "--until-idle"]
+    profile = os.environ.get("SEND_BENCH_PROFILE")  # a folder: each worker runs under py-spy (collapsed stacks)
+    procs = []
+    for n in range(workers):
+        prefix = ["py-spy", "record", "--format", "raw", "--threads", "-r", "200", "-o",
+                  f"{profile}/worker-{n}.txt", "--"] if profile else []
+        procs.append(subprocess.Popen([*prefix, *command], env=env, cwd=cwd))
+    peaks = []
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            raise SystemExit(f"a worker failed with {p.returncode}")
+        peaks.append(usage.ru_maxrss)
+    return peaks
+
+
+def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeEsp) -> dict[str, float]:
+    fake.reset()
+    with database(kind) as url, tempfile.TemporaryDirectory() as cwd:
+        settings = get_settings(DATABASE_URL=url, SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY)
+        engine = make_engine(settings.DATABASE_URL)
+        migrate(engine)
+        with Session(engine) as session:
+            seed_regions(session, settings)
+            session.commit()
+        t0 = time.perf_counter()
+        seed(engine, n)
+        seeded = time.perf_counter() - t0
+        content = read_bulletin_file(default_subscribers_dir() / "sample-bulletin.txt", settings)
+        with Session(engine) as session:
+            bulletin = store_bulletin(session, content, status=BulletinStatus.READY)
+            session.commit()
+            bulletin_id = bulletin.id
+        assert bulletin_id is not None
+
+        t1 = time.perf_counter()
+        with Session(engine) as session:
+            planned = dispatch.send_now(session, bulletin_id)
+            session.commit()
+        plan_s = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        peaks = run_workers(worker_env(url, fake, concurrency), workers, cwd)
+        send_s = time.perf_counter() - t2
+
+        with Session(engine) as session:
+            summary = dispatch.summary(session, bulletin_id)
+        engine.dispose()
+    stats = fake.stats()
+    assert summary.status == "sent" and summary.sent == planned, summary.line()
+    return {
+        "n": n, "planned": planned, "seed_s": seeded, "plan_s": plan_s, "send_s": send_s,
+        "requests": stats["requests"], "accepted": stats["accepted"],
+        "duplicates": stats["duplicate_delivery_ids"], "peak_rss_mb": max(peaks) / 1024,
+        "variants": len(summary.variants),
+    }
+
+
+def naive(settings: Settings, fake: RemoteFakeEsp, n: int) -> float:
+    """Recipients/s when each recipient is rendered, inlined and sent on its own."""
+    fake.reset()
+    with database("sqlite") as url:
+        s = settings.model_copy(update={"DATABASE_URL": url})
+        engine = make_engine(url)
+        migrate(engine)
+        with Session(engine) as session:
+            seed_regions(session, s)
+            session.commit()
+            content_file = read_bulletin_file(default_subscribers_dir() / "sample-bulletin.txt", s)
+            bulletin = store_bulletin(session, content_file, status=BulletinStatus.READY)
+            session.commit()
+            assert bulletin.id is not None
+            content = load_content(session, bulletin.id)
+        engine.dispose()
+    renderer = Renderer(s)
+    backend = SendGridBackend(s)
+    rng = random.Random(3)
+    codes = list(content.region_codes)
+    start = time.perf_counter()
+    for i in range(n):
+        regions = rng.sample(codes, rng.randint(1, len(codes)))
+        # A footer note of its own defeats the per-variant cache: a full render and inline per recipient.
+        variant = renderer.variant(dataclasses.replace(content, footer_note=f"#{i}"), regions)
+        backend.send(variant, [Recipient(f"naive.{i}@example.org", f"Naive {i}", i, i, content.id)])
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: 1 SQLite, 2 PostgreSQL)")
+    parser.add_argument("--concurrency", type=int, default=4, help="SEND_CONCURRENCY per worker")
+    parser.add_argument("--naive", type=int, default=300, help="recipients for the naive baseline (0: skip)")
+    options = parser.parse_args()
+    workers = options.workers or (1 if options.db == "sqlite" else 2)
+
+    print(f"send bench: {options.db}, {workers} worker process(es) × {options.concurrency} threads, "
+          f"batches of 1000, fake ESP in its own process", flush=True)
+    with spawn_fake_esp("--no-record-bodies", "--api-key", API_KEY) as fake:
+        settings = get_settings(SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY,
+                                SENDGRID_HOST=fake.url)
+        baseline = naive(settings, fake, options.naive) if options.naive else 0.0
+        if baseline:
+            print(f"naive baseline ({options.naive} recipients: render + premailer + 1 request each): "
+                  f"{baseline:,.0f} recipients/s", flush=True)
+        header = (f"{'N':>9} {'plan/s':>10} {'send/s':>10} {'end-to-end/s':>13} {'e2e time':>9} {'requests':>9} "
+                  f"{'dups':>5} {'peak RSS':>9} {'vs naive':>9}")
+        print(header, flush=True)
+        for n in options.n:
+            r = one_run(options.db, n, workers, options.concurrency, fake)
+            total = r["plan_s"] + r["send_s"]
+            e2e = r["planned"] / total
+            ratio = f"{e2e / baseline:,.0f}×" if baseline else "-"
+            print(
+                f"{n:>9,} {r['planned'] / r['plan_s']:>10,.0f} {r['planned'] / r['send_s']:>10,.0f} {e2e:>13,.0f} "
+                f"{total:>8.1f}s {r['requests']:>9,} {r['duplicates']:>5} {r['peak_rss_mb']:>7.0f}MB {ratio:>9}"
+                f"   (seeded in {r['seed_s']:.1f}s; {r['planned']:,} planned over {r['variants']} variants)",
+                flush=True,
+            )
+    print(f"bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Admin accounts: argon2 password hashes, logging in with a lock-out, and who may do what.
+
+A staff member may do everything in the admin; a volunteer manages subscribers only (`may`). Logging
+in counts failures per account: after `LOGIN_MAX_FAILURES` wrong passwords in a row the account is
+locked for `LOGIN_LOCKOUT_SECONDS`, during which even the right password is refused, so a guesser
+gets a handful of tries per quarter hour. A wrong address costs the same argon2 work as a wrong
+password, so response time does not tell which addresses have accounts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlmodel import Session, col, select
+
+from newsletter import audit
+from newsletter.config import Settings
+from newsletter.errors import NewsletterError, NotFound
+from newsletter.models import User, utcnow
+from newsletter.status import Role
+from newsletter.subscribers import normalize_email
+
+MIN_PASSWORD_LENGTH = 10
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+class LoginRefused(NewsletterError):
+    """Wrong address or password, a disabled account, or a locked one. The message is safe to show."""
+
+    def __init__(self, message: str = "Wrong email address or password.", *, locked_until: datetime | None = None):
+        super().__init__(message)
+        self.locked_until = locked_until
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def check_password_strength(password: str) -> None:
+    """Raise NewsletterError for a password too short to keep an admin account safe."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise NewsletterError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long")
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def find_user(session: Session, email: str) -> User | None:
+    return session.exec(select(User).where(User.email == email.strip().lower())).first()
+
+
+def create_user(
+    session: Session, email: str, password: str, role: Role | str, *, actor: str = audit.CLI_ACTOR
+) -> User:
+    """Add an account (flushed, not committed). Raises NewsletterError for a bad address, role or
+    password, or an address that already has an account."""
+    try:
+        address = normalize_email(email)
+    except ValueError as exc:
+        raise NewsletterError(f"invalid email address {email!r}: {exc}") from exc
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        raise NewsletterError(f"unknown role {role!r} (staff or volunteer)") from exc
+    check_password_strength(password)
+    if find_user(session, address) is not None:
+        raise NewsletterError(f"{address} already has an account")
+    user = User(email=address, password_hash=hash_password(password), role=role)
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user.create", "user", user.id, {"email": address, "role": str(role)})
+    return user
+
+
+def authenticate(
+    session: Session, email: str, password: str, settings: Settings, *, now: datetime | None = None
+) -> User:
+    """The active account `email` names if `password` is right; otherwise count the failure and raise
+    LoginRefused. The caller commits either way (a failure must be remembered)."""
+    now = now or utcnow()
+    user = find_user(session, email)
+    if user is None or not user.is_active:
+        password_matches(_DUMMY_HASH, password)  # same work as a real check
+        raise LoginRefused()
+    if user.locked_until is not None and user.locked_until > now:
+        raise LoginRefused(
+            "Too many failed attempts: this account is locked for a while. Try again later.",
+            locked_until=user.locked_until,
+        )
+    if not password_matches(user.password_hash, password):
+        user.failed_logins += 1
+        if user.failed_logins >= settings.LOGIN_MAX_FAILURES:
+            user.locked_until = now + timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
+            user.failed_logins = 0
+            audit.record(session, user.email, "user.locked", "user", user.id, {"until": user.locked_until})
+        session.add(user)
+        session.flush()
+        raise LoginRefused()
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_login_at = now
+    session.add(user)
+    session.flush()
+    return user
+
+
+def may(role: str, area: str) -> bool:
+    """Whether `role` may use an `area` of the admin: "subscribers" (both roles) or anything else (staff)."""
+    if role == Role.STAFF:
+        return True
+    return role == Role.VOLUNTEER and area == "subscribers"
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.exec(select(User).order_by(col(User.email))).all())
+
+
+def get_user(session: Session, email: str) -> User:
+    user = find_user(session, email)
+    if user is None:
+        raise NotFound(f"no account for {email}")
+    return user
+
+
+def set_active(session: Session, user: User, active: bool, *, actor: str = audit.CLI_ACTOR) -> User:
+    """Disable (keeps the account and its history) or re-enable an account."""
+    if user.is_active != active:
+        audit.record(session, actor, "user.enable" if active else "user.disable", "user", user.id,
+                     {"is_active": [user.is_active, active]})
+        user.is_active = active
+        user.failed_logins = 0
+        user.locked_until = None
+        session.add(user)
+        session.flush()
+    return user
+
+
+def set_role(session: Session, user: User, role: Role | str, *, actor: str = audit.CLI_ACTOR) -> User:
+    role = Role(role)
+    if user.role != role:
+        audit.record(session, actor, "user.role", "user", user.id, {"role": [user.role, str(role)]})
+        user.role = role
+        session.add(user)
+        session.flush()
+    return user
+
+
+def set_password(session: Session, user: User, password: str, *, actor: str = audit.CLI_ACTOR) -> User:
+    check_password_strength(password)
+    user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    audit.record(session, actor, "user.password", "user", user.id, {})
+    session.flush()
+    return user
+
+
+def remove_user(session: Session, user: User, *, actor: str = audit.CLI_ACTOR) -> None:
+    """Delete an account; its test sends keep their record without it (SET NULL), the audit keeps the email."""
+    audit.record(session, actor, "user.remove", "user", user.id, {"email": user.email, "role": user.role})
+    session.delete(user)
+    session.flush()

@@ -1,0 +1,304 @@
+"""`newsletter send|status|worker|run|demo` and `newsletter bulletins schedule|pause|resume|cancel`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.table import Table
+from sqlmodel import Session
+
+from newsletter import dispatch
+from newsletter.cli import context
+from newsletter.cli.bulletins import bulletins_app, local_time
+from newsletter.config import Settings, default_subscribers_dir, get_settings
+from newsletter.dispatch import Dispatcher, SendSummary
+
+DEMO_BULLETIN = "sample-bulletin.txt"
+DEMO_SUBSCRIBERS = "sample.csv"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send_command)
+    app.command("status")(status_command)
+    app.command("worker")(worker_command)
+    app.command("run")(run_command)
+    app.command("demo")(demo_command)
+
+
+def _logging_with_progress() -> None:
+    """Log lines above the progress bar instead of through it."""
+    logging.basicConfig(
+        level=context.settings().LOG_LEVEL.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=context.err_console, show_path=False, markup=False)],
+        force=True,
+    )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM: sending stops after the batches in flight are recorded.
+    A second Ctrl-C aborts. The previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        context.err_console.print("stopping after the batches in flight (again to abort)…")
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled in the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_summary(summary: SendSummary) -> None:
+    out = context.console
+    out.print(f"[bold]{summary.title}[/bold]  (#{summary.bulletin_id}, {summary.status})")
+    table = Table("delivery status", "count")
+    for status, n in sorted(summary.counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(status, str(n))
+    table.add_row("[bold]total[/bold]", f"[bold]{summary.total}[/bold]")
+    out.print(table)
+    if summary.started_at:
+        out.print(f"started {local_time(summary.started_at)}", end="")
+        out.print(f", finished {local_time(summary.finished_at)}" if summary.finished_at else "", end="")
+        if summary.duration is not None:
+            out.print(f", {summary.duration:.1f}s", end="")
+        if summary.rate:
+            out.print(f", {summary.rate:,.0f} recipients/s", end="")
+        out.print()
+    if summary.last_error:
+        out.print(f"[red]{summary.last_error}[/red]", soft_wrap=True)
+    if summary.errors:
+        errors = Table("status", "count", "error")
+        for e in summary.errors:
+            errors.add_row(e.status, str(e.count), e.error)
+        out.print(errors)
+
+
+# --- send, status ---------------------------------------------------------------------------------------
+
+
+def send_command(
+    bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
+) -> None:
+    """Send a bulletin now, with a live progress bar. Ctrl-C stops after the batches in flight;
+    running the command again (or the scheduler) carries on where it stopped."""
+    _logging_with_progress()
+    settings = context.settings()
+    engine = context.engine()
+    with context.session() as session:
+        planned = dispatch.send_now(session, bulletin_id)
+    with Session(engine) as session:
+        start = dispatch.summary(session, bulletin_id)
+    if planned:
+        context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients planned")
+    with _stop_on_signals() as stop, context.progress() as progress:
+        task = progress.add_task(f"bulletin {bulletin_id}", total=start.total, completed=start.done)
+        dispatcher = Dispatcher(
+            settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n)
+        )
+        result = dispatcher.run_until_done(bulletin_id)
+        progress.update(task, completed=result.done)
+    _print_summary(result)
+    if result.status == "sending":
+        context.console.print(f"stopped; run `newsletter send {bulletin_id}` to carry on")
+
+
+def status_command(
+    bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")] = False,
+) -> None:
+    """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
+    with context.session() as session:
+        summary = dispatch.summary(session, bulletin_id)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
+        return
+    _print_summary(summary)
+
+
+# --- long-running ---------------------------------------------------------------------------------------
+
+
+def worker_command(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once no bulletin is sending (no schedule slots).")
+    ] = False,
+) -> None:
+    """Send: the schedule slots and the tick (lease recovery, due bulletins, the send loop). Run as many
+    as you like on PostgreSQL; they share the work."""
+    from newsletter.scheduler import run_scheduler, run_until_idle
+
+    context.configure_logging()
+    with _stop_on_signals() as stop:
+        if until_idle:
+            run_until_idle(context.settings(), stop, engine=context.engine())
+        else:
+            run_scheduler(context.settings(), stop, engine=context.engine())
+
+
+def run_command() -> None:
+    """Run the scheduler in the foreground until Ctrl-C."""
+    from newsletter.scheduler import run_scheduler
+
+    context.configure_logging()
+    with _stop_on_signals() as stop:
+        run_scheduler(context.settings(), stop, engine=context.engine())
+
+
+# --- the demo -------------------------------------------------------------------------------------------
+
+
+def _fresh(directory: Path) -> tuple[Path, Path]:
+    """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / "newsletter.db"
+    for path in (database, database.with_name("newsletter.db-wal"), database.with_name("newsletter.db-shm")):
+        path.unlink(missing_ok=True)
+    outbox = directory / "outbox"
+    if outbox.exists():
+        shutil.rmtree(outbox)
+    return database, outbox
+
+
+def demo_settings(directory: Path) -> Settings:
+    database, outbox = _fresh(directory)
+    return get_settings(
+        DATABASE_URL=f"sqlite:///{database}",
+        OUTBOX_DIR=outbox,
+        ESP_BACKEND="outbox",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        SCHEDULER_TICK_SECONDS=0.5,
+    )
+
+
+def demo_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path("demo"),
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
+    scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
+    from newsletter.bulletins import read_bulletin_file, store_bulletin
+    from newsletter.db import make_engine, migrate, session_scope
+    from newsletter.models import utcnow
+    from newsletter.regions import RegionIndex, seed_regions
+    from newsletter.scheduler import SendScheduler
+    from newsletter.status import BulletinStatus
+    from newsletter.subscribers import import_subscribers
+
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=context.err_console, show_path=False)],
+                        force=True)
+    settings = demo_settings(directory)
+    out = context.console
+    engine = make_engine(settings.DATABASE_URL)
+    migrate(engine)
+    samples = default_subscribers_dir()
+    with session_scope(engine) as session:
+        seed_regions(session, settings)
+        session.flush()
+        report = import_subscribers(
+            session, (samples / DEMO_SUBSCRIBERS).read_text("utf-8-sig"), RegionIndex.from_db(session, settings),
+            source="demo",
+        )
+        content = read_bulletin_file(samples / DEMO_BULLETIN, settings)
+        bulletin = store_bulletin(session, content, status=BulletinStatus.READY, send_at=utcnow())
+        bulletin_id = bulletin.id
+    assert bulletin_id is not None
+    out.print(f"demo database {directory / 'newsletter.db'}: {report.created} subscribers imported, "
+              f"bulletin {bulletin_id} {content.title!r} scheduled now")
+
+    scheduler = SendScheduler(settings, engine)
+    began = time.monotonic()
+    scheduler.start()
+    try:
+        with context.progress(transient=True) as progress:
+            task = progress.add_task("sending", total=None)
+            while time.monotonic() - began < timeout:
+                with Session(engine) as session:
+                    summary = dispatch.summary(session, bulletin_id)
+                progress.update(task, total=summary.total or None, completed=summary.done)
+                if summary.status == BulletinStatus.SENT:
+                    break
+                time.sleep(0.2)
+    finally:
+        scheduler.shutdown()
+    elapsed = time.monotonic() - began
+    engine.dispose()
+
+    variants = Table("regions (variant)", "recipients")
+    for variant, n in sorted(summary.variants.items(), key=lambda kv: -kv[1]):
+        variants.add_row(variant.replace(",", ", "), str(n))
+    out.print(variants)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    rate = f", {summary.rate:,.0f} recipients/s" if summary.rate else ""
+    out.print(f"bulletin {bulletin_id} {summary.status}: {counts} in {elapsed:.1f}s{rate}")
+    folder = Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin_id}"
+    files = sorted(folder.glob("*.eml"))
+    out.print(f"{len(files)} messages in {folder}/" + (f" (open one: {files[0]})" if files else ""))
+    if summary.status != BulletinStatus.SENT:
+        raise typer.Exit(1)
+
+
+# --- bulletins schedule | pause | resume | cancel -------------------------------------------------------
+
+Id = Annotated[int, typer.Argument(metavar="ID")]
+
+
+@bulletins_app.command("schedule")
+def schedule_command(
+    bulletin_id: Id,
+    at: Annotated[str, typer.Option("--at", help="ISO-8601 time (TIMEZONE if no offset), e.g. 2026-11-30T07:00")],
+) -> None:
+    """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready)."""
+    from newsletter.bulletins import parse_send_at
+
+    when = parse_send_at(at, context.settings())
+    with context.session() as session:
+        dispatch.schedule(session, bulletin_id, when)
+    context.console.print(f"bulletin {bulletin_id} will be sent {local_time(when)}")
+
+
+@bulletins_app.command("pause")
+def pause_command(bulletin_id: Id) -> None:
+    """Stop a ready or sending bulletin; batches already at the ESP are recorded, nothing else is sent."""
+    with context.session() as session:
+        dispatch.pause(session, bulletin_id)
+    context.console.print(f"bulletin {bulletin_id} paused; `newsletter bulletins resume {bulletin_id}` goes on")
+
+
+@bulletins_app.command("resume")
+def resume_command(bulletin_id: Id) -> None:
+    """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
+    with context.session() as session:
+        bulletin = dispatch.resume(session, bulletin_id)
+        status = bulletin.status
+    context.console.print(f"bulletin {bulletin_id} is {status} again")
+
+
+@bulletins_app.command("cancel")
+def cancel_command(bulletin_id: Id) -> None:
+    """Cancel a bulletin for good; deliveries not yet sent are skipped."""
+    with context.session() as session:
+        skipped = dispatch.cancel(session, bulletin_id)
+    context.console.print(f"bulletin {bulletin_id} cancelled; {skipped} deliveries not sent")

@@ -1,0 +1,44 @@
+"""`newsletter web`: serve the web app (public pages, admin, webhooks) with uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from newsletter.cli import context
+from newsletter.config import Settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command("web")(web_command)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the app until interrupted. Also used by `newsletter run`, beside the scheduler.
+
+    `proxy_headers` with `forwarded_allow_ips` left at uvicorn's default (127.0.0.1) trusts
+    X-Forwarded-For only from a proxy on the same host, so the per-IP subscribe limit sees real clients.
+    """
+    import uvicorn
+
+    from newsletter.web.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        log_level=settings.LOG_LEVEL.lower(),
+        server_header=False,
+    )
+
+
+def web_command(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default WEB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default WEB_PORT).")] = None,
+) -> None:
+    """Serve the web app: subscription pages, preference centre, admin and the SendGrid webhook."""
+    settings = context.settings()
+    context.configure_logging()
+    serve(settings, host or settings.WEB_HOST, port or settings.WEB_PORT)

@@ -1,0 +1,116 @@
+"""Admin sessions and the permission dependencies every admin route declares.
+
+The session is Starlette's signed cookie (`SECRET_KEY`, HttpOnly, SameSite=Lax, Secure when `BASE_URL`
+is https or `SESSION_COOKIE_SECURE` says so). It holds the user id and the CSRF token; the account is
+read on every request, so disabling it or changing its role takes effect at once.
+
+    CurrentUser     any logged-in account (staff or volunteer)
+    VolunteerUser   an account that may manage subscribers (volunteers and staff)
+    StaffUser       staff only; a volunteer gets 403
+
+Logged out, a GET is redirected to the login page and anything else gets 401. For unsafe methods the
+dependencies also check the CSRF token (after the login, before the role), so a route that declares one
+of them is protected without further thought.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from starlette.middleware.sessions import SessionMiddleware
+
+from newsletter.accounts import may
+from newsletter.config import Settings
+from newsletter.models import User, utcnow
+from newsletter.web.csrf import check_csrf
+from newsletter.web.deps import SessionDep
+
+SESSION_COOKIE = "newsletter_admin"
+SESSION_MAX_AGE = 12 * 3600
+USER_KEY = "uid"
+LOGIN_URL = "/admin/login"
+
+
+class LoginRequired(Exception):
+    """No logged-in account: GET goes to the login page, anything else is refused with 401."""
+
+
+class Forbidden(Exception):
+    """The account's role may not use this page (403)."""
+
+
+def cookie_is_secure(settings: Settings) -> bool:
+    if settings.SESSION_COOKIE_SECURE is not None:
+        return settings.SESSION_COOKIE_SECURE
+    return settings.BASE_URL.lower().startswith("https://")
+
+
+def install_sessions(app: FastAPI, settings: Settings) -> None:
+    """Add the signed-cookie session middleware (raises ConfigError when SECRET_KEY is missing)."""
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_keys[0],
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        path="/",
+        same_site="lax",
+        https_only=cookie_is_secure(settings),
+    )
+
+
+def login_url_for(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"{LOGIN_URL}?next={quote(target, safe='')}"
+
+
+def log_in(request: Request, user: User) -> None:
+    """Start a fresh session for `user` (a new CSRF token too: nothing of the anonymous one carries over)."""
+    request.session.clear()
+    request.session[USER_KEY] = user.id
+
+
+def log_out(request: Request) -> None:
+    request.session.clear()
+
+
+def session_user(request: Request, session: SessionDep) -> User | None:
+    """The active account of this session, or None."""
+    uid = request.session.get(USER_KEY)
+    if not isinstance(uid, int):
+        return None
+    user = session.get(User, uid)
+    if user is None or not user.is_active:
+        return None
+    if user.locked_until is not None and user.locked_until > utcnow():
+        return None
+    return user
+
+
+MaybeUser = Annotated[User | None, Depends(session_user)]
+
+
+async def current_user(request: Request, user: MaybeUser) -> User:
+    if user is None:
+        raise LoginRequired()
+    await check_csrf(request)
+    request.state.user = user
+    return user
+
+
+async def volunteer_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if not may(user.role, "subscribers"):
+        raise Forbidden()
+    return user
+
+
+async def staff_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if not may(user.role, "staff"):
+        raise Forbidden()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+VolunteerUser = Annotated[User, Depends(volunteer_user)]
+StaffUser = Annotated[User, Depends(staff_user)]
