@@ -14,7 +14,7 @@ from newsletter.config import Settings
 from newsletter.content import BulletinContent, ItemContent, Section
 from newsletter.errors import ImportFailed, NotFound, Problem
 from newsletter.models import Bulletin, Item, Region, utcnow
-from newsletter.regions import RegionIndex
+from newsletter.regions import RegionIndex, region_ids
 from newsletter.status import BulletinStatus, ItemKind, check_bulletin
 
 
@@ -48,7 +48,7 @@ def store_bulletin(
     actor: str = audit.CLI_ACTOR,
 ) -> Bulletin:
     """Insert a bulletin and its items in the session's transaction; regions must exist (`init`)."""
-    ids = {r.code: r.id for r in session.exec(select(Region)).all()}
+    ids = region_ids(session)
     missing = [s.region_code for s in content.sections if s.region_code not in ids]
     if missing:
         raise NotFound(f"regions {', '.join(missing)} are not in the database; run `newsletter init`")

@@ -221,3 +221,24 @@ class RateEvent(SQLModel, table=True):
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
     key: str = Field(sa_type=sa.String(200))
     at: datetime = Field(default_factory=utcnow)
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+# Core handles for set-based statements (bulk import, planning, claims), typed for mypy.
+REGION = _table(Region)
+SUBSCRIBER = _table(Subscriber)
+SUBSCRIPTION = _table(Subscription)
+BULLETIN = _table(Bulletin)
+ITEM = _table(Item)
+DELIVERY = _table(Delivery)
+DELIVERY_EVENT = _table(DeliveryEvent)
+SUPPRESSION = _table(Suppression)
+USER = _table(User)
+TEST_SEND = _table(TestSend)
+AUDIT_ENTRY = _table(AuditEntry)
+SCHEDULE_SLOT = _table(ScheduleSlot)
+RATE_EVENT = _table(RateEvent)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter.config import Settings
 from newsletter.errors import NotFound
@@ -50,7 +50,7 @@ class RegionIndex:
 
     @classmethod
     def from_db(cls, session: Session, settings: Settings) -> RegionIndex:
-        rows = session.exec(select(Region).order_by(Region.position, Region.id)).all()
+        rows = session.exec(select(Region).order_by(col(Region.position), col(Region.id))).all()
         return cls.build([(r.code, r.name) for r in rows], settings.region_aliases)
 
     def resolve(self, text: str) -> str | None:

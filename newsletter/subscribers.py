@@ -30,8 +30,17 @@ from sqlmodel import Session, col, select
 
 from newsletter import audit
 from newsletter.errors import InvalidTransition, Problem
-from newsletter.models import Region, Subscriber, Subscription, Suppression, email_hash, utcnow
+from newsletter.models import (
+    SUBSCRIBER,
+    SUBSCRIPTION,
+    SUPPRESSION,
+    Region,
+    Subscription,
+    email_hash,
+    utcnow,
+)
 from newsletter.regions import RegionIndex
+from newsletter.regions import region_ids as regions_by_code
 from newsletter.status import SubscriberStatus, check_subscriber
 
 COLUMNS = ("email", "name", "regions", "status")
@@ -249,9 +258,9 @@ def import_subscribers(
     caller is expected to roll back (the CLI does).
     """
     report = ImportReport(dry_run=dry_run)
-    region_ids = {r.code: r.id for r in session.exec(select(Region)).all()}
-    sub = Subscriber.__table__
-    subscription = Subscription.__table__
+    region_ids = regions_by_code(session)
+    sub = SUBSCRIBER
+    subscription = SUBSCRIPTION
     now = utcnow()
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         emails = [r.email for r in chunk]
@@ -264,9 +273,7 @@ def import_subscribers(
         hashes = {r.email: email_hash(r.email) for r in chunk}
         suppressed = set(
             session.scalars(
-                sa.select(Suppression.__table__.c.email_hash).where(
-                    Suppression.__table__.c.email_hash.in_(list(hashes.values()))
-                )
+                sa.select(SUPPRESSION.c.email_hash).where(SUPPRESSION.c.email_hash.in_(list(hashes.values())))
             )
         )
         current_regions: dict[int, set[int]] = {}

@@ -8,7 +8,7 @@ Create Date: ${create_date}
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+from sqlmodel.sql.sqltypes import UTCDateTime  # noqa: F401  (autogenerate writes UTCDateTime())
 from alembic import op
 ${imports if imports else ""}
 

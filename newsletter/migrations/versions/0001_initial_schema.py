@@ -8,8 +8,8 @@ Create Date: 2026-11-23 12:51:40.441413
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -26,16 +26,16 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
-        sa.Column("locked_until", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("last_login_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("locked_until", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_login_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
     )
     op.create_table(
         "audit_entry",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=320), nullable=False),
         sa.Column("action", sa.String(length=60), nullable=False),
         sa.Column("entity_type", sa.String(length=40), nullable=False),
@@ -56,11 +56,11 @@ def upgrade() -> None:
         sa.Column("scripture_reference", sa.String(length=120), nullable=False),
         sa.Column("intro", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("send_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("started_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("finished_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("send_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("started_at", UTCDateTime(), nullable=True),
+        sa.Column("finished_at", UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -71,7 +71,7 @@ def upgrade() -> None:
         "rate_event",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("rate_event", schema=None) as batch_op:
@@ -94,11 +94,11 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("source", sa.String(length=40), nullable=False),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("confirmed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("unsubscribed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("paused_until", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("confirmed_at", UTCDateTime(), nullable=True),
+        sa.Column("unsubscribed_at", UTCDateTime(), nullable=True),
+        sa.Column("paused_until", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
     )
@@ -114,7 +114,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=True),
         sa.Column("reason", sa.String(length=16), nullable=False),
         sa.Column("note", sa.Text(), nullable=False),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email_hash"),
     )
@@ -126,13 +126,13 @@ def upgrade() -> None:
         sa.Column("variant", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("not_before", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("lease_expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("not_before", UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
         sa.Column("leased_by", sa.String(length=80), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.Column("message_id", sa.String(length=200), nullable=True),
-        sa.Column("sent_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("sent_at", UTCDateTime(), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["bulletin_id"], ["bulletin.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
@@ -159,8 +159,8 @@ def upgrade() -> None:
 
     op.create_table(
         "schedule_slot",
-        sa.Column("slot_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("fired_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("slot_at", UTCDateTime(), nullable=False),
+        sa.Column("fired_at", UTCDateTime(), nullable=False),
         sa.Column("bulletin_id", sa.Integer(), nullable=True),
         sa.Column("worker", sa.String(length=80), nullable=False),
         sa.ForeignKeyConstraint(["bulletin_id"], ["bulletin.id"], ondelete="SET NULL"),
@@ -184,7 +184,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer(), nullable=True),
         sa.Column("variant", sa.String(length=200), nullable=False),
         sa.Column("recipients", sa.Text(), nullable=False),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["bulletin_id"], ["bulletin.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"], ondelete="SET NULL"),
@@ -196,8 +196,8 @@ def upgrade() -> None:
         sa.Column("esp_event_id", sa.String(length=120), nullable=False),
         sa.Column("delivery_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("event", sa.String(length=40), nullable=False),
-        sa.Column("occurred_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("received_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("occurred_at", UTCDateTime(), nullable=False),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["delivery_id"], ["delivery.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
