@@ -36,7 +36,7 @@ from sqlmodel import Session
 from newsletter.config import get_settings
 from newsletter.db import make_engine, migrate
 from newsletter.events import apply_events, parse_events
-from newsletter.models import Bulletin, Delivery, Subscriber, utcnow
+from newsletter.models import DELIVERY, SUBSCRIBER, Bulletin, utcnow
 from newsletter.regions import seed_regions
 from newsletter.web.app import create_app
 from newsletter.web.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, load_public_key, signature_valid
@@ -87,7 +87,7 @@ def fresh(url: str, deliveries: int) -> sa.Engine:
         s.add(Bulletin(title="Bench", subject="Bench", status="sent"))
         s.flush()
         s.execute(
-            sa.insert(Subscriber.__table__),  # type: ignore[attr-defined]
+            sa.insert(SUBSCRIBER),
             [
                 {
                     "email": f"p{i}@example.org",
@@ -102,7 +102,7 @@ def fresh(url: str, deliveries: int) -> sa.Engine:
             ],
         )
         s.execute(
-            sa.insert(Delivery.__table__),  # type: ignore[attr-defined]
+            sa.insert(DELIVERY),
             [
                 {
                     "bulletin_id": 1,

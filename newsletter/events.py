@@ -30,7 +30,12 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
 
 from newsletter import audit, suppressions
-from newsletter.models import Delivery, DeliveryEvent, Subscriber, utcnow
+from newsletter.models import (
+    DELIVERY,
+    DELIVERY_EVENT,
+    SUBSCRIBER,
+    utcnow,
+)
 from newsletter.status import (
     DELIVERY_RANK,
     SUBSCRIBER_TRANSITIONS,
@@ -209,7 +214,7 @@ def _store(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[s
         return set(result.scalars())
     # One cached statement over all rows: SQLAlchemy's "insertmanyvalues" sends them as multi-row
     # INSERTs without compiling a new statement per batch, as `.values([...])` would.
-    table = DeliveryEvent.__table__  # type: ignore[attr-defined]
+    table = DELIVERY_EVENT
     stmt = suppressions.insert_ignoring_duplicates(session, table).returning(table.c.esp_event_id)
     return set(session.execute(stmt, [{**r, "received_at": now} for r in rows]).scalars())
 
@@ -226,7 +231,7 @@ def apply_events(
     if not unique:
         return report
 
-    delivery = Delivery.__table__  # type: ignore[attr-defined]
+    delivery = DELIVERY
     wanted_ids = {e.delivery_id for e in unique.values() if e.delivery_id is not None}
     known: dict[int, int | None] = {}
     if wanted_ids:
@@ -295,7 +300,7 @@ def apply_events(
         session,
         [(email, _REASON[status], f"{e.event} {e.esp_event_id}") for email, (status, e) in effects.items()],
     )
-    subscriber = Subscriber.__table__  # type: ignore[attr-defined]
+    subscriber = SUBSCRIBER
     found = session.execute(
         sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.status).where(
             _one_of(session, subscriber.c.email, effects)

@@ -29,7 +29,7 @@ from newsletter.config import Settings
 from newsletter.content import Recipient
 from newsletter.errors import InvalidTransition
 from newsletter.esp import EspError, backend_for
-from newsletter.models import Region, Subscriber, Subscription, email_hash, utcnow
+from newsletter.models import SUBSCRIPTION, Region, Subscriber, email_hash, utcnow
 from newsletter.render import Renderer
 from newsletter.status import SubscriberStatus, check_subscriber
 
@@ -62,7 +62,7 @@ def _keys(email: str, client_ip: str) -> tuple[str, str]:
 def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
     """Replace a subscriber's regions with `codes` (known codes; the caller checks there is one)."""
     ids = session.exec(select(Region.id).where(col(Region.code).in_(list(codes)))).all()
-    table = Subscription.__table__  # type: ignore[attr-defined]
+    table = SUBSCRIPTION
     session.execute(sa.delete(table).where(table.c.subscriber_id == subscriber_id))
     session.execute(sa.insert(table), [{"subscriber_id": subscriber_id, "region_id": rid} for rid in ids])
 

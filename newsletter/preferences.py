@@ -16,12 +16,12 @@ from sqlmodel import Session, col, select
 
 from newsletter import audit
 from newsletter.models import (
+    BULLETIN,
+    DELIVERY,
+    DELIVERY_EVENT,
+    SUPPRESSION,
     AuditEntry,
-    Bulletin,
-    Delivery,
-    DeliveryEvent,
     Subscriber,
-    Suppression,
     utcnow,
 )
 from newsletter.optin import set_regions
@@ -94,9 +94,9 @@ def is_paused(subscriber: Subscriber, now: datetime | None = None) -> bool:
 
 def personal_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     """Everything stored about the subscriber, as JSON-ready values (the "download my data" file)."""
-    delivery = Delivery.__table__  # type: ignore[attr-defined]
-    bulletin = Bulletin.__table__  # type: ignore[attr-defined]
-    event = DeliveryEvent.__table__  # type: ignore[attr-defined]
+    delivery = DELIVERY
+    bulletin = BULLETIN
+    event = DELIVERY_EVENT
     deliveries = session.execute(
         sa.select(delivery.c.id, bulletin.c.title, delivery.c.variant, delivery.c.status, delivery.c.sent_at)
         .join(bulletin, bulletin.c.id == delivery.c.bulletin_id)
@@ -159,7 +159,7 @@ def erase(session: Session, subscriber: Subscriber) -> None:
     """
     assert subscriber.id is not None
     sid, email, name = subscriber.id, subscriber.email, subscriber.name
-    suppression = Suppression.__table__  # type: ignore[attr-defined]
+    suppression = SUPPRESSION
     session.execute(
         sa.update(suppression)
         .where(suppression.c.email_hash == subscriber.email_hash)
@@ -171,8 +171,8 @@ def erase(session: Session, subscriber: Subscriber) -> None:
             created_at=utcnow(),
         )
     )  # fmt: skip
-    delivery = Delivery.__table__  # type: ignore[attr-defined]
-    event = DeliveryEvent.__table__  # type: ignore[attr-defined]
+    delivery = DELIVERY
+    event = DELIVERY_EVENT
     session.execute(
         sa.update(event)
         .where(

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from newsletter.models import RateEvent, utcnow
+from newsletter.models import RATE_EVENT, utcnow
 
-_TABLE = RateEvent.__table__  # type: ignore[attr-defined]
+_TABLE = RATE_EVENT
 
 
 def window_key(kind: str, value: str) -> str:

@@ -19,14 +19,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from newsletter.models import Region, Subscriber, Subscription
+from newsletter.models import REGION, SUBSCRIBER, SUBSCRIPTION
 from newsletter.subscribers import COLUMNS
 
 PAGE_SIZE = 50
 
-_sub: sa.Table = Subscriber.__table__  # type: ignore[attr-defined]
-_subscription: sa.Table = Subscription.__table__  # type: ignore[attr-defined]
-_region: sa.Table = Region.__table__  # type: ignore[attr-defined]
+_sub: sa.Table = SUBSCRIBER
+_subscription: sa.Table = SUBSCRIPTION
+_region: sa.Table = REGION
 _lower_name = sa.func.lower(_sub.c.name)
 
 
@@ -67,7 +67,9 @@ def filtered(query: sa.Select[Any], region: str, status: str) -> sa.Select[Any]:
     if region:
         region_id = sa.select(_region.c.id).where(_region.c.code == region).scalar_subquery()
         query = query.where(
-            sa.exists().where(_subscription.c.subscriber_id == _sub.c.id, _subscription.c.region_id == region_id)
+            sa.exists().where(
+                _subscription.c.subscriber_id == _sub.c.id, _subscription.c.region_id == region_id
+            )
         )
     return query
 
@@ -91,7 +93,9 @@ def _page_query(filters: Filters, mode: str, cursor: str | None, limit: int) -> 
     query = query.where(_prefix_range(_lower_name, text))
     if cursor:
         key, _, last_id = cursor.rpartition("\x1f")
-        query = query.where(sa.tuple_(_lower_name, _sub.c.id) > sa.tuple_(sa.literal(key), sa.literal(int(last_id))))
+        query = query.where(
+            sa.tuple_(_lower_name, _sub.c.id) > sa.tuple_(sa.literal(key), sa.literal(int(last_id)))
+        )
     return query.order_by(_lower_name, _sub.c.id).limit(limit)
 
 
@@ -104,7 +108,12 @@ def _cursor(mode: str, row: Any) -> str:
 
 
 def search_page(
-    conn: sa.Connection, filters: Filters, cursor: str | None = None, *, mode: str = "", limit: int = PAGE_SIZE
+    conn: sa.Connection,
+    filters: Filters,
+    cursor: str | None = None,
+    *,
+    mode: str = "",
+    limit: int = PAGE_SIZE,
 ) -> Page:
     """One page of subscribers matching `filters`, after `cursor` (from the previous page's
     `next_cursor`), with their region codes. `mode` pins the search kind for later pages."""

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from newsletter import audit
 from newsletter.errors import InvalidTransition, NotFound
-from newsletter.models import Subscriber, Suppression, email_hash, utcnow
+from newsletter.models import SUPPRESSION, Subscriber, Suppression, email_hash, utcnow
 from newsletter.status import SubscriberStatus, SuppressionReason, check_subscriber
 
 LIFTED_BY_CONFIRMATION = frozenset({SuppressionReason.UNSUBSCRIBE})
@@ -82,7 +82,7 @@ def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, s
         )
     if not rows:
         return 0
-    table = Suppression.__table__  # type: ignore[attr-defined]
+    table = SUPPRESSION
     result = session.execute(
         insert_ignoring_duplicates(session, table).returning(table.c.id), list(rows.values())
     )

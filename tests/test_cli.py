@@ -107,5 +107,5 @@ def test_every_command_has_help(cli):
         result = cli(*path, "--help")
         assert "Usage" in result.output and "--help" in result.output
         for name, sub in getattr(command, "commands", {}).items():
-            assert sub.help or sub.short_help or sub.callback.__doc__, f"{path + (name,)} has no help text"
+            assert sub.help or sub.short_help or sub.callback.__doc__, f"{(*path, name)} has no help text"
             stack.append(((*path, name), sub))

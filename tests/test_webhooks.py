@@ -23,7 +23,7 @@ from newsletter import suppressions
 from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.events import MalformedEvents, parse_events
-from newsletter.models import Bulletin, Delivery, DeliveryEvent, Subscriber, Suppression
+from newsletter.models import DELIVERY, SUBSCRIBER, Bulletin, Delivery, DeliveryEvent, Subscriber, Suppression
 from newsletter.status import DeliveryStatus, SubscriberStatus, SuppressionReason
 from newsletter.web.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.factories import MakeSubscriber
@@ -127,9 +127,9 @@ def event(name: str, kind: str, delivery_id: int | None, n: int, **extra: Any) -
 def statuses(engine: Engine) -> dict[str, str]:
     with Session(engine) as s:
         rows = s.execute(
-            sa.select(Subscriber.__table__.c.email, Delivery.__table__.c.status).join(  # type: ignore[attr-defined]
-                Delivery.__table__,
-                Delivery.__table__.c.subscriber_id == Subscriber.__table__.c.id,  # type: ignore[attr-defined]
+            sa.select(SUBSCRIBER.c.email, DELIVERY.c.status).join(
+                DELIVERY,
+                DELIVERY.c.subscriber_id == SUBSCRIBER.c.id,
             )
         ).all()
     return {email.split("@")[0]: status for email, status in rows}
