@@ -11,20 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
+from typer.testing import Result
 
 from newsletter.cli import context as cli_context
 from newsletter.config import Settings, get_settings
 from newsletter.db import make_engine, migrate
 from newsletter.regions import seed_regions
 
-pytest_plugins = ["tests.factories", "tests.fixtures_esp", "tests.fixtures_web"]
+pytest_plugins = ["tests.factories", "tests.fixtures_esp", "tests.fixtures_web", "tests.fixtures_browser"]
 
 PG_URL = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -140,6 +141,24 @@ def engine(settings: Settings) -> Iterator[Engine]:
 def session(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+@pytest.fixture
+def cli(settings: Settings) -> Callable[..., Result]:
+    """Run the `newsletter` CLI in-process against the test's database: `cli("bulletins", "list")`.
+    Asserts the exit code (`code=`, 0 by default) and returns click's result."""
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> Result:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (result.output, result.exception)
+        return result
+
+    return run
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,22 +23,9 @@ expect = playwright_api.expect
 
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SAMPLE = Path(__file__).parent / "data" / "prayer-bulletin.txt"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -66,7 +52,9 @@ def log_in(page, email: str) -> None:
     expect(page.get_by_role("heading", name=re.compile("Welcome"))).to_be_visible()
 
 
-def test_volunteer_finds_a_subscriber_among_10k_and_changes_their_regions(page, session, make_subscribers, settings):
+def test_volunteer_finds_a_subscriber_among_10k_and_changes_their_regions(
+    page, session, make_subscribers, settings
+):
     create_user(session, "vol@example.org", PASSWORD, Role.VOLUNTEER)
     session.commit()
     assert make_subscribers(10_000) == 10_000
@@ -107,7 +95,9 @@ def test_volunteer_finds_a_subscriber_among_10k_and_changes_their_regions(page, 
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
 
 
-def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(page, session, make_subscribers, settings):
+def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(
+    page, session, make_subscribers, settings
+):
     create_user(session, "staff@example.org", PASSWORD, Role.STAFF)
     session.commit()
     make_subscribers(60)
@@ -124,8 +114,12 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(page, se
         expect(page.get_by_text("as a draft")).to_be_visible()
         bulletin_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
 
-        latin = page.locator("section.region-items", has=page.get_by_role("heading", name=re.compile("^Latin America")))
-        latin.get_by_label("Text (Markdown)").first.fill("Praise God for **2,600** officers trained in Guatemala.")
+        latin = page.locator(
+            "section.region-items", has=page.get_by_role("heading", name=re.compile("^Latin America"))
+        )
+        latin.get_by_label("Text (Markdown)").first.fill(
+            "Praise God for **2,600** officers trained in Guatemala."
+        )
         latin.get_by_role("button", name="Save item").first.click()
         expect(page.get_by_text("Item saved.")).to_be_visible()
         shoot(page, "bulletin-editor")
@@ -166,9 +160,14 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(page, se
         expect(page.locator("#bulletin-status")).to_have_text("sent", timeout=120_000)
         shoot(page, "dashboard")
 
-        total = session.exec(select(func.count()).select_from(Delivery).where(Delivery.bulletin_id == bulletin_id)).one()
-        accepted = session.exec(select(func.count()).select_from(Delivery).where(
-            Delivery.bulletin_id == bulletin_id, Delivery.status == "accepted")).one()
+        total = session.exec(
+            select(func.count()).select_from(Delivery).where(Delivery.bulletin_id == bulletin_id)
+        ).one()
+        accepted = session.exec(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.bulletin_id == bulletin_id, Delivery.status == "accepted")
+        ).one()
         bulletin = session.get(Bulletin, bulletin_id)
         assert bulletin is not None and bulletin.status == "sent"
         assert bulletin.started_at is not None and bulletin.send_at is not None
@@ -183,7 +182,10 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(page, se
 
         page.goto("/admin/audit")
         expect(page.locator("table.audit")).to_contain_text("bulletin.test_send")
-        assert session.exec(select(AuditEntry).where(AuditEntry.action == "bulletin.item.edit")).first() is not None
+        assert (
+            session.exec(select(AuditEntry).where(AuditEntry.action == "bulletin.item.edit")).first()
+            is not None
+        )
         session.commit()
     finally:
         scheduler.shutdown()

@@ -7,24 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
 from newsletter.cli import app
 
 SAMPLE = Path(__file__).parent / "data" / "prayer-bulletin.txt"
-
-
-@pytest.fixture
-def cli(settings):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 def test_init_is_idempotent(cli):

@@ -4,9 +4,7 @@ and the phone one in docs/screenshots/ for the README."""
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,39 +17,14 @@ from newsletter.links import Links
 from newsletter.render import Renderer, personalize
 from newsletter.status import ItemKind
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 LONG_URL = (
     "https://example.org/stories/2026/ghana-national-justice-conference-and-freedom-sunday?utm=bulletin"
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"), reason="needs Debian's chromium (required in CI)"
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield browser
-        browser.close()
+pytestmark = [pytest.mark.browser]
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from typer.testing import CliRunner
 
-from newsletter.cli import app
 from newsletter.models import SUBSCRIBER
 
 ROWS = '''email,name,regions,status
@@ -21,18 +18,6 @@ left@example.org,,africa;latin-america;south-asia;southeast-asia;global,unsubscr
 gone@example.org,Gone,africa,bounced
 spam@example.org,Spam,global,complained
 '''
-
-
-@pytest.fixture
-def cli(settings):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 def test_export_then_import_round_trips(cli, engine: Engine, tmp_path: Path) -> None:

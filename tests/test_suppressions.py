@@ -4,30 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
 from newsletter import suppressions
-from newsletter.cli import app
 from newsletter.db import session_scope
 from newsletter.dispatch import Dispatcher, send_now
 from newsletter.models import AuditEntry, Delivery, Suppression
 from newsletter.status import SuppressionReason
 from tests.factories import MakeBulletin, MakeSubscriber
-
-
-@pytest.fixture
-def cli(settings):
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 def test_add_list_and_remove_from_the_command_line(cli, engine: Engine) -> None:
