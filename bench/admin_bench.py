@@ -17,14 +17,13 @@ import re
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 
 import httpx
 import sqlalchemy as sa
 import uvicorn
+from scratch import scratch_database
 from sqlmodel import Session
 
 from newsletter.accounts import create_user
@@ -37,43 +36,40 @@ from newsletter.web.app import create_app
 PASSWORD = "bench password 123"
 
 
-def database(kind: str) -> tuple[str, sa.Engine | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp(prefix='admin-bench-')}/bench.db", None
-    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    admin = sa.create_engine(sa.make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    name = f"admin_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    return sa.make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(False), admin
-
-
 def seed(engine: sa.Engine, rows: int) -> float:
     """`rows` subscribers named "Supporter <n> <surname>" with 1-5 regions each, by INSERT … SELECT."""
     started = time.perf_counter()
     sqlite = engine.dialect.name == "sqlite"
     numbers = (
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :rows) SELECT i FROM n"
-        if sqlite else "SELECT generate_series(1, :rows) AS i"
+        if sqlite
+        else "SELECT generate_series(1, :rows) AS i"
     )
     now = "'2025-01-01 00:00:00.000000'" if sqlite else "TIMESTAMPTZ '2025-01-01 00:00:00+00'"
-    surname = ("(CASE i % 7 WHEN 0 THEN 'Lovelace' WHEN 1 THEN 'Okafor' WHEN 2 THEN 'García' WHEN 3 THEN 'Nguyen' "
-               "WHEN 4 THEN 'Sharma' WHEN 5 THEN 'Smith' ELSE 'Mensah' END)")
+    surname = (
+        "(CASE i % 7 WHEN 0 THEN 'Lovelace' WHEN 1 THEN 'Okafor' WHEN 2 THEN 'García' WHEN 3 THEN 'Nguyen' "
+        "WHEN 4 THEN 'Sharma' WHEN 5 THEN 'Smith' ELSE 'Mensah' END)"
+    )
     concat = "||"
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            f"INSERT INTO subscriber (email, email_hash, name, status, source, created_at, updated_at, confirmed_at) "
-            f"SELECT 'supporter' {concat} i {concat} '@example' {concat} (i % 97) {concat} '.org', "
-            f"'h' {concat} i, 'Supporter ' {concat} i {concat} ' ' {concat} {surname}, "
-            f"CASE WHEN i % 10 = 0 THEN 'unsubscribed' ELSE 'active' END, 'bench', {now}, {now}, {now} "
-            f"FROM ({numbers}) AS seq"
-        ), {"rows": rows})
+        conn.execute(
+            sa.text(
+                f"INSERT INTO subscriber (email, email_hash, name, status, source, created_at, updated_at, confirmed_at) "
+                f"SELECT 'supporter' {concat} i {concat} '@example' {concat} (i % 97) {concat} '.org', "
+                f"'h' {concat} i, 'Supporter ' {concat} i {concat} ' ' {concat} {surname}, "
+                f"CASE WHEN i % 10 = 0 THEN 'unsubscribed' ELSE 'active' END, 'bench', {now}, {now}, {now} "
+                f"FROM ({numbers}) AS seq"
+            ),
+            {"rows": rows},
+        )
         # Region r (1..5) for subscriber s when a hash of (s, r) says so, plus always region s % 5 + 1.
-        conn.execute(sa.text(
-            "INSERT INTO subscription (subscriber_id, region_id) "
-            "SELECT s.id, r.id FROM subscriber s JOIN region r "
-            "ON ((CAST(s.id AS BIGINT) * 7919 + r.id * 104729) % 10 < 4) OR (r.position = s.id % 5)"
-        ))
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscription (subscriber_id, region_id) "
+                "SELECT s.id, r.id FROM subscriber s JOIN region r "
+                "ON ((CAST(s.id AS BIGINT) * 7919 + r.id * 104729) % 10 < 4) OR (r.position = s.id % 5)"
+            )
+        )
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
     return time.perf_counter() - started
@@ -85,7 +81,9 @@ class Server:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> Server:
@@ -110,14 +108,15 @@ def timed(fn: object, repeat: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
 
-    url, admin = database(args.db)
-    try:
+    with scratch_database(args.db, "admin_bench") as url:
         os.environ.setdefault("SECRET_KEY", "bench-secret-key-0123456789")
         settings = get_settings(DATABASE_URL=url)
         engine = make_engine(settings.DATABASE_URL)
@@ -132,8 +131,10 @@ def main() -> None:
         with Server(settings) as server, httpx.Client(base_url=server.url, timeout=60) as client:
             token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text)
             assert token
-            client.post("/admin/login", data={"email": "bench@example.org", "password": PASSWORD,
-                                               "csrf_token": token.group(1)})
+            client.post(
+                "/admin/login",
+                data={"email": "bench@example.org", "password": PASSWORD, "csrf_token": token.group(1)},
+            )
             first = client.get("/admin/subscribers")
             assert first.status_code == 200 and "supporter" in first.text, first.status_code
             deep_id = args.rows // 10  # ~90% of the way down the newest-first list
@@ -149,7 +150,10 @@ def main() -> None:
                 ("search email prefix", {"q": f"supporter{args.rows // 2}@"}),
                 ("search name prefix", {"q": f"supporter {args.rows // 3} "}),
                 ("search name, broad", {"q": "supporter 9"}),
-                ("search name, next page", {"q": "supporter 9", "mode": "name", "after": "supporter 99\x1f99"}),
+                (
+                    "search name, next page",
+                    {"q": "supporter 9", "mode": "name", "after": "supporter 99\x1f99"},
+                ),
             ]
             print(f"\n{'HTTP (this design)':34} {'median':>9} {'worst':>9}")
             for label, params in cases:
@@ -158,24 +162,27 @@ def main() -> None:
                 print(f"  {label:32} {median:7.1f}ms {worst:7.1f}ms{flag}")
 
         naive = [
-            ("OFFSET to the same depth", "SELECT id, email, name, status FROM subscriber ORDER BY id DESC "
-             f"LIMIT 51 OFFSET {args.rows - deep_id}"),
-            ("substring search LIKE '%…%'", "SELECT id, email, name, status FROM subscriber "
-             f"WHERE lower(name) LIKE '%supporter {args.rows // 3} %' OR email LIKE '%supporter{args.rows // 3}@%' "
-             "ORDER BY id DESC LIMIT 51"),
+            (
+                "OFFSET to the same depth",
+                "SELECT id, email, name, status FROM subscriber ORDER BY id DESC "
+                f"LIMIT 51 OFFSET {args.rows - deep_id}",
+            ),
+            (
+                "substring search LIKE '%…%'",
+                "SELECT id, email, name, status FROM subscriber "
+                f"WHERE lower(name) LIKE '%supporter {args.rows // 3} %' OR email LIKE '%supporter{args.rows // 3}@%' "
+                "ORDER BY id DESC LIMIT 51",
+            ),
             ("count(*) for 'page N of M'", "SELECT count(*) FROM subscriber"),
         ]
         print(f"\n{'baseline SQL (no HTTP)':34} {'median':>9} {'worst':>9}")
         with engine.connect() as conn:
             for label, sql in naive:
-                median, worst = timed(lambda sql=sql: conn.execute(sa.text(sql)).all(), max(3, args.repeat // 4))
+                median, worst = timed(
+                    lambda sql=sql: conn.execute(sa.text(sql)).all(), max(3, args.repeat // 4)
+                )
                 print(f"  {label:32} {median:7.1f}ms {worst:7.1f}ms")
         engine.dispose()
-    finally:
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
-            admin.dispose()
 
 
 if __name__ == "__main__":

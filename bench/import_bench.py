@@ -13,12 +13,11 @@ import argparse
 import os
 import random
 import sys
-import tempfile
 import time
-import uuid
 
 import sqlalchemy as sa
 from email_validator import validate_email
+from scratch import scratch_database
 from sqlmodel import Session
 
 from newsletter.config import get_settings
@@ -39,17 +38,6 @@ def make_csv(rows: int, seed: int = 7) -> str:
         regions = ";".join(rng.choice([CODES, NAMES])[j] for j in sorted(rng.sample(range(5), k)))
         lines.append(f"Supporter.{i}@Example{i % 97}.org,Supporter Number {i},{regions},active")
     return "\n".join(lines) + "\n"
-
-
-def database(kind: str) -> tuple[str, sa.Engine | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp()}/bench.db", None
-    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    admin = sa.create_engine(sa.make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    return sa.make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(False), admin
 
 
 def fresh(url: str) -> tuple[sa.Engine, RegionIndex]:
@@ -91,35 +79,33 @@ def naive(engine: sa.Engine, index: RegionIndex, text: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     text = make_csv(args.rows)
     load = os.getloadavg()[0]
-    url, admin = database(args.db)
-    engine, index = fresh(url)
-    first, first_cpu, summary = timed_import(engine, index, text)
-    again, again_cpu, _ = timed_import(engine, index, text)
+    with scratch_database(args.db, "import_bench") as url:
+        engine, index = fresh(url)
+        first, first_cpu, summary = timed_import(engine, index, text)
+        again, again_cpu, _ = timed_import(engine, index, text)
+        engine.dispose()
     base_rows = max(args.rows // 10, 1)
-    url2, admin2 = database(args.db)
-    engine2, index2 = fresh(url2)
-    base = naive(engine2, index2, make_csv(base_rows, seed=8)) * (args.rows / base_rows)
+    with scratch_database(args.db, "import_bench") as url:
+        engine, index = fresh(url)
+        base = naive(engine, index, make_csv(base_rows, seed=8)) * (args.rows / base_rows)
+        engine.dispose()
     print(f"subscriber CSV import, {args.rows:,} rows, {args.db}")
     print(f"load average before the run: {load:.2f} (wall time suffers when the machine is busy)")
     print(f"{'':28}{'wall s':>10}{'rows/s':>12}{'CPU s':>10}")
     print(f"{'import (new rows)':28}{first:>10.2f}{args.rows / first:>12,.0f}{first_cpu:>10.2f}")
     print(f"{'re-import (all unchanged)':28}{again:>10.2f}{args.rows / again:>12,.0f}{again_cpu:>10.2f}")
     print(f"{'naive baseline (scaled)':28}{base:>10.2f}{args.rows / base:>12,.0f}")
-    print(f"speed-up over baseline: {base / first:.1f}x; target 100k rows <= 5 s: "
-          f"{'met' if first * 100_000 / args.rows <= 5 else 'MISSED'}")
+    met = "met" if first * 100_000 / args.rows <= 5 else "MISSED"
+    print(f"speed-up over baseline: {base / first:.1f}x; target 100k rows <= 5 s: {met}")
     print(f"report: {summary}")
-    engine.dispose()
-    engine2.dispose()
-    for a, u in ((admin, url), (admin2, url2)):
-        if a is not None:
-            with a.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE "{sa.make_url(u).database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

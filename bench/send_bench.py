@@ -78,8 +78,9 @@ def _rows(n: int, regions: list[int], seed: int = 7) -> Iterator[tuple[tuple[obj
     rng = random.Random(seed)
     for i in range(1, n + 1):
         email = f"supporter.{i}@example{i % 97}.org"
-        yield (i, email, hashlib.sha256(email.encode()).hexdigest(), f"Supporter {i}"), rng.sample(
-            regions, rng.randint(1, len(regions))
+        yield (
+            (i, email, hashlib.sha256(email.encode()).hexdigest(), f"Supporter {i}"),
+            rng.sample(regions, rng.randint(1, len(regions))),
         )
 
 
@@ -136,8 +137,14 @@ def seed(engine: sa.Engine, n: int) -> None:
 def worker_env(url: str, fake: RemoteFakeEsp, concurrency: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=url, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY, SENDGRID_HOST=fake.url,
-        SECRET_KEY=SECRET, BATCH_SIZE="1000", SEND_CONCURRENCY=str(concurrency), LOG_LEVEL="WARNING",
+        DATABASE_URL=url,
+        ESP_BACKEND="sendgrid",
+        SENDGRID_API_KEY=API_KEY,
+        SENDGRID_HOST=fake.url,
+        SECRET_KEY=SECRET,
+        BATCH_SIZE="1000",
+        SEND_CONCURRENCY=str(concurrency),
+        LOG_LEVEL="WARNING",
         SCHEDULER_TICK_SECONDS="0.2",
     )
     return env
@@ -146,11 +153,27 @@ def worker_env(url: str, fake: RemoteFakeEsp, concurrency: int) -> dict[str, str
 def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
     """Start the workers, wait for all; the peak RSS (KiB) of each, from wait4's rusage."""
     command = [sys.executable, "-m", "newsletter", "worker", "--until-idle"]
-    profile = os.environ.get("SEND_BENCH_PROFILE")  # a folder: each worker runs under py-spy (collapsed stacks)
+    profile = os.environ.get(
+        "SEND_BENCH_PROFILE"
+    )  # a folder: each worker runs under py-spy (collapsed stacks)
     procs = []
     for n in range(workers):
-        prefix = ["py-spy", "record", "--format", "raw", "--threads", "-r", "200", "-o",
-                  f"{profile}/worker-{n}.txt", "--"] if profile else []
+        prefix = (
+            [
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "--threads",
+                "-r",
+                "200",
+                "-o",
+                f"{profile}/worker-{n}.txt",
+                "--",
+            ]
+            if profile
+            else []
+        )
         procs.append(subprocess.Popen([*prefix, *command], env=env, cwd=cwd))
     peaks = []
     for p in procs:
@@ -165,7 +188,9 @@ def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
 def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeEsp) -> dict[str, float]:
     fake.reset()
     with database(kind) as url, tempfile.TemporaryDirectory() as cwd:
-        settings = get_settings(DATABASE_URL=url, SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY)
+        settings = get_settings(
+            DATABASE_URL=url, SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY
+        )
         engine = make_engine(settings.DATABASE_URL)
         migrate(engine)
         with Session(engine) as session:
@@ -197,9 +222,15 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
     stats = fake.stats()
     assert summary.status == "sent" and summary.sent == planned, summary.line()
     return {
-        "n": n, "planned": planned, "seed_s": seeded, "plan_s": plan_s, "send_s": send_s,
-        "requests": stats["requests"], "accepted": stats["accepted"],
-        "duplicates": stats["duplicate_delivery_ids"], "peak_rss_mb": max(peaks) / 1024,
+        "n": n,
+        "planned": planned,
+        "seed_s": seeded,
+        "plan_s": plan_s,
+        "send_s": send_s,
+        "requests": stats["requests"],
+        "accepted": stats["accepted"],
+        "duplicates": stats["duplicate_delivery_ids"],
+        "peak_rss_mb": max(peaks) / 1024,
         "variants": len(summary.variants),
     }
 
@@ -237,23 +268,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: 1 SQLite, 2 PostgreSQL)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: 1 SQLite, 2 PostgreSQL)"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="SEND_CONCURRENCY per worker")
     parser.add_argument("--naive", type=int, default=300, help="recipients for the naive baseline (0: skip)")
     options = parser.parse_args()
     workers = options.workers or (1 if options.db == "sqlite" else 2)
 
-    print(f"send bench: {options.db}, {workers} worker process(es) × {options.concurrency} threads, "
-          f"batches of 1000, fake ESP in its own process", flush=True)
+    print(
+        f"send bench: {options.db}, {workers} worker process(es) × {options.concurrency} threads, "
+        f"batches of 1000, fake ESP in its own process",
+        flush=True,
+    )
     with spawn_fake_esp("--no-record-bodies", "--api-key", API_KEY) as fake:
-        settings = get_settings(SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY,
-                                SENDGRID_HOST=fake.url)
+        settings = get_settings(
+            SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY, SENDGRID_HOST=fake.url
+        )
         baseline = naive(settings, fake, options.naive) if options.naive else 0.0
         if baseline:
-            print(f"naive baseline ({options.naive} recipients: render + premailer + 1 request each): "
-                  f"{baseline:,.0f} recipients/s", flush=True)
-        header = (f"{'N':>9} {'plan/s':>10} {'send/s':>10} {'end-to-end/s':>13} {'e2e time':>9} {'requests':>9} "
-                  f"{'dups':>5} {'peak RSS':>9} {'vs naive':>9}")
+            print(
+                f"naive baseline ({options.naive} recipients: render + premailer + 1 request each): "
+                f"{baseline:,.0f} recipients/s",
+                flush=True,
+            )
+        header = (
+            f"{'N':>9} {'plan/s':>10} {'send/s':>10} {'end-to-end/s':>13} {'e2e time':>9} {'requests':>9} "
+            f"{'dups':>5} {'peak RSS':>9} {'vs naive':>9}"
+        )
         print(header, flush=True)
         for n in options.n:
             r = one_run(options.db, n, workers, options.concurrency, fake)

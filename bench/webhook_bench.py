@@ -20,7 +20,6 @@ import os
 import random
 import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ import sqlalchemy as sa
 import uvicorn
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from scratch import scratch_database
 from sqlmodel import Session
 
 from newsletter.config import get_settings
@@ -53,27 +53,6 @@ MIX = [
     ("spamreport", 0.3),
     ("unsubscribe", 0.2),
 ]
-
-
-def database(kind: str) -> tuple[str, sa.Engine | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp()}/bench.db", None
-    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    admin = sa.create_engine(
-        sa.make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    return sa.make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(
-        False
-    ), admin
-
-
-def drop(admin: sa.Engine | None, url: str) -> None:
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{sa.make_url(url).database}" WITH (FORCE)')
 
 
 def fresh(url: str, deliveries: int) -> sa.Engine:
@@ -224,26 +203,23 @@ def main() -> None:
     load = os.getloadavg()[0]
 
     results: dict[str, tuple[int, float]] = {}
-    url, admin = database(args.db)
-    fresh(url, deliveries).dispose()
-    results["http, batches"] = (args.events, run_http(url, signer, batches(events, args.batch)))
-    drop(admin, url)
+    with scratch_database(args.db, "webhook_bench") as url:
+        fresh(url, deliveries).dispose()
+        results["http, batches"] = (args.events, run_http(url, signer, batches(events, args.batch)))
 
-    url, admin = database(args.db)
-    engine = fresh(url, deliveries)
-    results["in-process, batches"] = (
-        args.events,
-        run_in_process(engine, signer, batches(events, args.batch)),
-    )
-    engine.dispose()
-    drop(admin, url)
+    with scratch_database(args.db, "webhook_bench") as url:
+        engine = fresh(url, deliveries)
+        results["in-process, batches"] = (
+            args.events,
+            run_in_process(engine, signer, batches(events, args.batch)),
+        )
+        engine.dispose()
 
     few = events[: max(args.events // 10, 1)]
-    url, admin = database(args.db)
-    engine = fresh(url, deliveries)
-    results["baseline: one event at a time"] = (len(few), run_in_process(engine, signer, batches(few, 1)))
-    engine.dispose()
-    drop(admin, url)
+    with scratch_database(args.db, "webhook_bench") as url:
+        engine = fresh(url, deliveries)
+        results["baseline: one event at a time"] = (len(few), run_in_process(engine, signer, batches(few, 1)))
+        engine.dispose()
 
     print(f"SendGrid webhook ingestion, {args.events:,} events in batches of {args.batch}, {args.db}")
     print(f"load average before the run: {load:.2f} (wall time suffers when the machine is busy)")
