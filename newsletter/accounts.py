@@ -31,7 +31,9 @@ _DUMMY_HASH = _hasher.hash("not a password of anyone's")
 class LoginRefused(NewsletterError):
     """Wrong address or password, a disabled account, or a locked one. The message is safe to show."""
 
-    def __init__(self, message: str = "Wrong email address or password.", *, locked_until: datetime | None = None):
+    def __init__(
+        self, message: str = "Wrong email address or password.", *, locked_until: datetime | None = None
+    ):
         super().__init__(message)
         self.locked_until = locked_until
 
@@ -135,8 +137,14 @@ def get_user(session: Session, email: str) -> User:
 def set_active(session: Session, user: User, active: bool, *, actor: str = audit.CLI_ACTOR) -> User:
     """Disable (keeps the account and its history) or re-enable an account."""
     if user.is_active != active:
-        audit.record(session, actor, "user.enable" if active else "user.disable", "user", user.id,
-                     {"is_active": [user.is_active, active]})
+        audit.record(
+            session,
+            actor,
+            "user.enable" if active else "user.disable",
+            "user",
+            user.id,
+            {"is_active": [user.is_active, active]},
+        )
         user.is_active = active
         user.failed_logins = 0
         user.locked_until = None

@@ -58,7 +58,9 @@ def fake_esp(_fake_esp_server: FakeEsp) -> Iterator[FakeEsp]:
 
 
 # --- a variant to send ---------------------------------------------------------------------------
-def make_variant(bulletin_id: int | None = 7, regions: tuple[str, ...] = ("africa", "global")) -> RenderedVariant:
+def make_variant(
+    bulletin_id: int | None = 7, regions: tuple[str, ...] = ("africa", "global")
+) -> RenderedVariant:
     """A RenderedVariant as `Renderer.variant` makes them, small enough to read in a failing test."""
     html_ph = {f: html_placeholder(f) for f in PERSONAL_FIELDS}
     text_ph = {f: text_placeholder(f) for f in PERSONAL_FIELDS}
@@ -84,9 +86,9 @@ def make_variant(bulletin_id: int | None = 7, regions: tuple[str, ...] = ("afric
     )
 
 
-def make_recipients(n: int, *, bulletin_id: int | None = 7, start: int = 1, domain: str = "example.org") -> list[
-    Recipient
-]:
+def make_recipients(
+    n: int, *, bulletin_id: int | None = 7, start: int = 1, domain: str = "example.org"
+) -> list[Recipient]:
     return [
         Recipient(
             email=f"reader{i}@{domain}",
@@ -143,12 +145,16 @@ class _Recorder:
         content = envelope.original_content or b""
         with self.lock:
             self.messages.append(
-                ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content), session.peer)
+                ReceivedMessage(
+                    str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content), session.peer
+                )
             )
         return "250 Message accepted for delivery"
 
 
-def _authenticate(server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+def _authenticate(
+    server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
     if isinstance(data, LoginPassword):
         user, password = data.login.decode(), data.password.decode()
         if SMTP_USERS.get(user) == password:

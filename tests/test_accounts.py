@@ -100,13 +100,16 @@ def test_volunteers_may_manage_subscribers_only_staff_everything():
 
 def test_cli_adds_lists_disables_and_removes_accounts(settings, session, monkeypatch):
     runner = CliRunner()
-    result = runner.invoke(app, ["users", "add", "staff@example.org", "--role", "staff"],
-                           input=f"{PASSWORD}\n{PASSWORD}\n")
+    result = runner.invoke(
+        app, ["users", "add", "staff@example.org", "--role", "staff"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("NEWSLETTER_USER_PASSWORD", PASSWORD)
     assert runner.invoke(app, ["users", "add", "vol@example.org"]).exit_code == 0
     monkeypatch.delenv("NEWSLETTER_USER_PASSWORD")
-    result = runner.invoke(app, ["users", "add", "pipe@example.org", "--password-stdin"], input=f"{PASSWORD}\n")
+    result = runner.invoke(
+        app, ["users", "add", "pipe@example.org", "--password-stdin"], input=f"{PASSWORD}\n"
+    )
     assert result.exit_code == 0, result.output
     listing = runner.invoke(app, ["users", "list"])
     assert "staff@example.org" in listing.output and "volunteer" in listing.output

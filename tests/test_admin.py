@@ -89,7 +89,9 @@ def audit_count(session) -> int:
 # --- refusals -----------------------------------------------------------------------------------------
 
 
-def test_logged_out_pages_redirect_to_login_and_posts_are_refused(live_server, accounts, new_subscriber, session):
+def test_logged_out_pages_redirect_to_login_and_posts_are_refused(
+    live_server, accounts, new_subscriber, session
+):
     person = new_subscriber(name="Ada")
     client = live_server.client
     page = client.get("/admin/subscribers")
@@ -118,7 +120,9 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(volunteer,
     assert audit_count(session) == before
 
 
-def test_the_token_of_one_session_does_not_work_in_another(live_server, accounts, volunteer, new_subscriber, session):
+def test_the_token_of_one_session_does_not_work_in_another(
+    live_server, accounts, volunteer, new_subscriber, session
+):
     person = new_subscriber(name="Ada")
     with login(live_server, STAFF) as other:
         foreign = csrf_of(other, "/admin/subscribers")
@@ -186,7 +190,9 @@ def test_wrong_password_is_refused_and_locks_out_after_repeated_failures(account
     client = fresh_client
     for _ in range(settings.LOGIN_MAX_FAILURES):
         token = csrf_of(client)
-        answer = client.post("/admin/login", data={"email": STAFF, "password": "nope nope nope", "csrf_token": token})
+        answer = client.post(
+            "/admin/login", data={"email": STAFF, "password": "nope nope nope", "csrf_token": token}
+        )
         assert answer.status_code == 401
     token = csrf_of(client)
     answer = client.post("/admin/login", data={"email": STAFF, "password": PASSWORD, "csrf_token": token})
@@ -196,8 +202,10 @@ def test_wrong_password_is_refused_and_locks_out_after_repeated_failures(account
 def test_login_redirects_only_inside_the_admin(accounts, fresh_client):
     client = fresh_client
     token = csrf_of(client)
-    answer = client.post("/admin/login", data={"email": STAFF, "password": PASSWORD, "csrf_token": token,
-                                              "next": "https://evil.example/"})
+    answer = client.post(
+        "/admin/login",
+        data={"email": STAFF, "password": PASSWORD, "csrf_token": token, "next": "https://evil.example/"},
+    )
     assert answer.headers["location"] == "/admin"
 
 
@@ -210,7 +218,9 @@ def test_logout_ends_the_session(staff):
 # --- subscribers --------------------------------------------------------------------------------------
 
 
-def test_volunteer_finds_a_subscriber_by_name_or_email_and_filters(volunteer, make_subscribers, new_subscriber):
+def test_volunteer_finds_a_subscriber_by_name_or_email_and_filters(
+    volunteer, make_subscribers, new_subscriber
+):
     make_subscribers(300)
     new_subscriber(email="ada@lovelace.example", name="Ada Lovelace", regions=["south-asia"])
     by_name = volunteer.get("/admin/subscribers", params={"q": "ada lov"})
@@ -238,8 +248,15 @@ def test_keyset_pages_cover_every_subscriber_once(volunteer, make_subscribers):
 def test_volunteer_edits_name_and_regions_and_the_change_is_audited(volunteer, new_subscriber, session):
     person = new_subscriber(name="Ada", regions=["africa"])
     token = csrf_of(volunteer, f"/admin/subscribers/{person.id}")
-    answer = volunteer.post(f"/admin/subscribers/{person.id}", data={
-        "csrf_token": token, "name": "Ada L.", "regions": ["latin-america", "south-asia"], "status": "active"})
+    answer = volunteer.post(
+        f"/admin/subscribers/{person.id}",
+        data={
+            "csrf_token": token,
+            "name": "Ada L.",
+            "regions": ["latin-america", "south-asia"],
+            "status": "active",
+        },
+    )
     assert answer.status_code == 303
     session.expire_all()
     assert session.get(Subscriber, person.id).name == "Ada L."
@@ -255,8 +272,10 @@ def test_volunteer_edits_name_and_regions_and_the_change_is_audited(volunteer, n
 def test_a_lost_address_cannot_be_reactivated(volunteer, new_subscriber, session, lost):
     person = new_subscriber(status=lost)
     token = csrf_of(volunteer, f"/admin/subscribers/{person.id}")
-    answer = volunteer.post(f"/admin/subscribers/{person.id}", data={
-        "csrf_token": token, "name": person.name, "regions": ["africa"], "status": "active"})
+    answer = volunteer.post(
+        f"/admin/subscribers/{person.id}",
+        data={"csrf_token": token, "name": person.name, "regions": ["africa"], "status": "active"},
+    )
     assert answer.status_code == 400
     session.expire_all()
     assert session.get(Subscriber, person.id).status == lost
@@ -267,8 +286,10 @@ def test_unsubscribing_in_the_admin_suppresses_the_address(volunteer, new_subscr
 
     person = new_subscriber()
     token = csrf_of(volunteer, f"/admin/subscribers/{person.id}")
-    volunteer.post(f"/admin/subscribers/{person.id}", data={
-        "csrf_token": token, "name": person.name, "regions": ["africa"], "status": "unsubscribed"})
+    volunteer.post(
+        f"/admin/subscribers/{person.id}",
+        data={"csrf_token": token, "name": person.name, "regions": ["africa"], "status": "unsubscribed"},
+    )
     session.expire_all()
     assert session.get(Subscriber, person.id).status == "unsubscribed"
     assert is_suppressed(session, person.email)
@@ -276,9 +297,14 @@ def test_unsubscribing_in_the_admin_suppresses_the_address(volunteer, new_subscr
 
 def test_csv_upload_reports_bad_rows_by_line_and_stores_the_good_ones(volunteer, session):
     token = csrf_of(volunteer, "/admin/subscribers/import")
-    body = "email,name,regions\nok@example.org,Ok,africa\nnot-an-address,Bad,africa\nok2@example.org,Ok2,mars\n"
-    answer = volunteer.post("/admin/subscribers/import", data={"csrf_token": token},
-                            files={"file": ("people.csv", body.encode(), "text/csv")})
+    body = (
+        "email,name,regions\nok@example.org,Ok,africa\nnot-an-address,Bad,africa\nok2@example.org,Ok2,mars\n"
+    )
+    answer = volunteer.post(
+        "/admin/subscribers/import",
+        data={"csrf_token": token},
+        files={"file": ("people.csv", body.encode(), "text/csv")},
+    )
     assert answer.status_code == 200
     assert "1 new" in answer.text and re.search(r"<td>3</td><td>invalid email", answer.text)
     assert re.search(r"<td>4</td><td>unknown region", answer.text)
@@ -292,7 +318,10 @@ def test_export_is_the_import_format(volunteer, new_subscriber):
     answer = volunteer.get("/admin/subscribers/export.csv", params={"region": "africa"})
     assert answer.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(answer.text)))
-    assert rows == [["email", "name", "regions", "status"], ["a@example.org", "A, with comma", "africa;global", "active"]]
+    assert rows == [
+        ["email", "name", "regions", "status"],
+        ["a@example.org", "A, with comma", "africa;global", "active"],
+    ]
 
 
 # --- bulletins ----------------------------------------------------------------------------------------
@@ -307,20 +336,36 @@ def test_staff_imports_edits_reorders_and_deletes_items(staff, session, sample_t
     first = items[0]
     region_id = first.region_id
     session.commit()
-    staff.post(f"/admin/bulletins/{bulletin_id}/items/{first.id}", data={
-        "csrf_token": token, "body": "Edited **item**", "kind": "praise", "region": "africa"})
-    staff.post(f"/admin/bulletins/{bulletin_id}/items", data={
-        "csrf_token": token, "body": "New second item", "kind": "pray", "region": "africa"})
+    staff.post(
+        f"/admin/bulletins/{bulletin_id}/items/{first.id}",
+        data={"csrf_token": token, "body": "Edited **item**", "kind": "praise", "region": "africa"},
+    )
+    staff.post(
+        f"/admin/bulletins/{bulletin_id}/items",
+        data={"csrf_token": token, "body": "New second item", "kind": "pray", "region": "africa"},
+    )
     session.expire_all()
-    africa = session.exec(select(Item).where(Item.bulletin_id == bulletin_id, Item.region_id == region_id)
-                          .order_by(Item.position)).all()
+    africa = session.exec(
+        select(Item)
+        .where(Item.bulletin_id == bulletin_id, Item.region_id == region_id)
+        .order_by(Item.position)
+    ).all()
     assert africa[0].body == "Edited **item**" and africa[0].kind == "praise"
     session.commit()
-    staff.post(f"/admin/bulletins/{bulletin_id}/items/{africa[-1].id}/move", data={"csrf_token": token, "direction": "up"})
+    staff.post(
+        f"/admin/bulletins/{bulletin_id}/items/{africa[-1].id}/move",
+        data={"csrf_token": token, "direction": "up"},
+    )
     staff.post(f"/admin/bulletins/{bulletin_id}/items/{africa[0].id}/delete", data={"csrf_token": token})
     session.expire_all()
-    bodies = [i.body for i in session.exec(select(Item).where(Item.bulletin_id == bulletin_id,
-                                                              Item.region_id == region_id).order_by(Item.position))]
+    bodies = [
+        i.body
+        for i in session.exec(
+            select(Item)
+            .where(Item.bulletin_id == bulletin_id, Item.region_id == region_id)
+            .order_by(Item.position)
+        )
+    ]
     assert bodies[0] == "New second item" and "Edited **item**" not in bodies
 
 
@@ -334,8 +379,10 @@ def test_a_bad_import_stores_nothing_and_says_why(staff, session):
 def test_schedule_is_entered_and_shown_in_the_configured_time_zone(staff, make_bulletin, session):
     bulletin = make_bulletin(status="draft")
     token = csrf_of(staff, f"/admin/bulletins/{bulletin.id}")
-    answer = staff.post(f"/admin/bulletins/{bulletin.id}/status",
-                        data={"csrf_token": token, "action": "schedule", "send_at": "2099-07-01T09:30"})
+    answer = staff.post(
+        f"/admin/bulletins/{bulletin.id}/status",
+        data={"csrf_token": token, "action": "schedule", "send_at": "2099-07-01T09:30"},
+    )
     assert answer.status_code == 303
     session.expire_all()
     fresh = session.get(Bulletin, bulletin.id)
@@ -354,8 +401,10 @@ def test_preview_shows_exactly_the_chosen_regions_and_the_matrix(staff, make_bul
     new_subscriber(regions=["latin-america", "south-asia"])
     new_subscriber(regions=["latin-america", "south-asia"])
     new_subscriber(regions=["africa"])
-    page = staff.get(f"/admin/bulletins/{bulletin.id}/preview",
-                     params={"regions": ["latin-america", "south-asia"], "width": "phone"})
+    page = staff.get(
+        f"/admin/bulletins/{bulletin.id}/preview",
+        params={"regions": ["latin-america", "south-asia"], "width": "phone"},
+    )
     assert page.status_code == 200
     frame = re.search(r'<iframe[^>]*sandbox=""[^>]*srcdoc="([^"]*)"', page.text)
     assert frame, "the email is in a sandboxed iframe"
@@ -364,11 +413,19 @@ def test_preview_shows_exactly_the_chosen_regions_and_the_matrix(staff, make_bul
     assert re.search(r"Africa</a></td><td class=\"num\">1<", page.text)
 
 
-def test_test_send_goes_to_the_outbox_with_test_marks_and_is_not_a_delivery(staff, make_bulletin, session, settings):
+def test_test_send_goes_to_the_outbox_with_test_marks_and_is_not_a_delivery(
+    staff, make_bulletin, session, settings
+):
     bulletin = make_bulletin()
     token = csrf_of(staff, f"/admin/bulletins/{bulletin.id}/preview")
-    answer = staff.post(f"/admin/bulletins/{bulletin.id}/test-send", data={
-        "csrf_token": token, "to": "me@example.org, you@example.org", "variant": "latin-america,south-asia"})
+    answer = staff.post(
+        f"/admin/bulletins/{bulletin.id}/test-send",
+        data={
+            "csrf_token": token,
+            "to": "me@example.org, you@example.org",
+            "variant": "latin-america,south-asia",
+        },
+    )
     assert answer.status_code == 303
     files = sorted(Path(settings.OUTBOX_DIR).rglob("*.eml"))
     assert len(files) == 2
@@ -376,7 +433,9 @@ def test_test_send_goes_to_the_outbox_with_test_marks_and_is_not_a_delivery(staf
     assert "Subject: [TEST]" in message
     session.expire_all()
     sends = session.exec(select(TestSend)).all()
-    assert [(t.variant, t.recipients) for t in sends] == [("latin-america,south-asia", "me@example.org, you@example.org")]
+    assert [(t.variant, t.recipients) for t in sends] == [
+        ("latin-america,south-asia", "me@example.org, you@example.org")
+    ]
     assert session.exec(select(Delivery)).all() == []
 
 
@@ -399,8 +458,10 @@ def test_dashboard_counts_the_ledger(staff, make_bulletin, make_subscribers, ses
 
 def test_staff_manage_accounts(staff, session):
     token = csrf_of(staff, "/admin/users")
-    staff.post("/admin/users", data={"csrf_token": token, "email": "new@example.org", "role": "volunteer",
-                                     "password": PASSWORD})
+    staff.post(
+        "/admin/users",
+        data={"csrf_token": token, "email": "new@example.org", "role": "volunteer", "password": PASSWORD},
+    )
     from newsletter.models import User
 
     session.expire_all()

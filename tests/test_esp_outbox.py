@@ -76,7 +76,10 @@ def test_sending_again_rewrites_the_same_file_and_leaves_no_temporary_files(
 def test_messages_without_a_delivery_go_to_the_direct_folder(
     outbox_settings: Settings, esp_variant: RenderedVariant
 ) -> None:
-    staff = [Recipient("staff@example.org", "Staff", subscriber_id=None), Recipient("s2@example.org", "", None)]
+    staff = [
+        Recipient("staff@example.org", "Staff", subscriber_id=None),
+        Recipient("s2@example.org", "", None),
+    ]
     results = OutboxBackend(outbox_settings).send(esp_variant, staff)
 
     files = sorted((outbox_settings.OUTBOX_DIR / "direct").glob("*.eml"))
@@ -85,7 +88,9 @@ def test_messages_without_a_delivery_go_to_the_direct_folder(
 
 
 def test_an_unwritable_outbox_is_a_retryable_error(
-    basic_settings: Settings, tmp_path: Path, esp_variant: RenderedVariant,
+    basic_settings: Settings,
+    tmp_path: Path,
+    esp_variant: RenderedVariant,
     esp_recipients: Callable[..., list[Recipient]],
 ) -> None:
     blocker = tmp_path / "not-a-dir"

@@ -59,7 +59,10 @@ def test_one_post_accepts_the_whole_batch_under_the_message_id_sendgrid_gives(
 
 
 def test_each_recipient_gets_their_own_to_values_unsubscribe_headers_and_delivery_ids(
-    backend: SendGridBackend, sg_settings: Settings, fake_esp: FakeEsp, esp_variant: RenderedVariant,
+    backend: SendGridBackend,
+    sg_settings: Settings,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
     esp_recipients: Recipients,
 ) -> None:
     recipients = esp_recipients(2)
@@ -177,14 +180,19 @@ def test_a_400_is_a_bad_request_carrying_sendgrids_messages(
     backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
 ) -> None:
     fake_esp.reject_addresses(r"^reader2@")
-    with pytest.raises(BadRequest, match=r"personalizations\.1\.to\.0\.email: Does not contain a valid address"):
+    with pytest.raises(
+        BadRequest, match=r"personalizations\.1\.to\.0\.email: Does not contain a valid address"
+    ):
         backend.send(esp_variant, esp_recipients(3))
     assert fake_esp.accepted() == []
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_and_403_mean_the_key_is_refused(
-    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients,
+    backend: SendGridBackend,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
     status: int,
 ) -> None:
     fake_esp.fail(status)
@@ -220,7 +228,10 @@ def test_a_429_without_a_reset_header_leaves_the_wait_to_the_caller() -> None:
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_server_errors_are_retryable(
-    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients,
+    backend: SendGridBackend,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
     status: int,
 ) -> None:
     fake_esp.fail(status)
@@ -245,7 +256,10 @@ def test_an_answer_slower_than_the_timeout_is_retryable_and_nothing_was_accepted
 
 @pytest.mark.parametrize("after_accept", [False, True])
 def test_a_dropped_connection_is_retryable(
-    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients,
+    backend: SendGridBackend,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
     after_accept: bool,
 ) -> None:
     fake_esp.drop(count=1, after_accept=after_accept)
@@ -260,7 +274,9 @@ def test_a_refused_connection_is_retryable(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    backend = SendGridBackend(sg_settings.model_copy(update={"SENDGRID_HOST": f"http://127.0.0.1:{closed_port}"}))
+    backend = SendGridBackend(
+        sg_settings.model_copy(update={"SENDGRID_HOST": f"http://127.0.0.1:{closed_port}"})
+    )
     with pytest.raises(RetryableError, match="ConnectionRefusedError"):
         backend.send(esp_variant, esp_recipients(1))
 

@@ -51,7 +51,10 @@ def backend(basic_settings: Settings, smtp_server: SmtpTestServer) -> Iterator[S
 
 
 def test_each_recipient_gets_their_own_complete_message(
-    backend: SmtpBackend, smtp_server: SmtpTestServer, basic_settings: Settings, esp_variant: RenderedVariant,
+    backend: SmtpBackend,
+    smtp_server: SmtpTestServer,
+    basic_settings: Settings,
+    esp_variant: RenderedVariant,
     esp_recipients: Recipients,
 ) -> None:
     recipients = esp_recipients(3)
@@ -71,7 +74,10 @@ def test_each_recipient_gets_their_own_complete_message(
 
 
 def test_the_connection_is_kept_open_across_batches(
-    backend: SmtpBackend, smtp_server: SmtpTestServer, esp_variant: RenderedVariant, esp_recipients: Recipients
+    backend: SmtpBackend,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
 ) -> None:
     backend.send(esp_variant, esp_recipients(2))
     backend.send(esp_variant, esp_recipients(2, start=10))
@@ -80,7 +86,10 @@ def test_the_connection_is_kept_open_across_batches(
 
 
 def test_a_connection_the_server_dropped_is_reopened(
-    backend: SmtpBackend, smtp_server: SmtpTestServer, esp_variant: RenderedVariant, esp_recipients: Recipients
+    backend: SmtpBackend,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
 ) -> None:
     backend.send(esp_variant, esp_recipients(1))
     smtp_server.restart()
@@ -92,7 +101,10 @@ def test_a_connection_the_server_dropped_is_reopened(
 
 
 def test_refused_recipients_are_reported_one_by_one_permanent_or_not(
-    backend: SmtpBackend, smtp_server: SmtpTestServer, esp_variant: RenderedVariant, esp_recipients: Recipients
+    backend: SmtpBackend,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
 ) -> None:
     smtp_server.refuse(r"^reader2@", 550, "5.1.1 No such user")
     smtp_server.refuse(r"^reader3@", 451, "4.3.0 Try again later")
@@ -103,17 +115,27 @@ def test_refused_recipients_are_reported_one_by_one_permanent_or_not(
     gone, busy = results["reader2@example.org"], results["reader3@example.org"]
     assert not gone.accepted and gone.permanent and "550" in gone.error
     assert not busy.accepted and not busy.permanent and "451" in busy.error
-    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["reader1@example.org", "reader4@example.org"]
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "reader1@example.org",
+        "reader4@example.org",
+    ]
 
 
 def test_login_is_used_when_a_username_is_set(
-    basic_settings: Settings, smtp_server: SmtpTestServer, esp_variant: RenderedVariant, esp_recipients: Recipients
+    basic_settings: Settings,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
 ) -> None:
-    good = SmtpBackend(smtp_settings(basic_settings, smtp_server.port, SMTP_USERNAME=USER, SMTP_PASSWORD=PASSWORD))
+    good = SmtpBackend(
+        smtp_settings(basic_settings, smtp_server.port, SMTP_USERNAME=USER, SMTP_PASSWORD=PASSWORD)
+    )
     assert good.send(esp_variant, esp_recipients(1))[0].accepted
     good.close()
 
-    bad = SmtpBackend(smtp_settings(basic_settings, smtp_server.port, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong"))
+    bad = SmtpBackend(
+        smtp_settings(basic_settings, smtp_server.port, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong")
+    )
     with pytest.raises(AuthFailed, match="login"):
         bad.send(esp_variant, esp_recipients(1))
 
@@ -130,7 +152,10 @@ def test_a_server_that_is_not_there_is_a_retryable_error(
 
 
 def test_starttls_is_refused_loudly_by_a_server_without_it(
-    basic_settings: Settings, smtp_server: SmtpTestServer, esp_variant: RenderedVariant, esp_recipients: Recipients
+    basic_settings: Settings,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
 ) -> None:
     backend = SmtpBackend(smtp_settings(basic_settings, smtp_server.port, SMTP_STARTTLS=True))
     with pytest.raises(AuthFailed, match=r"STARTTLS|does not offer"):
@@ -149,14 +174,18 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return cert_path, key_path
 
@@ -171,8 +200,9 @@ def test_starttls_and_login_against_a_server_that_requires_them(
     server_context.load_cert_chain(cert, key)
     server = SmtpTestServer(tls_context=server_context).start()
     try:
-        settings = smtp_settings(basic_settings, server.port, SMTP_STARTTLS=True, SMTP_USERNAME=USER,
-                                 SMTP_PASSWORD=PASSWORD)
+        settings = smtp_settings(
+            basic_settings, server.port, SMTP_STARTTLS=True, SMTP_USERNAME=USER, SMTP_PASSWORD=PASSWORD
+        )
         trusting = SmtpBackend(settings, ssl_context=ssl.create_default_context(cafile=str(cert)))
         assert trusting.send(esp_variant, esp_recipients(1))[0].accepted
         trusting.close()

@@ -19,7 +19,10 @@ def personalization(i: int, **extra: Any) -> dict[str, Any]:
         "to": [{"email": f"reader{i}@example.org", "name": f"Reader {i}"}],
         "substitutions": {"~nlh~name~": f"Reader {i}", "~nlt~name~": f"Reader {i}"},
         "custom_args": {"delivery_id": str(i), "bulletin_id": "7"},
-        "headers": {"List-Unsubscribe": f"<https://example.org/u/{i}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        "headers": {
+            "List-Unsubscribe": f"<https://example.org/u/{i}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
         **extra,
     }
 
@@ -29,7 +32,10 @@ def mail(n: int = 2, **changes: Any) -> dict[str, Any]:
         "personalizations": [personalization(i) for i in range(1, n + 1)],
         "from": {"email": "bulletin@example.org", "name": "Prayer Bulletin"},
         "subject": "This week",
-        "content": [{"type": "text/plain", "value": "Dear ~nlt~name~"}, {"type": "text/html", "value": "<p>Dear ~nlh~name~</p>"}],
+        "content": [
+            {"type": "text/plain", "value": "Dear ~nlt~name~"},
+            {"type": "text/html", "value": "<p>Dear ~nlh~name~</p>"},
+        ],
     }
     body.update(changes)
     return {k: v for k, v in body.items() if v is not None}
@@ -38,7 +44,9 @@ def mail(n: int = 2, **changes: Any) -> dict[str, Any]:
 API_KEY = "SG.fake-api-key-for-tests"  # what the fake_esp fixture accepts
 
 
-def post(fake: FakeEsp, body: object, *, key: str | None = API_KEY, timeout: float = 10) -> tuple[int, Any, Any]:
+def post(
+    fake: FakeEsp, body: object, *, key: str | None = API_KEY, timeout: float = 10
+) -> tuple[int, Any, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if key is not None:
@@ -64,7 +72,11 @@ def test_a_valid_body_is_accepted_with_a_message_id_and_every_recipient_recorded
     message_id = headers["X-Message-Id"]
     assert message_id
     accepted = fake_esp.accepted()
-    assert [r.email for r in accepted] == ["reader1@example.org", "reader2@example.org", "reader3@example.org"]
+    assert [r.email for r in accepted] == [
+        "reader1@example.org",
+        "reader2@example.org",
+        "reader3@example.org",
+    ]
     first = accepted[0]
     assert first.delivery_id == "1" and first.bulletin_id == "7"
     assert first.substitutions["~nlh~name~"] == "Reader 1"
@@ -100,19 +112,40 @@ def test_exactly_1000_personalizations_are_accepted(fake_esp: FakeEsp) -> None:
         (mail(personalizations=[{"subject": "x"}]), "personalizations.0.to"),
         (mail(personalizations=[{"to": [{"email": "not-an-address"}]}]), "personalizations.0.to.0.email"),
         (mail(personalizations=[{"to": [{"name": "No Address"}]}]), "personalizations.0.to.0.email"),
-        (mail(personalizations=[personalization(1, substitutions={"~n~": 5})]), "personalizations.0.substitutions.~n~"),
-        (mail(personalizations=[personalization(1, substitutions={"~n~": "x" * 10_001})]),
-         "personalizations.0.substitutions"),
-        (mail(personalizations=[personalization(1, substitutions={f"~{k}~": "x" * 2000 for k in range(6)})]),
-         "personalizations.0.substitutions"),
-        (mail(personalizations=[personalization(1, custom_args={"delivery_id": 1})]),
-         "personalizations.0.custom_args.delivery_id"),
-        (mail(personalizations=[personalization(1, custom_args={"blob": "y" * 10_001})]),
-         "personalizations.0.custom_args"),
-        (mail(personalizations=[personalization(1, headers={"Subject": "sneaky"})]), "personalizations.0.headers.Subject"),
-        (mail(personalizations=[personalization(1, headers={"x-sg-id": "1"})]), "personalizations.0.headers.x-sg-id"),
-        (mail(personalizations=[personalization(1, headers={"DKIM-Signature": "v=1"})]),
-         "personalizations.0.headers.DKIM-Signature"),
+        (
+            mail(personalizations=[personalization(1, substitutions={"~n~": 5})]),
+            "personalizations.0.substitutions.~n~",
+        ),
+        (
+            mail(personalizations=[personalization(1, substitutions={"~n~": "x" * 10_001})]),
+            "personalizations.0.substitutions",
+        ),
+        (
+            mail(
+                personalizations=[personalization(1, substitutions={f"~{k}~": "x" * 2000 for k in range(6)})]
+            ),
+            "personalizations.0.substitutions",
+        ),
+        (
+            mail(personalizations=[personalization(1, custom_args={"delivery_id": 1})]),
+            "personalizations.0.custom_args.delivery_id",
+        ),
+        (
+            mail(personalizations=[personalization(1, custom_args={"blob": "y" * 10_001})]),
+            "personalizations.0.custom_args",
+        ),
+        (
+            mail(personalizations=[personalization(1, headers={"Subject": "sneaky"})]),
+            "personalizations.0.headers.Subject",
+        ),
+        (
+            mail(personalizations=[personalization(1, headers={"x-sg-id": "1"})]),
+            "personalizations.0.headers.x-sg-id",
+        ),
+        (
+            mail(personalizations=[personalization(1, headers={"DKIM-Signature": "v=1"})]),
+            "personalizations.0.headers.DKIM-Signature",
+        ),
         (mail(headers={"Content-Transfer-Encoding": "base64"}), "headers.Content-Transfer-Encoding"),
         (mail(headers={"Reply-To": "a@example.org"}), "headers.Reply-To"),
         (mail(headers={"X-Count": 3}), "headers.X-Count"),
@@ -123,7 +156,10 @@ def test_exactly_1000_personalizations_are_accepted(fake_esp: FakeEsp) -> None:
         (mail(content=None), "content"),
         (mail(content=[]), "content"),
         (mail(content=[{"type": "text/plain", "value": ""}]), "content.0.value"),
-        (mail(content=[{"type": "text/html", "value": "<p>x</p>"}, {"type": "text/plain", "value": "x"}]), "content"),
+        (
+            mail(content=[{"type": "text/html", "value": "<p>x</p>"}, {"type": "text/plain", "value": "x"}]),
+            "content",
+        ),
         (mail(reply_to={"email": "bad address"}), "reply_to.email"),
         (mail(categories=[f"c{i}" for i in range(11)]), "categories"),
     ],
@@ -141,9 +177,11 @@ def test_a_body_breaking_a_rule_of_the_schema_is_refused_with_400_naming_the_fie
 
 
 def test_more_than_1000_recipients_across_personalizations_is_refused(fake_esp: FakeEsp) -> None:
-    body = mail(personalizations=[
-        {"to": [{"email": f"r{i}a@example.org"}, {"email": f"r{i}b@example.org"}]} for i in range(501)
-    ])
+    body = mail(
+        personalizations=[
+            {"to": [{"email": f"r{i}a@example.org"}, {"email": f"r{i}b@example.org"}]} for i in range(501)
+        ]
+    )
     status, _, answer = post(fake_esp, body)
     assert status == 400 and "personalizations" in error_fields(answer)
 
@@ -259,7 +297,9 @@ def test_a_batch_with_a_rejected_address_is_refused_naming_it(fake_esp: FakeEsp)
 def test_the_http_control_api_configures_and_reports(fake_esp: FakeEsp) -> None:
     def call(method: str, path: str, payload: object = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else b""
-        request = urllib.request.Request(fake_esp.url + path, data=data if method == "POST" else None, method=method)
+        request = urllib.request.Request(
+            fake_esp.url + path, data=data if method == "POST" else None, method=method
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 

@@ -83,8 +83,9 @@ def test_the_long_run_rate_holds_for_batches() -> None:
 @given(
     rate=st.floats(min_value=0.5, max_value=10_000),
     burst=st.integers(min_value=1, max_value=2000),
-    steps=st.lists(st.tuples(st.floats(min_value=0, max_value=5), st.integers(min_value=1, max_value=3000)),
-                   max_size=40),
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5), st.integers(min_value=1, max_value=3000)), max_size=40
+    ),
 )
 def test_never_more_than_burst_plus_rate_times_elapsed(
     rate: float, burst: int, steps: list[tuple[float, int]]
@@ -144,7 +145,9 @@ def test_in_flight_zero_means_no_cap() -> None:
 
 
 def test_a_throttle_from_settings_uses_send_rate_and_concurrency(basic_settings: Settings) -> None:
-    throttle = Throttle.from_settings(basic_settings.model_copy(update={"SEND_RATE": 50.0, "SEND_CONCURRENCY": 3}))
+    throttle = Throttle.from_settings(
+        basic_settings.model_copy(update={"SEND_RATE": 50.0, "SEND_CONCURRENCY": 3})
+    )
     assert throttle.bucket.rate == 50 and throttle.bucket.burst == basic_settings.BATCH_SIZE
     assert throttle.in_flight.limit == 3
     with throttle.slot(10):

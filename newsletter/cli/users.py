@@ -45,9 +45,12 @@ def _password(from_stdin: bool) -> str:
 @users_app.command("add")
 def add_command(
     email: Annotated[str, typer.Argument(help="The account's email address (its login).")],
-    role: Annotated[Role, typer.Option(help="staff: everything; volunteer: subscribers only.")] = Role.VOLUNTEER,
+    role: Annotated[
+        Role, typer.Option(help="staff: everything; volunteer: subscribers only.")
+    ] = Role.VOLUNTEER,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+        bool,
+        typer.Option("--password-stdin", help="Read the password from the first line of standard input."),
     ] = False,
 ) -> None:
     """Add an account; asks for the password twice (or reads NEWSLETTER_USER_PASSWORD / --password-stdin)."""
@@ -69,7 +72,11 @@ def list_command() -> None:
             state = "active" if user.is_active else "disabled"
             if user.locked_until is not None and user.locked_until > utcnow():
                 state += " (locked)"
-            last = user.last_login_at.astimezone(context.settings().tz).strftime("%Y-%m-%d %H:%M %Z") if user.last_login_at else ""
+            last = (
+                user.last_login_at.astimezone(context.settings().tz).strftime("%Y-%m-%d %H:%M %Z")
+                if user.last_login_at
+                else ""
+            )
             table.add_row(user.email, user.role, state, last)
     context.console.print(table)
 

@@ -129,7 +129,9 @@ def _error(message: str, field: str | None, help_anchor: str | None = None) -> d
     return {"message": message, "field": field, "help": (_HELP + help_anchor) if help_anchor else None}
 
 
-def _check_address(obj: object, where: str, errors: list[dict[str, Any]], reject: re.Pattern[str] | None) -> None:
+def _check_address(
+    obj: object, where: str, errors: list[dict[str, Any]], reject: re.Pattern[str] | None
+) -> None:
     if not isinstance(obj, dict):
         errors.append(_error("Email objects must be objects with an email property.", where))
         return
@@ -138,7 +140,9 @@ def _check_address(obj: object, where: str, errors: list[dict[str, Any]], reject
         errors.append(_error("Does not contain a valid address.", where + ".email", "personalizations.to"))
     name = obj.get("name")
     if name is not None and not isinstance(name, str):
-        errors.append(_error("Invalid type. Expected: string, given: " + type(name).__name__ + ".", where + ".name"))
+        errors.append(
+            _error("Invalid type. Expected: string, given: " + type(name).__name__ + ".", where + ".name")
+        )
 
 
 def _check_headers(headers: object, where: str, errors: list[dict[str, Any]]) -> None:
@@ -147,10 +151,16 @@ def _check_headers(headers: object, where: str, errors: list[dict[str, Any]]) ->
         return
     for key, value in headers.items():
         if key.lower() in RESERVED_HEADERS:
-            errors.append(_error(f"The header {key} is reserved and may not be set.", f"{where}.{key}", "headers"))
+            errors.append(
+                _error(f"The header {key} is reserved and may not be set.", f"{where}.{key}", "headers")
+            )
         if not isinstance(value, str):
             errors.append(
-                _error(f"Invalid type. Expected: string, given: {type(value).__name__}.", f"{where}.{key}", "headers")
+                _error(
+                    f"Invalid type. Expected: string, given: {type(value).__name__}.",
+                    f"{where}.{key}",
+                    "headers",
+                )
             )
 
 
@@ -164,12 +174,20 @@ def _check_string_map(
     for key, value in obj.items():
         if not isinstance(value, str):
             errors.append(
-                _error(f"Invalid type. Expected: string, given: {type(value).__name__}.", f"{where}.{key}", anchor)
+                _error(
+                    f"Invalid type. Expected: string, given: {type(value).__name__}.",
+                    f"{where}.{key}",
+                    anchor,
+                )
             )
             continue
         total += _nbytes(key) + _nbytes(value)
     if total > limit:
-        errors.append(_error(f"The total size of {what} may not exceed {limit:,} bytes per personalization.", where, anchor))
+        errors.append(
+            _error(
+                f"The total size of {what} may not exceed {limit:,} bytes per personalization.", where, anchor
+            )
+        )
 
 
 def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> list[dict[str, Any]]:
@@ -236,7 +254,9 @@ def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> l
                         errors.append(
                             _error(
                                 "Each email address in the personalization block should be unique between to, "
-                                "cc, and bcc. We found the first duplicate instance of [" + email + "] in the "
+                                "cc, and bcc. We found the first duplicate instance of ["
+                                + email
+                                + "] in the "
                                 f"personalizations.{i}.{kind} field.",
                                 f"{where}.{kind}",
                                 "personalizations",
@@ -250,18 +270,27 @@ def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> l
             errors.append(_error("The subject must be a non-empty string.", where + ".subject", "subject"))
         subs = p.get("substitutions")
         if subs is not None:
-            _check_string_map(subs, where + ".substitutions", MAX_SUBSTITUTIONS_BYTES, "substitutions", errors,
-                              "personalizations.substitutions")
+            _check_string_map(
+                subs,
+                where + ".substitutions",
+                MAX_SUBSTITUTIONS_BYTES,
+                "substitutions",
+                errors,
+                "personalizations.substitutions",
+            )
         args = p.get("custom_args")
         if args is not None:
-            _check_string_map(args, where + ".custom_args", MAX_CUSTOM_ARGS_BYTES, "custom_args", errors,
-                              "custom_args")
+            _check_string_map(
+                args, where + ".custom_args", MAX_CUSTOM_ARGS_BYTES, "custom_args", errors, "custom_args"
+            )
         headers = p.get("headers")
         if headers is not None:
             _check_headers(headers, where + ".headers", errors)
     if recipients > MAX_RECIPIENTS:
         errors.append(
-            _error(f"The total number of recipients must be no more than {MAX_RECIPIENTS}.", "personalizations")
+            _error(
+                f"The total number of recipients must be no more than {MAX_RECIPIENTS}.", "personalizations"
+            )
         )
 
     sender = body.get("from")
@@ -306,7 +335,9 @@ def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> l
                 )
             )
     elif not isinstance(content, list) or not content:
-        errors.append(_error("The content parameter must be an array with at least one block.", "content", "content"))
+        errors.append(
+            _error("The content parameter must be an array with at least one block.", "content", "content")
+        )
     else:
         types = []
         for i, block in enumerate(content):
@@ -315,20 +346,36 @@ def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> l
                 continue
             ctype, value = block.get("type"), block.get("value")
             if not isinstance(ctype, str) or not ctype:
-                errors.append(_error("The content type must be a string at least one character in length.",
-                                     f"content.{i}.type", "content.type"))
+                errors.append(
+                    _error(
+                        "The content type must be a string at least one character in length.",
+                        f"content.{i}.type",
+                        "content.type",
+                    )
+                )
             if not isinstance(value, str) or not value:
-                errors.append(_error("The content value must be a string at least one character in length.",
-                                     f"content.{i}.value", "content.value"))
+                errors.append(
+                    _error(
+                        "The content value must be a string at least one character in length.",
+                        f"content.{i}.value",
+                        "content.value",
+                    )
+                )
             types.append(ctype)
         if "text/plain" in types and types.index("text/plain") != 0:
             errors.append(
-                _error("If present, text/plain must be first, followed by text/html, followed by any other content.",
-                       "content", "content")
+                _error(
+                    "If present, text/plain must be first, followed by text/html, followed by any other content.",
+                    "content",
+                    "content",
+                )
             )
         if types.count("text/plain") > 1 or types.count("text/html") > 1:
-            errors.append(_error("If present, text/plain and text/html may only be provided once.", "content",
-                                 "content"))
+            errors.append(
+                _error(
+                    "If present, text/plain and text/html may only be provided once.", "content", "content"
+                )
+            )
 
     if "headers" in body:
         _check_headers(body["headers"], "headers", errors)
@@ -338,11 +385,18 @@ def validate_mail_send(body: object, reject: re.Pattern[str] | None = None) -> l
         or len(categories) > MAX_CATEGORIES
         or not all(isinstance(c, str) and len(c) <= 255 for c in categories)
     ):
-        errors.append(_error(f"Up to {MAX_CATEGORIES} categories of at most 255 characters each.", "categories",
-                             "categories"))
+        errors.append(
+            _error(
+                f"Up to {MAX_CATEGORIES} categories of at most 255 characters each.",
+                "categories",
+                "categories",
+            )
+        )
     custom_args = body.get("custom_args")
     if isinstance(custom_args, dict):
-        _check_string_map(custom_args, "custom_args", MAX_CUSTOM_ARGS_BYTES, "custom_args", errors, "custom_args")
+        _check_string_map(
+            custom_args, "custom_args", MAX_CUSTOM_ARGS_BYTES, "custom_args", errors, "custom_args"
+        )
     elif custom_args is not None and not isinstance(custom_args, str):
         errors.append(_error("Invalid type. Expected: object.", "custom_args", "custom_args"))
     return errors[:_MAX_ERRORS]
@@ -525,8 +579,9 @@ class FakeEsp(_Controls):
         self._server = server
         self.port = server.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-esp", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-esp", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -610,7 +665,9 @@ class FakeEsp(_Controls):
     def accepted(self) -> list[AcceptedRecipient]:
         """Every accepted recipient, in arrival order (only with `record_bodies`)."""
         if not self.record_bodies:
-            raise RuntimeError("this FakeEsp keeps only delivery ids (record_bodies=False): use delivery_ids()")
+            raise RuntimeError(
+                "this FakeEsp keeps only delivery ids (record_bodies=False): use delivery_ids()"
+            )
         with self._lock:
             return list(self._accepted)
 
@@ -709,7 +766,12 @@ class FakeEsp(_Controls):
         if self.api_key is not None and auth[7:] != self.api_key:
             self._log(request_id, "401")
             handler._json(
-                401, {"errors": [_error("The provided authorization grant is invalid, expired, or revoked", None)]}
+                401,
+                {
+                    "errors": [
+                        _error("The provided authorization grant is invalid, expired, or revoked", None)
+                    ]
+                },
             )
             return
         if len(data) > MAX_BODY_BYTES:
@@ -810,8 +872,9 @@ class RemoteFakeEsp(_Controls):
 
     def _call(self, method: str, path: str, payload: object = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
@@ -847,8 +910,16 @@ def spawn_fake_esp(*args: str, timeout: float = 15.0) -> Iterator[RemoteFakeEsp]
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter.testing.fake_esp", "--port", "0", "--port-file", str(port_file),
-             *args],
+            [
+                sys.executable,
+                "-m",
+                "newsletter.testing.fake_esp",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                *args,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -868,7 +939,9 @@ def spawn_fake_esp(*args: str, timeout: float = 15.0) -> Iterator[RemoteFakeEsp]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m newsletter.testing.fake_esp", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m newsletter.testing.fake_esp", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="write the port here once listening")
@@ -877,8 +950,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args(argv)
 
-    fake = FakeEsp(options.host, options.port, api_key=options.api_key,
-                   record_bodies=not options.no_record_bodies, seed=options.seed)
+    fake = FakeEsp(
+        options.host,
+        options.port,
+        api_key=options.api_key,
+        record_bodies=not options.no_record_bodies,
+        seed=options.seed,
+    )
     fake.start()
 
     def stop(signum: int, frame: object) -> None:

@@ -25,7 +25,9 @@ def _refusal(request: Request, status: int, title: str, text: str) -> HTMLRespon
 async def _login_required(request: Request, exc: Exception) -> Response:
     if request.method in {"GET", "HEAD"}:
         return RedirectResponse(login_url_for(request), status_code=303)
-    return _refusal(request, 401, "Please log in", "You are not logged in (or your session ended). Nothing was changed.")
+    return _refusal(
+        request, 401, "Please log in", "You are not logged in (or your session ended). Nothing was changed."
+    )
 
 
 async def _forbidden(request: Request, exc: Exception) -> Response:
@@ -34,7 +36,9 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 async def _csrf_refused(request: Request, exc: Exception) -> Response:
     return _refusal(
-        request, 403, "Form expired",
+        request,
+        403,
+        "Form expired",
         "This form was not sent from this admin session (its security token is missing or out of date). "
         "Nothing was changed: go back, reload the page and try again.",
     )

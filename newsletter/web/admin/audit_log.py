@@ -58,6 +58,8 @@ def audit_page(
             "entity": entity,
             "actor": actor,
             "next_before": entries[-1].id if more and entries else None,
-            "entity_types": ["subscriber", "bulletin", "user", "suppression"] if user.role == Role.STAFF else [],
+            "entity_types": ["subscriber", "bulletin", "user", "suppression"]
+            if user.role == Role.STAFF
+            else [],
         },
     )

@@ -62,8 +62,11 @@ def create(
 ) -> Response:
     title = " ".join(title.split())[:200] or "Untitled bulletin"
     content = BulletinContent(
-        title=title, subject=" ".join(subject.split())[:200] or title,
-        scripture_text="", scripture_reference="", sections=(),
+        title=title,
+        subject=" ".join(subject.split())[:200] or title,
+        scripture_text="",
+        scripture_reference="",
+        sections=(),
     )
     bulletin = store_bulletin(session, content, actor=user.email)
     session.commit()
@@ -92,18 +95,28 @@ async def import_submit(
         try:
             text = raw[:MAX_TEXT_BYTES].decode("utf-8-sig")
         except UnicodeDecodeError:
-            return render(request, "bulletin_import.html",
-                          {"text": "", "problems": [f"{source} is not UTF-8 text; save it as UTF-8."]}, status_code=400)
+            return render(
+                request,
+                "bulletin_import.html",
+                {"text": "", "problems": [f"{source} is not UTF-8 text; save it as UTF-8."]},
+                status_code=400,
+            )
     try:
         content = parse_bulletin(text, settings, source=source)
         bulletin = store_bulletin(session, content, actor=user.email)
     except ImportFailed as exc:
         session.rollback()
-        return render(request, "bulletin_import.html",
-                      {"text": text, "problems": [str(p) for p in exc.problems]}, status_code=400)
+        return render(
+            request,
+            "bulletin_import.html",
+            {"text": text, "problems": [str(p) for p in exc.problems]},
+            status_code=400,
+        )
     except NewsletterError as exc:
         session.rollback()
-        return render(request, "bulletin_import.html", {"text": text, "problems": [str(exc)]}, status_code=400)
+        return render(
+            request, "bulletin_import.html", {"text": text, "problems": [str(exc)]}, status_code=400
+        )
     session.commit()
     flash(request, f"Imported “{bulletin.title}” as a draft.")
     return see_other(f"/admin/bulletins/{bulletin.id}")
@@ -117,9 +130,15 @@ def items_by_region(session: Session, bulletin_id: int) -> list[tuple[Region, li
 
 
 @router.get("/{bulletin_id}")
-def editor(request: Request, user: StaffUser, session: SessionDep, settings: SettingsDep, bulletin_id: int) -> Response:
+def editor(
+    request: Request, user: StaffUser, session: SessionDep, settings: SettingsDep, bulletin_id: int
+) -> Response:
     bulletin = get_bulletin_or_404(session, bulletin_id)
-    local = bulletin.send_at.astimezone(settings.tz) if bulletin.send_at else utcnow().astimezone(settings.tz) + timedelta(hours=1)
+    local = (
+        bulletin.send_at.astimezone(settings.tz)
+        if bulletin.send_at
+        else utcnow().astimezone(settings.tz) + timedelta(hours=1)
+    )
     return render(
         request,
         "bulletin.html",
@@ -218,12 +237,23 @@ def add_item(
     last = session.exec(
         select(Item.position).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position).desc())
     ).first()
-    item = Item(bulletin_id=bulletin_id, region_id=_region_id(session, region), kind=_kind(kind),
-                position=(last or 0) + 1, body=body.strip())
+    item = Item(
+        bulletin_id=bulletin_id,
+        region_id=_region_id(session, region),
+        kind=_kind(kind),
+        position=(last or 0) + 1,
+        body=body.strip(),
+    )
     session.add(item)
     session.flush()
-    audit.record(session, user.email, "bulletin.item.add", "bulletin", bulletin_id,
-                 {"item": item.id, "region": region, "kind": kind})
+    audit.record(
+        session,
+        user.email,
+        "bulletin.item.add",
+        "bulletin",
+        bulletin_id,
+        {"item": item.id, "region": region, "kind": kind},
+    )
     _touch(session, bulletin)
     flash(request, "Item added.")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item.id}")
@@ -261,15 +291,20 @@ def save_item(
         flash(request, "An item needs some text (use Delete to remove it).", "error")
         return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
     before = {"body": item.body, "kind": item.kind, "region_id": item.region_id}
-    after = {"body": body.strip(), "kind": str(_kind(kind)),
-             "region_id": _region_id(session, region) if region else item.region_id}
+    after = {
+        "body": body.strip(),
+        "kind": str(_kind(kind)),
+        "region_id": _region_id(session, region) if region else item.region_id,
+    }
     changes = audit.diff(before, after)
     if changes:
         item.body, item.kind, item.region_id = after["body"], after["kind"], after["region_id"]  # type: ignore[assignment]
         session.add(item)
         if "body" in changes:
             changes["body"] = ["…", "changed"]  # the text itself stays in the bulletin, not the log
-        audit.record(session, user.email, "bulletin.item.edit", "bulletin", bulletin_id, {"item": item_id, **changes})
+        audit.record(
+            session, user.email, "bulletin.item.edit", "bulletin", bulletin_id, {"item": item_id, **changes}
+        )
         _touch(session, bulletin)
         flash(request, "Item saved.")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
@@ -289,10 +324,13 @@ def move_item(
     item = _item(session, bulletin_id, item_id)
     if not _editable(request, bulletin):
         return see_other(f"/admin/bulletins/{bulletin_id}")
-    siblings = list(session.exec(
-        select(Item).where(Item.bulletin_id == bulletin_id, Item.region_id == item.region_id)
-        .order_by(col(Item.position), col(Item.id))
-    ).all())
+    siblings = list(
+        session.exec(
+            select(Item)
+            .where(Item.bulletin_id == bulletin_id, Item.region_id == item.region_id)
+            .order_by(col(Item.position), col(Item.id))
+        ).all()
+    )
     index = next(i for i, s in enumerate(siblings) if s.id == item.id)
     other = index - 1 if direction == "up" else index + 1
     if 0 <= other < len(siblings):
@@ -303,20 +341,34 @@ def move_item(
         for sibling, position in zip(siblings, positions, strict=True):
             sibling.position = position
             session.add(sibling)
-        audit.record(session, user.email, "bulletin.item.move", "bulletin", bulletin_id,
-                     {"item": item_id, "direction": direction})
+        audit.record(
+            session,
+            user.email,
+            "bulletin.item.move",
+            "bulletin",
+            bulletin_id,
+            {"item": item_id, "direction": direction},
+        )
         _touch(session, bulletin)
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
 @router.post("/{bulletin_id}/items/{item_id}/delete")
-def delete_item(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int) -> Response:
+def delete_item(
+    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int
+) -> Response:
     bulletin = get_bulletin_or_404(session, bulletin_id)
     item = _item(session, bulletin_id, item_id)
     if not _editable(request, bulletin):
         return see_other(f"/admin/bulletins/{bulletin_id}")
-    audit.record(session, user.email, "bulletin.item.delete", "bulletin", bulletin_id,
-                 {"item": item_id, "body": item.body[:200]})
+    audit.record(
+        session,
+        user.email,
+        "bulletin.item.delete",
+        "bulletin",
+        bulletin_id,
+        {"item": item_id, "body": item.body[:200]},
+    )
     session.delete(item)
     _touch(session, bulletin)
     flash(request, "Item deleted.")
@@ -355,7 +407,9 @@ def change(
             dispatch.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
-            change_status(session, bulletin, B(bulletin.status), actor=user.email, send_at=None, set_send_at=True)
+            change_status(
+                session, bulletin, B(bulletin.status), actor=user.email, send_at=None, set_send_at=True
+            )
             message = "No longer scheduled for a set time: it goes out at the next weekly slot."
         elif action == "pause":
             dispatch.pause(session, bulletin_id, actor=user.email)
@@ -365,7 +419,9 @@ def change(
             message = "Resumed."
         elif action == "cancel":
             skipped = dispatch.cancel(session, bulletin_id, actor=user.email)
-            message = "Cancelled: it will not be sent" + (f" ({skipped} pending deliveries skipped)." if skipped else ".")
+            message = "Cancelled: it will not be sent" + (
+                f" ({skipped} pending deliveries skipped)." if skipped else "."
+            )
         else:
             raise NewsletterError(f"unknown action {action!r}")
     except NewsletterError as exc:

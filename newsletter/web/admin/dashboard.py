@@ -24,8 +24,13 @@ from newsletter.web.deps import SessionDep
 router = APIRouter(prefix="/bulletins")
 
 REFRESH_SECONDS = 5
-PROBLEM_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.DROPPED,
-                    DeliveryStatus.COMPLAINED, DeliveryStatus.DEFERRED)
+PROBLEM_STATUSES = (
+    DeliveryStatus.FAILED,
+    DeliveryStatus.BOUNCED,
+    DeliveryStatus.DROPPED,
+    DeliveryStatus.COMPLAINED,
+    DeliveryStatus.DEFERRED,
+)
 RATE_WINDOW = timedelta(seconds=60)
 
 
@@ -50,7 +55,8 @@ def event_counts(session: Session, bulletin_id: int) -> dict[str, dict[str, int]
 def _progress(session: Session, bulletin: Bulletin, summary: SendSummary) -> dict[str, Any]:
     now = utcnow()
     recent = session.exec(
-        select(func.count()).select_from(Delivery)
+        select(func.count())
+        .select_from(Delivery)
         .where(Delivery.bulletin_id == bulletin.id, col(Delivery.sent_at) >= now - RATE_WINDOW)
     ).one()
     recent_rate = recent / RATE_WINDOW.total_seconds()
@@ -80,10 +86,14 @@ def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_i
         .limit(100)
     ).all()
     tests = session.exec(
-        select(TestSend).where(TestSend.bulletin_id == bulletin_id).order_by(col(TestSend.id).desc()).limit(20)
+        select(TestSend)
+        .where(TestSend.bulletin_id == bulletin_id)
+        .order_by(col(TestSend.id).desc())
+        .limit(20)
     ).all()
     live = bulletin.status == BulletinStatus.SENDING or (
-        bulletin.status == BulletinStatus.READY and bulletin.send_at is not None
+        bulletin.status == BulletinStatus.READY
+        and bulletin.send_at is not None
         and bulletin.send_at - utcnow() < timedelta(minutes=10)
     )
     return render(

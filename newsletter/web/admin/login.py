@@ -49,8 +49,11 @@ async def login_submit(
     except LoginRefused as exc:
         session.commit()  # the failure count must stick
         return render(
-            request, "login.html", {"next": _safe_next(next), "email": email, "error": str(exc)},
-            user=None, status_code=401,
+            request,
+            "login.html",
+            {"next": _safe_next(next), "email": email, "error": str(exc)},
+            user=None,
+            status_code=401,
         )
     audit.record(session, user.email, "user.login", "user", user.id)
     session.commit()
@@ -70,7 +73,9 @@ def logout(request: Request, user: CurrentUser) -> Response:
 def home(request: Request, user: CurrentUser, session: SessionDep) -> Response:
     upcoming = session.exec(
         select(Bulletin)
-        .where(col(Bulletin.status).in_([BulletinStatus.READY, BulletinStatus.SENDING, BulletinStatus.PAUSED]))
+        .where(
+            col(Bulletin.status).in_([BulletinStatus.READY, BulletinStatus.SENDING, BulletinStatus.PAUSED])
+        )
         .order_by(col(Bulletin.send_at).is_(None), col(Bulletin.send_at), col(Bulletin.id))
         .limit(5)
     ).all()

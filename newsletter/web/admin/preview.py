@@ -88,12 +88,22 @@ def preview(
         variant = renderer_for(request).variant(content, chosen)
         recipient = Recipient(email=user.email, name="", subscriber_id=None, bulletin_id=bulletin_id)
         html, text = personalize(variant, Links(settings).values(recipient))
-        rendered = {"subject": variant.subject, "html": html, "text": text, "key": variant.key,
-                    "size": len(html.encode("utf-8"))}
+        rendered = {
+            "subject": variant.subject,
+            "html": html,
+            "text": text,
+            "key": variant.key,
+            "size": len(html.encode("utf-8")),
+        }
     counts = variant_counts(session, bulletin_id)
     matrix = [
-        {"key": key, "names": _names(settings, key), "count": count,
-         "url": preview_url(bulletin_id, key.split(","), width), "current": rendered is not None and key == rendered["key"]}
+        {
+            "key": key,
+            "names": _names(settings, key),
+            "count": count,
+            "url": preview_url(bulletin_id, key.split(","), width),
+            "current": rendered is not None and key == rendered["key"],
+        }
         for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
     default_to = ", ".join(settings.staff_test_recipients) or user.email
@@ -154,7 +164,9 @@ def test_send(
     get_bulletin_or_404(session, bulletin_id)
     content = load_content(session, bulletin_id)
     which = variant.strip() or ",".join(content.region_codes)
-    back = see_other(preview_url(bulletin_id, which.split(",") if which != "all" else content.region_codes, width))
+    back = see_other(
+        preview_url(bulletin_id, which.split(",") if which != "all" else content.region_codes, width)
+    )
     try:
         addresses = parse_addresses(to) or [user.email]
     except ValueError as exc:
@@ -171,8 +183,14 @@ def test_send(
         flash(request, "Not sent: that region mix has no section in this bulletin.", "error")
         return back
     sent, failed = send_tests(session, settings, renderer_for(request), content, keys, addresses, user)
-    audit.record(session, user.email, "bulletin.test_send", "bulletin", bulletin_id,
-                 {"variants": keys, "to": addresses, "failed": failed})
+    audit.record(
+        session,
+        user.email,
+        "bulletin.test_send",
+        "bulletin",
+        bulletin_id,
+        {"variants": keys, "to": addresses, "failed": failed},
+    )
     session.commit()
     if failed:
         flash(request, f"Test send problems: {'; '.join(failed)}", "error")
@@ -198,7 +216,9 @@ def send_tests(
     try:
         for key in keys:
             variant = renderer.variant(content, key, test=True)
-            recipients = [Recipient(email=a, name="", subscriber_id=None, bulletin_id=content.id) for a in addresses]
+            recipients = [
+                Recipient(email=a, name="", subscriber_id=None, bulletin_id=content.id) for a in addresses
+            ]
             error = ""
             try:
                 results = backend.send(variant, recipients)
@@ -211,8 +231,15 @@ def send_tests(
             if error:
                 problems.append(f"{_names(settings, key)}: {error}")
             assert content.id is not None
-            session.add(TestSend(bulletin_id=content.id, user_id=user.id, variant=key,
-                                 recipients=", ".join(addresses), error=error))
+            session.add(
+                TestSend(
+                    bulletin_id=content.id,
+                    user_id=user.id,
+                    variant=key,
+                    recipients=", ".join(addresses),
+                    error=error,
+                )
+            )
     finally:
         backend.close()
     return sent, problems

@@ -100,7 +100,10 @@ def export(
     return StreamingResponse(
         lines(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="subscribers-{stamp}.csv"', "Cache-Control": "no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="subscribers-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
 
 
@@ -130,8 +133,12 @@ async def import_upload(
             line = raw[: exc.start].count(b"\n") + 1
             error = f"Line {line} is not valid UTF-8: save the file as “CSV UTF-8” and upload it again."
     if error:
-        return render(request, "subscribers_import.html", {"report": None, "filename": filename, "error": error},
-                      status_code=400)
+        return render(
+            request,
+            "subscribers_import.html",
+            {"report": None, "filename": filename, "error": error},
+            status_code=400,
+        )
     report = import_subscribers(
         session,
         text,
@@ -169,12 +176,16 @@ def _history(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         .limit(100)
     ).all()
     ids = [d.id for d, _ in deliveries]
-    events = session.exec(
-        select(DeliveryEvent)
-        .where(col(DeliveryEvent.delivery_id).in_(ids))
-        .order_by(col(DeliveryEvent.occurred_at).desc())
-        .limit(500)
-    ).all() if ids else []
+    events = (
+        session.exec(
+            select(DeliveryEvent)
+            .where(col(DeliveryEvent.delivery_id).in_(ids))
+            .order_by(col(DeliveryEvent.occurred_at).desc())
+            .limit(500)
+        ).all()
+        if ids
+        else []
+    )
     return {
         "entries": [(e, _changes(e.changes)) for e in entries],
         "deliveries": deliveries,
@@ -191,8 +202,9 @@ def _changes(raw: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"?": value}
 
 
-def _detail(request: Request, session: Session, subscriber: Subscriber, status_code: int = 200,
-            error: str = "") -> Response:
+def _detail(
+    request: Request, session: Session, subscriber: Subscriber, status_code: int = 200, error: str = ""
+) -> Response:
     assert subscriber.id is not None
     current = subscriber_regions(session, [subscriber.id])[subscriber.id]
     allowed = [subscriber.status, *sorted(SUBSCRIBER_TRANSITIONS[SubscriberStatus(subscriber.status)])]
@@ -246,7 +258,9 @@ async def update(
         subscriber.name = new_name
     if wanted != before_regions:
         changes["regions"] = [";".join(before_regions), ";".join(wanted)]
-        for sub in session.exec(select(Subscription).where(Subscription.subscriber_id == subscriber.id)).all():
+        for sub in session.exec(
+            select(Subscription).where(Subscription.subscriber_id == subscriber.id)
+        ).all():
             session.delete(sub)
         session.flush()
         for code in wanted:
@@ -262,8 +276,10 @@ async def update(
             subscriber.status = new_status
             if new_status == SubscriberStatus.ACTIVE and subscriber.confirmed_at is None:
                 subscriber.confirmed_at = now
-            reason = {SubscriberStatus.BOUNCED: SuppressionReason.BOUNCE,
-                      SubscriberStatus.COMPLAINED: SuppressionReason.COMPLAINT}.get(SubscriberStatus(new_status))
+            reason = {
+                SubscriberStatus.BOUNCED: SuppressionReason.BOUNCE,
+                SubscriberStatus.COMPLAINED: SuppressionReason.COMPLAINT,
+            }.get(SubscriberStatus(new_status))
             if reason is not None:
                 suppressions.add_many(session, [(subscriber.email, reason, f"set by {user.email}")])
     if changes:

@@ -20,7 +20,9 @@ router = APIRouter(prefix="/users")
 
 @router.get("")
 def users_page(request: Request, user: StaffUser, session: SessionDep) -> Response:
-    return render(request, "users.html", {"users": accounts.list_users(session), "roles": [r.value for r in Role]})
+    return render(
+        request, "users.html", {"users": accounts.list_users(session), "roles": [r.value for r in Role]}
+    )
 
 
 @router.post("")
