@@ -93,7 +93,9 @@ def _start_values(now: datetime) -> dict[str, Any]:
     }
 
 
-def _claim_bulletin(conn: sa.Connection, where: Sequence[Any], order: Sequence[Any], now: datetime) -> int | None:
+def _claim_bulletin(
+    conn: sa.Connection, where: Sequence[Any], order: Sequence[Any], now: datetime
+) -> int | None:
     b = BULLETIN.c
     pick = _skip_locked(sa.select(b.id).where(*where).order_by(*order).limit(1), conn).scalar_subquery()
     stmt = (
@@ -166,7 +168,9 @@ def fire_slot(conn: sa.Connection, slot_at: datetime, now: datetime, worker: str
     """Record a schedule slot as fired; True only for the first process to do so (unique key on the slot)."""
     stmt = (
         _insert(conn, SLOT)
-        .values(slot_at=_when(slot_at, SLOT.c.slot_at), fired_at=_when(now, SLOT.c.fired_at), worker=worker[:80])
+        .values(
+            slot_at=_when(slot_at, SLOT.c.slot_at), fired_at=_when(now, SLOT.c.fired_at), worker=worker[:80]
+        )
         .on_conflict_do_nothing(index_elements=["slot_at"])
         .execution_options(preserve_rowcount=True)
     )
@@ -175,7 +179,9 @@ def fire_slot(conn: sa.Connection, slot_at: datetime, now: datetime, worker: str
 
 def set_slot_bulletin(conn: sa.Connection, slot_at: datetime, bulletin_id: int) -> None:
     conn.execute(
-        sa.update(SLOT).where(SLOT.c.slot_at == _when(slot_at, SLOT.c.slot_at)).values(bulletin_id=bulletin_id)
+        sa.update(SLOT)
+        .where(SLOT.c.slot_at == _when(slot_at, SLOT.c.slot_at))
+        .values(bulletin_id=bulletin_id)
     )
 
 
@@ -215,7 +221,9 @@ def eligible(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Subquery:
         .subquery("masks")
     )
     parts = [
-        sa.case((masks.c.mask.bitwise_and(1 << n) != 0, sa.literal(code + ",", sa.String)), else_=sa.literal(""))
+        sa.case(
+            (masks.c.mask.bitwise_and(1 << n) != 0, sa.literal(code + ",", sa.String)), else_=sa.literal("")
+        )
         for n, (_, code) in enumerate(regions)
     ]
     variant = sa.func.rtrim(functools.reduce(operator.add, parts), ",")
@@ -244,7 +252,10 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
     ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT to parse INSERT … SELECT … ON CONFLICT
     stmt = (
         _insert(conn, DELIVERY)
-        .from_select(["bulletin_id", "subscriber_id", "variant", "status", "attempts", "last_error", "updated_at"], select)
+        .from_select(
+            ["bulletin_id", "subscriber_id", "variant", "status", "attempts", "last_error", "updated_at"],
+            select,
+        )
         .on_conflict_do_nothing(index_elements=["bulletin_id", "subscriber_id"])
         .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only when asked
     )
@@ -335,7 +346,14 @@ def claim_batch(
     suppressed = sa.exists().where(x.email_hash == s.email_hash)
     rows = conn.execute(
         sa.select(
-            d.id, d.subscriber_id, d.attempts, s.email, s.name, s.status, sa.case((ok, 1), else_=0), suppressed
+            d.id,
+            d.subscriber_id,
+            d.attempts,
+            s.email,
+            s.name,
+            s.status,
+            sa.case((ok, 1), else_=0),
+            suppressed,
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
         .where(*_leased(bulletin_id, token))
@@ -404,12 +422,22 @@ def record_accepted(
     ids = [i for i, _ in accepted]
     if len(message_ids) == 1:
         message_id = message_ids.pop()
-        leased = _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
-        done = conn.execute(sa.update(DELIVERY).where(*leased).values(message_id=message_id, **values)).rowcount
+        leased = (
+            _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+        )
+        done = conn.execute(
+            sa.update(DELIVERY).where(*leased).values(message_id=message_id, **values)
+        ).rowcount
         if done < len(ids):
-            recovered = [d.bulletin_id == bulletin_id, d.leased_by == token, _ids_in(conn, ids),
-                         d.status.in_([D.PENDING, D.FAILED])]
-            done += conn.execute(sa.update(DELIVERY).where(*recovered).values(message_id=message_id, **values)).rowcount
+            recovered = [
+                d.bulletin_id == bulletin_id,
+                d.leased_by == token,
+                _ids_in(conn, ids),
+                d.status.in_([D.PENDING, D.FAILED]),
+            ]
+            done += conn.execute(
+                sa.update(DELIVERY).where(*recovered).values(message_id=message_id, **values)
+            ).rowcount
         return done
     # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
     # IN (…), which cannot go through executemany.
@@ -450,7 +478,8 @@ def record_retry(
             status=sa.case((gave_up, sa.literal(str(D.FAILED))), else_=sa.literal(str(D.PENDING))),
             attempts=attempts,
             last_error=sa.case(
-                (gave_up, sa.literal(f"{error} (gave up after {max_attempts} attempts)")), else_=sa.literal(error)
+                (gave_up, sa.literal(f"{error} (gave up after {max_attempts} attempts)")),
+                else_=sa.literal(error),
             ),
             not_before=_when(not_before, d.not_before),
             lease_expires_at=None,
@@ -489,7 +518,9 @@ def record_skipped(
     stmt = (
         sa.update(DELIVERY)
         .where(*_leased(bulletin_id, token, ids))
-        .values(status=D.SKIPPED, last_error=reason, lease_expires_at=None, updated_at=_when(now, d.updated_at))
+        .values(
+            status=D.SKIPPED, last_error=reason, lease_expires_at=None, updated_at=_when(now, d.updated_at)
+        )
     )
     return conn.execute(stmt).rowcount
 
@@ -497,7 +528,11 @@ def record_skipped(
 def release(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, error: str = "") -> int:
     """Give every still-leased row of a batch back as `pending`, not counted as an attempt (nothing was sent)."""
     d = DELIVERY.c
-    values: dict[str, Any] = {"status": D.PENDING, "lease_expires_at": None, "updated_at": _when(now, d.updated_at)}
+    values: dict[str, Any] = {
+        "status": D.PENDING,
+        "lease_expires_at": None,
+        "updated_at": _when(now, d.updated_at),
+    }
     if error:
         values["last_error"] = error
     return conn.execute(sa.update(DELIVERY).where(*_leased(bulletin_id, token)).values(values)).rowcount

@@ -153,7 +153,9 @@ class SendSummary:
 
     def line(self) -> str:
         """One log line: counts per status, duration and rate."""
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items(), key=lambda kv: -kv[1])) or "nothing"
+        counts = (
+            ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items(), key=lambda kv: -kv[1])) or "nothing"
+        )
         duration = f" in {self.duration:.1f}s" if self.duration is not None else ""
         rate = f" ({self.rate:,.0f} recipients/s)" if self.rate else ""
         return f"bulletin {self.bulletin_id} {self.title!r} {self.status}: {counts}{duration}{rate}"
@@ -161,7 +163,9 @@ class SendSummary:
 
 def summary(session: Session, bulletin_id: int, *, now: datetime | None = None) -> SendSummary:
     """The send summary of a bulletin from its delivery ledger (read afresh, whatever the session holds)."""
-    bulletin = session.get(Bulletin, bulletin_id, populate_existing=True) or get_bulletin(session, bulletin_id)
+    bulletin = session.get(Bulletin, bulletin_id, populate_existing=True) or get_bulletin(
+        session, bulletin_id
+    )
     conn = session.connection()
     return SendSummary(
         bulletin_id=bulletin_id,
@@ -397,12 +401,16 @@ class Dispatcher:
             if resend:
                 log.warning(
                     "bulletin %s: %d deliveries were in flight when a worker stopped; they will be sent "
-                    "again (RESEND_ON_UNKNOWN=true)", bulletin_id, n,
+                    "again (RESEND_ON_UNKNOWN=true)",
+                    bulletin_id,
+                    n,
                 )
             else:
                 log.warning(
                     "bulletin %s: %d deliveries were in flight when a worker stopped; marked failed as "
-                    "outcome unknown (RESEND_ON_UNKNOWN=false)", bulletin_id, n,
+                    "outcome unknown (RESEND_ON_UNKNOWN=false)",
+                    bulletin_id,
+                    n,
                 )
         return sum(recovered.values())
 
@@ -439,12 +447,17 @@ class Dispatcher:
             t.join()
         report = state.report
         for bulletin_id in ids:
-            counts = [report.accepted[bulletin_id], report.retried[bulletin_id], report.failed[bulletin_id],
-                      report.skipped[bulletin_id]]
+            counts = [
+                report.accepted[bulletin_id],
+                report.retried[bulletin_id],
+                report.failed[bulletin_id],
+                report.skipped[bulletin_id],
+            ]
             if any(counts):
                 log.info(
                     "bulletin %s: %d accepted, %d to retry, %d failed, %d skipped in this pass",
-                    bulletin_id, *counts,
+                    bulletin_id,
+                    *counts,
                 )
             if self.finish(bulletin_id):
                 report.finished.append(bulletin_id)
@@ -471,8 +484,14 @@ class Dispatcher:
                 if bulletin.status != B.SENDING:
                     break
                 conn = session.connection()
-                waits = [t for t in (claims.next_retry_at(conn, bulletin_id),
-                                     claims.earliest_lease_expiry(conn, bulletin_id)) if t is not None]
+                waits = [
+                    t
+                    for t in (
+                        claims.next_retry_at(conn, bulletin_id),
+                        claims.earliest_lease_expiry(conn, bulletin_id),
+                    )
+                    if t is not None
+                ]
             now = self.clock()
             wait = min([(t - now).total_seconds() for t in waits] or [max_wait])
             self.stop.wait(min(max(wait, 0.01), max_wait))
@@ -494,7 +513,9 @@ class Dispatcher:
                     self._process(state, backend, batch)
                 except Exception:
                     log.exception("bulletin %s: unexpected error with a batch", batch.bulletin_id)
-                    self._retry(state, batch, None, "internal error (see the worker's log)", count_attempt=True)
+                    self._retry(
+                        state, batch, None, "internal error (see the worker's log)", count_attempt=True
+                    )
         except Exception:
             log.exception("a sending thread stopped on an unexpected error")
         finally:
@@ -539,7 +560,9 @@ class Dispatcher:
             self._progress(n_skipped)
             log.info(
                 "bulletin %s: %d recipients skipped at claim (%s)",
-                bulletin_id, n_skipped, ", ".join(f"{len(v)} {k}" for k, v in skipped.items()),
+                bulletin_id,
+                n_skipped,
+                ", ".join(f"{len(v)} {k}" for k, v in skipped.items()),
             )
         good = [r for r in rows if r.eligible]
         return _Batch(bulletin_id, token, variant, good, max((r.attempts for r in good), default=0))
@@ -556,7 +579,8 @@ class Dispatcher:
     def _process(self, state: _Pass, backend: EspBackend, batch: _Batch) -> None:
         variant = self.renderer.variant(self._content(state, batch.bulletin_id), batch.variant_key)
         recipients = [
-            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id) for r in batch.rows
+            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id)
+            for r in batch.rows
         ]
         self._send(state, backend, batch, variant, recipients, first=True)
 
@@ -589,8 +613,12 @@ class Dispatcher:
                 self._fail(state, batch, ids, str(exc))
                 return
             middle = len(recipients) // 2
-            log.info("bulletin %s: the ESP refused a batch of %d (%s); splitting it to find the bad recipients",
-                     batch.bulletin_id, len(recipients), exc)
+            log.info(
+                "bulletin %s: the ESP refused a batch of %d (%s); splitting it to find the bad recipients",
+                batch.bulletin_id,
+                len(recipients),
+                exc,
+            )
             for half in (recipients[:middle], recipients[middle:]):
                 if self.stop.is_set() or batch.bulletin_id in state.stopped:
                     break
@@ -603,14 +631,23 @@ class Dispatcher:
         else:
             self._record(state, batch, results, whole_batch=first)
 
-    def _record(self, state: _Pass, batch: _Batch, results: list[RecipientResult], *, whole_batch: bool) -> None:
-        accepted = [(r.recipient.delivery_id, r.message_id) for r in results
-                    if r.accepted and r.recipient.delivery_id is not None]
+    def _record(
+        self, state: _Pass, batch: _Batch, results: list[RecipientResult], *, whole_batch: bool
+    ) -> None:
+        accepted = [
+            (r.recipient.delivery_id, r.message_id)
+            for r in results
+            if r.accepted and r.recipient.delivery_id is not None
+        ]
         refused = [r for r in results if not r.accepted]
         now = self.clock()
         with self._transaction() as conn:
             n = claims.record_accepted(
-                conn, batch.bulletin_id, batch.token, accepted, now,
+                conn,
+                batch.bulletin_id,
+                batch.token,
+                accepted,
+                now,
                 whole_batch=whole_batch and len(accepted) == len(batch.rows),
             )
         state.count("accepted", batch.bulletin_id, n)
@@ -640,17 +677,31 @@ class Dispatcher:
             delay = self._backoff(batch.attempts)
         with self._transaction() as conn:
             retried, failed = claims.record_retry(
-                conn, batch.bulletin_id, batch.token, ids, error, now + timedelta(seconds=delay),
-                self.settings.MAX_ATTEMPTS, now, count_attempt=count_attempt,
+                conn,
+                batch.bulletin_id,
+                batch.token,
+                ids,
+                error,
+                now + timedelta(seconds=delay),
+                self.settings.MAX_ATTEMPTS,
+                now,
+                count_attempt=count_attempt,
             )
         state.count("retried", batch.bulletin_id, retried)
         state.count("failed", batch.bulletin_id, failed)
         self._progress(failed)
         if failed:
-            log.warning("bulletin %s: %d recipients failed after %d attempts: %s",
-                        batch.bulletin_id, failed, self.settings.MAX_ATTEMPTS, error)
+            log.warning(
+                "bulletin %s: %d recipients failed after %d attempts: %s",
+                batch.bulletin_id,
+                failed,
+                self.settings.MAX_ATTEMPTS,
+                error,
+            )
         if retried:
-            log.info("bulletin %s: %d recipients to retry in %.1fs: %s", batch.bulletin_id, retried, delay, error)
+            log.info(
+                "bulletin %s: %d recipients to retry in %.1fs: %s", batch.bulletin_id, retried, delay, error
+            )
 
     def _fail(self, state: _Pass, batch: _Batch, ids: list[int], error: str) -> None:
         with self._transaction() as conn:

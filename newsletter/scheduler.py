@@ -48,7 +48,10 @@ class _QuietTickFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (TICK_JOB in message and ("maximum number of running instances" in message or "was missed by" in message))
+        return not (
+            TICK_JOB in message
+            and ("maximum number of running instances" in message or "was missed by" in message)
+        )
 
 
 _QUIET = _QuietTickFilter()
@@ -59,7 +62,9 @@ def send_trigger(settings: Settings) -> CronTrigger:
     try:
         return CronTrigger.from_crontab(settings.SEND_SCHEDULE, timezone=settings.tz)
     except ValueError as exc:
-        raise ConfigError(f"SEND_SCHEDULE {settings.SEND_SCHEDULE!r} is not a cron expression: {exc}") from exc
+        raise ConfigError(
+            f"SEND_SCHEDULE {settings.SEND_SCHEDULE!r} is not a cron expression: {exc}"
+        ) from exc
 
 
 def latest_slot(trigger: CronTrigger, now: datetime, grace_seconds: float) -> datetime | None:
@@ -134,19 +139,33 @@ class SendScheduler:
         self.catch_up()
         scheduler = BackgroundScheduler(timezone=s.tz)
         scheduler.add_job(
-            self._slot_job, self.trigger, id=SLOT_JOB, name=SLOT_JOB,
-            misfire_grace_time=s.MISFIRE_GRACE_SECONDS, coalesce=True, max_instances=1,
+            self._slot_job,
+            self.trigger,
+            id=SLOT_JOB,
+            name=SLOT_JOB,
+            misfire_grace_time=s.MISFIRE_GRACE_SECONDS,
+            coalesce=True,
+            max_instances=1,
         )
         scheduler.add_job(
-            self.tick, IntervalTrigger(seconds=s.SCHEDULER_TICK_SECONDS, timezone=s.tz), id=TICK_JOB, name=TICK_JOB,
-            misfire_grace_time=None, coalesce=True, max_instances=1, next_run_time=datetime.now(s.tz),
+            self.tick,
+            IntervalTrigger(seconds=s.SCHEDULER_TICK_SECONDS, timezone=s.tz),
+            id=TICK_JOB,
+            name=TICK_JOB,
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(s.tz),
         )
         scheduler.start()
         self._scheduler = scheduler
         next_slot = self.trigger.get_next_fire_time(None, datetime.now(s.tz))
         log.info(
             "scheduler started: slots %r in %s (next %s), tick every %gs",
-            s.SEND_SCHEDULE, s.TIMEZONE, next_slot.isoformat() if next_slot else "never", s.SCHEDULER_TICK_SECONDS,
+            s.SEND_SCHEDULE,
+            s.TIMEZONE,
+            next_slot.isoformat() if next_slot else "never",
+            s.SCHEDULER_TICK_SECONDS,
         )
 
     def shutdown(self, wait: bool = True) -> None:

@@ -85,7 +85,10 @@ def test_worker_until_idle_sends_due_bulletins_in_a_process_of_its_own(
     make_subscribers(25)
     bulletin = make_bulletin(send_at=utcnow())
     done = subprocess.run(
-        [sys.executable, "-m", "newsletter", "worker", "--until-idle"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "newsletter", "worker", "--until-idle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert status_of(session, bulletin.id) == BulletinStatus.SENT  # type: ignore[arg-type]

@@ -63,15 +63,22 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "newsletter", "worker", "--until-idle"],
-            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
         )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("resend", [True, False], ids=["resend", "at-most-once"])
 def test_a_worker_killed_mid_send_and_restarted_loses_nobody(
-    settings: Settings, session: Session, make_subscribers: Callable[..., int], make_bulletin: MakeBulletin,
-    fake_esp: FakeEsp, tmp_path: Path, resend: bool,
+    settings: Settings,
+    session: Session,
+    make_subscribers: Callable[..., int],
+    make_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
+    tmp_path: Path,
+    resend: bool,
 ) -> None:
     make_subscribers(800)
     bulletin = make_bulletin(AFRICA_ONLY)
@@ -80,8 +87,14 @@ def test_a_worker_killed_mid_send_and_restarted_loses_nobody(
     session.commit()
     assert planned > 300
     fake_esp.configure(latency=0.08)  # each request takes a while: kills land mid-send
-    env = worker_env(settings, fake_esp, BATCH_SIZE=BATCH, SEND_CONCURRENCY=CONCURRENCY, LEASE_SECONDS=1,
-                     RESEND_ON_UNKNOWN="true" if resend else "false")
+    env = worker_env(
+        settings,
+        fake_esp,
+        BATCH_SIZE=BATCH,
+        SEND_CONCURRENCY=CONCURRENCY,
+        LEASE_SECONDS=1,
+        RESEND_ON_UNKNOWN="true" if resend else "false",
+    )
     log = tmp_path / "worker.log"
     rng = random.Random(4)
 
@@ -92,7 +105,9 @@ def test_a_worker_killed_mid_send_and_restarted_loses_nobody(
         seen = len(fake_esp.delivery_ids())
         while len(fake_esp.delivery_ids()) == seen and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)  # until this worker is sending
-        assert worker.poll() is None, f"the worker finished before kill {kills + 1}: {log.read_text()[-2000:]}"
+        assert worker.poll() is None, (
+            f"the worker finished before kill {kills + 1}: {log.read_text()[-2000:]}"
+        )
         time.sleep(rng.uniform(0.0, 0.4))
         worker.send_signal(signal.SIGKILL)
         worker.wait()

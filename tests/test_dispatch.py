@@ -56,8 +56,15 @@ def deliveries(session: Session, bulletin_id: int) -> list[Delivery]:
 
 def sendgrid(settings: Settings, fake: FakeEsp, **overrides: object) -> Settings:
     return settings.model_copy(
-        update={"ESP_BACKEND": "sendgrid", "SENDGRID_API_KEY": FAKE_API_KEY, "SENDGRID_HOST": fake.url,
-                "SENDGRID_TIMEOUT": 2.0, "RETRY_BASE_SECONDS": 0.01, "RETRY_MAX_SECONDS": 0.05, **overrides}
+        update={
+            "ESP_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": FAKE_API_KEY,
+            "SENDGRID_HOST": fake.url,
+            "SENDGRID_TIMEOUT": 2.0,
+            "RETRY_BASE_SECONDS": 0.01,
+            "RETRY_MAX_SECONDS": 0.05,
+            **overrides,
+        }
     )
 
 
@@ -67,7 +74,9 @@ def people(make_subscriber: MakeSubscriber, session: Session) -> dict[str, Subsc
     made = {
         "africa": make_subscriber("a@example.org", ["africa"]),
         "africa+global": make_subscriber("ag@example.org", ["global", "africa"]),
-        "all": make_subscriber("all@example.org", ["africa", "latin-america", "south-asia", "southeast-asia", "global"]),
+        "all": make_subscriber(
+            "all@example.org", ["africa", "latin-america", "south-asia", "southeast-asia", "global"]
+        ),
         "south-asia+latam": make_subscriber("sl@example.org", ["south-asia", "latin-america"]),
         "latam only": make_subscriber("l@example.org", ["latin-america"]),
         "pending": make_subscriber("p@example.org", ["africa"], status=SubscriberStatus.PENDING),
@@ -118,7 +127,11 @@ def test_variant_counts_follow_the_planning_rule(
 
 
 def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their_sections(
-    settings: Settings, engine: Engine, session: Session, people: dict[str, Subscriber], make_bulletin: MakeBulletin
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    people: dict[str, Subscriber],
+    make_bulletin: MakeBulletin,
 ) -> None:
     bulletin = make_bulletin(THREE_REGIONS)
     assert bulletin.id is not None
@@ -144,7 +157,11 @@ def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their
 
 
 def test_sendgrid_batches_carry_every_recipient_once_with_delivery_ids(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     make_subscribers(250)  # type: ignore[operator]
@@ -170,7 +187,11 @@ def test_sendgrid_batches_carry_every_recipient_once_with_delivery_ids(
 
 
 def test_a_suppression_or_unsubscribe_after_planning_is_honoured_at_claim(
-    settings: Settings, engine: Engine, session: Session, people: dict[str, Subscriber], make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    people: dict[str, Subscriber],
+    make_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     bulletin = make_bulletin(THREE_REGIONS)
@@ -187,12 +208,18 @@ def test_a_suppression_or_unsubscribe_after_planning_is_honoured_at_claim(
     assert people["africa"].email not in sent_to and people["all"].email not in sent_to
     assert len(sent_to) == len(EXPECTED) - 2
     assert result.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED) - 2, DeliveryStatus.SKIPPED: 2}
-    reasons = {d.subscriber_id: d.last_error for d in deliveries(session, bulletin.id) if d.status == "skipped"}
+    reasons = {
+        d.subscriber_id: d.last_error for d in deliveries(session, bulletin.id) if d.status == "skipped"
+    }
     assert reasons == {people["africa"].id: "address suppressed", people["all"].id: "address suppressed"}
 
 
 def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     make_subscribers(64)  # type: ignore[operator]
@@ -201,9 +228,9 @@ def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
     assert bulletin.id is not None
     dispatch.send_now(session, bulletin.id)
     session.commit()
-    result = Dispatcher(sendgrid(settings, fake_esp, BATCH_SIZE=64, SEND_CONCURRENCY=1), engine).run_until_done(
-        bulletin.id
-    )
+    result = Dispatcher(
+        sendgrid(settings, fake_esp, BATCH_SIZE=64, SEND_CONCURRENCY=1), engine
+    ).run_until_done(bulletin.id)
     assert result.status == BulletinStatus.SENT
     assert result.counts == {DeliveryStatus.ACCEPTED: 62, DeliveryStatus.FAILED: 2}
     failed = [d for d in deliveries(session, bulletin.id) if d.status == DeliveryStatus.FAILED]
@@ -217,8 +244,12 @@ def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
 
 
 def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
-    settings: Settings, engine: Engine, session: Session, make_subscriber: MakeSubscriber,
-    make_bulletin: MakeBulletin, fake_esp: FakeEsp,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    make_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
 ) -> None:
     for _ in range(10):
         make_subscriber()  # every region: one variant, one batch
@@ -244,7 +275,11 @@ def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
 
 
 def test_refused_credentials_pause_the_bulletin_with_nothing_lost(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     make_subscribers(30)  # type: ignore[operator]
@@ -267,7 +302,11 @@ def test_refused_credentials_pause_the_bulletin_with_nothing_lost(
 
 
 def test_pause_stops_claims_and_cancel_skips_what_is_left(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(20)  # type: ignore[operator]
     bulletin = make_bulletin()
@@ -288,7 +327,11 @@ def test_pause_stops_claims_and_cancel_skips_what_is_left(
 
 
 def test_schedule_sets_the_send_time_and_the_tick_starts_it_when_due(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(5)  # type: ignore[operator]
     later = make_bulletin(status=BulletinStatus.DRAFT)
@@ -306,7 +349,11 @@ def test_schedule_sets_the_send_time_and_the_tick_starts_it_when_due(
 
 @pytest.mark.parametrize("resend", [True, False])
 def test_an_expired_lease_is_resent_or_failed_as_configured(
-    settings: Settings, engine: Engine, session: Session, make_subscriber: MakeSubscriber, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    make_bulletin: MakeBulletin,
     resend: bool,
 ) -> None:
     for _ in range(12):
@@ -334,7 +381,11 @@ def test_an_expired_lease_is_resent_or_failed_as_configured(
 
 
 def test_a_slow_worker_records_its_outcome_even_after_its_lease_was_recovered(
-    settings: Settings, engine: Engine, session: Session, make_subscriber: MakeSubscriber, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    make_bulletin: MakeBulletin,
 ) -> None:
     for _ in range(3):
         make_subscriber()  # every region: one variant
@@ -347,12 +398,18 @@ def test_a_slow_worker_records_its_outcome_even_after_its_lease_was_recovered(
         claimed = claims.claim_batch(conn, bulletin.id, 3, "slow:1:abc", now, now - timedelta(seconds=1))
         assert claimed is not None
         claims.recover_expired(conn, now, resend=False)
-        claims.record_accepted(conn, bulletin.id, "slow:1:abc", [(r.delivery_id, "m1") for r in claimed[1]], now)
+        claims.record_accepted(
+            conn, bulletin.id, "slow:1:abc", [(r.delivery_id, "m1") for r in claimed[1]], now
+        )
     assert {d.status for d in deliveries(session, bulletin.id)} == {DeliveryStatus.ACCEPTED}
 
 
 def test_concurrent_claims_take_disjoint_batches(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(300)  # type: ignore[operator]
     bulletin = make_bulletin()
@@ -388,7 +445,11 @@ def test_nothing_ready_means_no_pass_and_no_error(settings: Settings, engine: En
 
 
 def test_summary_reports_rate_and_errors(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(4)  # type: ignore[operator]
     bulletin = make_bulletin()

@@ -22,8 +22,12 @@ WORKERS = 4
 
 @pytest.mark.slow
 def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
-    settings: Settings, session: Session, make_subscribers: Callable[..., int], make_bulletin: MakeBulletin,
-    fake_esp: FakeEsp, tmp_path: Path,
+    settings: Settings,
+    session: Session,
+    make_subscribers: Callable[..., int],
+    make_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
+    tmp_path: Path,
 ) -> None:
     if settings.is_sqlite:
         pytest.skip("SQLite serves one process; scale-out is PostgreSQL's")
@@ -47,4 +51,6 @@ def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
     sent = Counter(fake_esp.delivery_ids())
     assert sorted(sent) == sorted(d.id for d in ledger) and max(sent.values()) == 1
     processes = {d.leased_by.rsplit(":", 1)[0] for d in ledger if d.leased_by}  # host:pid of the sender
-    assert len(processes) >= 2, f"the work was shared: {Counter(d.leased_by.rsplit(':', 1)[0] for d in ledger if d.leased_by)}"
+    assert len(processes) >= 2, (
+        f"the work was shared: {Counter(d.leased_by.rsplit(':', 1)[0] for d in ledger if d.leased_by)}"
+    )

@@ -63,10 +63,15 @@ def test_latest_slot_is_the_last_cron_time_within_the_grace_period(settings: Set
 
 
 def test_a_bulletin_scheduled_in_the_past_is_sent_by_the_running_scheduler(
-    settings: Settings, engine: Engine, session: Session, people: dict[str, Subscriber],  # noqa: F811
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    people: dict[str, Subscriber],  # noqa: F811
     make_bulletin: MakeBulletin,
 ) -> None:
-    bulletin = make_bulletin(THREE_REGIONS, status=BulletinStatus.READY, send_at=utcnow() - timedelta(hours=1))
+    bulletin = make_bulletin(
+        THREE_REGIONS, status=BulletinStatus.READY, send_at=utcnow() - timedelta(hours=1)
+    )
     assert bulletin.id is not None
     fast = settings.model_copy(update={"SCHEDULER_TICK_SECONDS": 0.2})
     stop = threading.Event()
@@ -85,8 +90,15 @@ def test_a_bulletin_scheduled_in_the_past_is_sent_by_the_running_scheduler(
         message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
         text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         address = str(message["To"]).split("<")[-1].rstrip(">")
-        regions = [code for code, marker in (("africa", "Accra"), ("south-asia", "investigators"),
-                                            ("global", "recruiting team")) if marker in text]
+        regions = [
+            code
+            for code, marker in (
+                ("africa", "Accra"),
+                ("south-asia", "investigators"),
+                ("global", "recruiting team"),
+            )
+            if marker in text
+        ]
         received.setdefault(address, []).append(",".join(regions))
     assert received == {people[key].email: [variant] for key, variant in EXPECTED.items()}, (
         "each eligible subscriber gets exactly one email with exactly their regions; nobody else gets any"
@@ -99,7 +111,11 @@ def test_a_bulletin_scheduled_in_the_past_is_sent_by_the_running_scheduler(
 
 
 def test_a_slot_starts_the_oldest_ready_bulletin_without_its_own_send_time(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(5)  # type: ignore[operator]
     timed = make_bulletin(send_at=utcnow() + timedelta(days=3))
@@ -109,19 +125,28 @@ def test_a_slot_starts_the_oldest_ready_bulletin_without_its_own_send_time(
     scheduler = SendScheduler(settings, engine)
     assert scheduler.fire_slot(WINTER_SLOT + timedelta(minutes=1)) == oldest.id
     assert [s.bulletin_id for s in slots(session)] == [oldest.id]
-    for bulletin, expected in ((oldest, BulletinStatus.SENDING), (newer, BulletinStatus.READY),
-                               (timed, BulletinStatus.READY), (draft, BulletinStatus.DRAFT)):
+    for bulletin, expected in (
+        (oldest, BulletinStatus.SENDING),
+        (newer, BulletinStatus.READY),
+        (timed, BulletinStatus.READY),
+        (draft, BulletinStatus.DRAFT),
+    ):
         assert status_of(session, bulletin.id) == expected  # type: ignore[arg-type]
 
 
 def test_a_slot_fires_once_across_two_schedulers(
-    settings: Settings, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(5)  # type: ignore[operator]
     first, second = make_bulletin(), make_bulletin()
     engines = [make_engine(settings.DATABASE_URL) for _ in range(2)]
-    schedulers = [SendScheduler(settings, e, dispatcher=Dispatcher(settings, e, worker=f"host-{n}:1"))
-                  for n, e in enumerate(engines)]
+    schedulers = [
+        SendScheduler(settings, e, dispatcher=Dispatcher(settings, e, worker=f"host-{n}:1"))
+        for n, e in enumerate(engines)
+    ]
     results: list[int | None] = []
     barrier = threading.Barrier(2)
 
@@ -143,7 +168,11 @@ def test_a_slot_fires_once_across_two_schedulers(
 
 
 def test_a_missed_slot_is_caught_up_once_on_start_and_never_twice(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: object, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: object,
+    make_bulletin: MakeBulletin,
 ) -> None:
     make_subscribers(5)  # type: ignore[operator]
     first, second = make_bulletin(), make_bulletin()
@@ -160,7 +189,10 @@ def test_a_missed_slot_is_caught_up_once_on_start_and_never_twice(
 
 
 def test_a_slot_with_nothing_ready_logs_so_and_sends_nothing(
-    settings: Settings, engine: Engine, session: Session, make_bulletin: MakeBulletin,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_bulletin: MakeBulletin,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     draft = make_bulletin(status=BulletinStatus.DRAFT)
@@ -183,7 +215,9 @@ class _Failing(Dispatcher):
 
 
 def test_a_failing_tick_is_logged_and_the_next_one_runs(
-    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture,
+    settings: Settings,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fast = settings.model_copy(update={"SCHEDULER_TICK_SECONDS": 0.1})
     scheduler = SendScheduler(fast, engine, dispatcher=_Failing(fast, engine))

@@ -27,8 +27,12 @@ MIXED_FAULTS = [
 
 
 def test_a_fifth_of_requests_failing_in_mixed_ways_still_delivers_everyone_exactly_once(
-    settings: Settings, engine: Engine, session: Session, make_subscribers: Callable[..., int],
-    make_bulletin: MakeBulletin, fake_esp: FakeEsp,
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscribers: Callable[..., int],
+    make_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
 ) -> None:
     assert abs(sum(f.rate for f in MIXED_FAULTS) - 0.20) < 1e-9
     make_subscribers(400)

@@ -115,9 +115,7 @@ def send_command(
         context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients planned")
     with _stop_on_signals() as stop, context.progress() as progress:
         task = progress.add_task(f"bulletin {bulletin_id}", total=start.total, completed=start.done)
-        dispatcher = Dispatcher(
-            settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n)
-        )
+        dispatcher = Dispatcher(settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n))
         result = dispatcher.run_until_done(bulletin_id)
         progress.update(task, completed=result.done)
     _print_summary(result)
@@ -127,7 +125,9 @@ def send_command(
 
 def status_command(
     bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")
+    ] = False,
 ) -> None:
     """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
     with context.session() as session:
@@ -194,7 +194,9 @@ def demo_settings(directory: Path) -> Settings:
 
 
 def demo_command(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path("demo"),
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path(
+        "demo"
+    ),
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
 ) -> None:
     """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
@@ -207,8 +209,11 @@ def demo_command(
     from newsletter.status import BulletinStatus
     from newsletter.subscribers import import_subscribers
 
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=context.err_console, show_path=False)],
-                        force=True)
+    logging.basicConfig(
+        level=logging.WARNING,
+        handlers=[RichHandler(console=context.err_console, show_path=False)],
+        force=True,
+    )
     settings = demo_settings(directory)
     out = context.console
     engine = make_engine(settings.DATABASE_URL)
@@ -218,15 +223,19 @@ def demo_command(
         seed_regions(session, settings)
         session.flush()
         report = import_subscribers(
-            session, (samples / DEMO_SUBSCRIBERS).read_text("utf-8-sig"), RegionIndex.from_db(session, settings),
+            session,
+            (samples / DEMO_SUBSCRIBERS).read_text("utf-8-sig"),
+            RegionIndex.from_db(session, settings),
             source="demo",
         )
         content = read_bulletin_file(samples / DEMO_BULLETIN, settings)
         bulletin = store_bulletin(session, content, status=BulletinStatus.READY, send_at=utcnow())
         bulletin_id = bulletin.id
     assert bulletin_id is not None
-    out.print(f"demo database {directory / 'newsletter.db'}: {report.created} subscribers imported, "
-              f"bulletin {bulletin_id} {content.title!r} scheduled now")
+    out.print(
+        f"demo database {directory / 'newsletter.db'}: {report.created} subscribers imported, "
+        f"bulletin {bulletin_id} {content.title!r} scheduled now"
+    )
 
     scheduler = SendScheduler(settings, engine)
     began = time.monotonic()
@@ -268,7 +277,9 @@ Id = Annotated[int, typer.Argument(metavar="ID")]
 @bulletins_app.command("schedule")
 def schedule_command(
     bulletin_id: Id,
-    at: Annotated[str, typer.Option("--at", help="ISO-8601 time (TIMEZONE if no offset), e.g. 2026-11-30T07:00")],
+    at: Annotated[
+        str, typer.Option("--at", help="ISO-8601 time (TIMEZONE if no offset), e.g. 2026-11-30T07:00")
+    ],
 ) -> None:
     """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready)."""
     from newsletter.bulletins import parse_send_at
@@ -284,7 +295,9 @@ def pause_command(bulletin_id: Id) -> None:
     """Stop a ready or sending bulletin; batches already at the ESP are recorded, nothing else is sent."""
     with context.session() as session:
         dispatch.pause(session, bulletin_id)
-    context.console.print(f"bulletin {bulletin_id} paused; `newsletter bulletins resume {bulletin_id}` goes on")
+    context.console.print(
+        f"bulletin {bulletin_id} paused; `newsletter bulletins resume {bulletin_id}` goes on"
+    )
 
 
 @bulletins_app.command("resume")
