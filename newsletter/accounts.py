@@ -10,6 +10,7 @@ password, so response time does not tell which addresses have accounts.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -25,7 +26,14 @@ from newsletter.subscribers import normalize_email
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the address is unknown, so that a login for an unknown address
+    takes as long as one for a known address. Made on first use: argon2 needs 64 MiB and a sixth of a
+    second, which every process importing this module (a send worker, say) would otherwise pay."""
+    return _hasher.hash("not a password of anyone's")
 
 
 class LoginRefused(NewsletterError):
@@ -90,7 +98,7 @@ def authenticate(
     now = now or utcnow()
     user = find_user(session, email)
     if user is None or not user.is_active:
-        password_matches(_DUMMY_HASH, password)  # same work as a real check
+        password_matches(_dummy_hash(), password)  # same work as a real check
         raise LoginRefused()
     if user.locked_until is not None and user.locked_until > now:
         raise LoginRefused(

@@ -299,3 +299,24 @@ def test_the_factory_chooses_by_settings(basic_settings: Settings, tmp_path: Any
         backend_for(basic_settings.model_copy(update={"ESP_BACKEND": "sendgrid"}))
     with pytest.raises(ConfigError, match="SMTP_HOST"):
         backend_for(basic_settings.model_copy(update={"ESP_BACKEND": "smtp"}))
+
+
+def test_a_rendered_bulletin_goes_out_with_every_placeholder_substituted(
+    backend: SendGridBackend, sg_settings: Settings, fake_esp: FakeEsp, sample_text: str
+) -> None:
+    """The renderer's placeholders (Markup, a str subclass) travel as substitution keys."""
+    from newsletter.bulletins import parse_bulletin
+    from newsletter.render import Renderer
+
+    content = parse_bulletin(sample_text, sg_settings)
+    variant = Renderer(sg_settings).variant(content, ["africa", "global"])
+    recipient = Recipient("lucia@example.org", "Lucía <O'Neil>", 5, delivery_id=11, bulletin_id=3)
+
+    [result] = backend.send(variant, [recipient])
+
+    assert result.accepted
+    [record] = fake_esp.accepted()
+    placeholders = {*variant.html_placeholders.values(), *variant.text_placeholders.values()}
+    assert set(record.substitutions) == placeholders
+    assert html.escape("Lucía <O'Neil>") in record.substitutions.values()
+    assert record.custom_args == {"delivery_id": "11", "bulletin_id": "3"}

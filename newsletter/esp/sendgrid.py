@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
@@ -40,7 +41,13 @@ from newsletter.render import substitutions
 MAX_PERSONALIZATIONS = 1000
 MAX_SUBSTITUTION_BYTES = 10_000
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON. orjson: the body of a 1000-recipient request is about 1 MB, and the standard
+    library's encoder spent ~13 µs per recipient on it, a sixth of the whole send path.
+    OPT_NON_STR_KEYS: rendered placeholders are `Markup`, a str subclass orjson refuses as a key."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class SendGridBackend:
