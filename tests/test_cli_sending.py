@@ -8,29 +8,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from newsletter.cli import app
 from newsletter.config import Settings
 from newsletter.models import Bulletin
 from newsletter.status import BulletinStatus
 from tests.factories import MakeBulletin
 
 Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(settings: Settings) -> Cli:
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 def status_of(session: Session, bulletin_id: int) -> str:
@@ -104,3 +90,47 @@ def test_demo_sends_the_sample_bulletin_to_the_sample_subscribers(cli: Cli, tmp_
     # Run it again: a fresh database and outbox, the same result.
     again = cli("demo", "--dir", str(tmp_path / "demo")).output
     assert f"{len(files)} messages in" in again
+
+
+def test_run_serves_the_web_app_and_sends_due_bulletins_in_one_process(
+    settings: Settings, session: Session, make_subscribers: Callable[..., int], make_bulletin: MakeBulletin
+) -> None:
+    import contextlib
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    from newsletter.models import utcnow
+
+    make_subscribers(15)
+    bulletin = make_bulletin(send_at=utcnow())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SCHEDULER_TICK_SECONDS": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "run", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        served = sent = False
+        while time.monotonic() < deadline and not (served and sent):
+            with contextlib.suppress(httpx.TransportError):
+                served = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=2).status_code == 200
+            sent = status_of(session, bulletin.id) == BulletinStatus.SENT  # type: ignore[arg-type]
+            time.sleep(0.3)
+        assert served, "the web app never answered"
+        assert sent, "the scheduler never sent the due bulletin"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert f"bulletin {bulletin.id}" in stderr
+    assert "scheduler stopped" in stderr  # the scheduler thread was stopped, not killed

@@ -158,13 +158,49 @@ def worker_command(
             run_scheduler(context.settings(), stop, engine=context.engine())
 
 
-def run_command() -> None:
-    """Run the scheduler in the foreground until Ctrl-C."""
+def run_command(
+    host: Annotated[str | None, typer.Option(help="Web app address (default WEB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Web app port (default WEB_PORT).")] = None,
+    web: Annotated[
+        bool, typer.Option("--web/--no-web", help="Serve the web app beside the scheduler.")
+    ] = True,
+) -> None:
+    """Run the whole service in one process until Ctrl-C: the scheduler (weekly slot, send loop) and
+    the web app (supporters' pages, admin, webhooks). `newsletter web` and `newsletter worker` run
+    them apart."""
+    from newsletter.cli.web import serve
     from newsletter.scheduler import run_scheduler
 
     context.configure_logging()
-    with _stop_on_signals() as stop:
-        run_scheduler(context.settings(), stop, engine=context.engine())
+    settings = context.settings()
+    if not web:
+        with _stop_on_signals() as stop:
+            run_scheduler(settings, stop, engine=context.engine())
+        return
+    stop = threading.Event()
+    scheduler = threading.Thread(
+        target=run_scheduler,
+        args=(settings, stop),
+        kwargs={"engine": context.engine()},
+        name="scheduler",
+        daemon=True,
+    )
+    scheduler.start()
+
+    def exit_cleanly(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn handles SIGINT/SIGTERM while it serves, shuts down gracefully, then raises the signal
+    # again for the handler it found: this one, so that the scheduler below still stops cleanly.
+    previous = signal.signal(signal.SIGTERM, exit_cleanly)
+    try:
+        serve(settings, host or settings.WEB_HOST, port or settings.WEB_PORT)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        scheduler.join(timeout=settings.LEASE_SECONDS)
 
 
 # --- the demo -------------------------------------------------------------------------------------------
