@@ -36,6 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from newsletter.db import one_of
 from newsletter.models import (
     Bulletin,
     Delivery,
@@ -389,10 +390,7 @@ def _leased(bulletin_id: int, token: str, ids: Sequence[int] | None = None) -> l
 
 def _ids_in(conn: sa.Connection, ids: Sequence[int]) -> sa.ColumnElement[bool]:
     """`id` among `ids`: one array parameter on PostgreSQL, an expanded IN list on SQLite."""
-    d = DELIVERY.c
-    if _is_pg(conn):
-        return d.id == sa.any_(sa.literal(list(ids), postgresql.ARRAY(sa.BigInteger)))
-    return d.id.in_(list(ids))
+    return one_of(conn.dialect.name, DELIVERY.c.id, ids)
 
 
 def record_accepted(

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
 
 from newsletter import audit, suppressions
+from newsletter.db import one_of
 from newsletter.models import (
     DELIVERY,
     DELIVERY_EVENT,
@@ -189,12 +189,7 @@ def _is_pg(session: Session) -> bool:
 
 
 def _one_of(session: Session, column: sa.ColumnElement[Any], values: Iterable[Any]) -> sa.ColumnElement[bool]:
-    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter instead of thousands."""
-    values = list(values)
-    if _is_pg(session):
-        array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
-        return column == sa.any_(array)
-    return column.in_(values)
+    return one_of(session.get_bind().dialect.name, column, values)
 
 
 def _store(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[str]:

@@ -29,6 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, select
 
 from newsletter import audit
+from newsletter.db import one_of
 from newsletter.errors import InvalidTransition, Problem
 from newsletter.models import (
     SUBSCRIBER,
@@ -262,25 +263,30 @@ def import_subscribers(
     sub = SUBSCRIBER
     subscription = SUBSCRIPTION
     now = utcnow()
+    dialect = session.get_bind().dialect.name
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         emails = [r.email for r in chunk]
         existing = {
             row.email: row
             for row in session.execute(
-                sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(sub.c.email.in_(emails))
+                sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(
+                    one_of(dialect, sub.c.email, emails)
+                )
             )
         }
         hashes = {r.email: email_hash(r.email) for r in chunk}
         suppressed = set(
             session.scalars(
-                sa.select(SUPPRESSION.c.email_hash).where(SUPPRESSION.c.email_hash.in_(list(hashes.values())))
+                sa.select(SUPPRESSION.c.email_hash).where(
+                    one_of(dialect, SUPPRESSION.c.email_hash, hashes.values())
+                )
             )
         )
         current_regions: dict[int, set[int]] = {}
         if existing:
             for sid, rid in session.execute(
                 sa.select(subscription.c.subscriber_id, subscription.c.region_id).where(
-                    subscription.c.subscriber_id.in_([e.id for e in existing.values()])
+                    one_of(dialect, subscription.c.subscriber_id, [e.id for e in existing.values()])
                 )
             ):
                 current_regions.setdefault(sid, set()).add(rid)
@@ -342,7 +348,7 @@ def import_subscribers(
         if new_rows:
             _insert_many(session, sub, new_rows)
             for sid, email in session.execute(
-                sa.select(sub.c.id, sub.c.email).where(sub.c.email.in_(list(new_regions)))
+                sa.select(sub.c.id, sub.c.email).where(one_of(dialect, sub.c.email, new_regions))
             ):
                 region_sets[sid] = {region_ids[c] for c in new_regions[email]}
         if updates:
@@ -352,7 +358,7 @@ def import_subscribers(
             )
         if region_sets:
             session.execute(
-                sa.delete(subscription).where(subscription.c.subscriber_id.in_(list(region_sets)))
+                sa.delete(subscription).where(one_of(dialect, subscription.c.subscriber_id, region_sets))
             )
             _insert_many(
                 session,
@@ -393,7 +399,7 @@ def _driver_ready(value: Any, dialect_name: str) -> Any:
 
 
 def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """A plain DB-API `executemany` of `rows` (dicts with the same keys) into `table`.
+    """A plain DB-API `executemany` (COPY on PostgreSQL) of `rows` (dicts with the same keys) into `table`.
 
     SQLAlchemy's bulk insert runs every value of every row through its type processors, which made
     most of an import's time; here only columns whose type needs it are processed, each distinct value
@@ -421,11 +427,16 @@ def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
                     values[i] = cache[key]
         params.append(tuple(values) if len(columns) > 1 or processed else (values,))
     quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    if dialect.name == "postgresql":
+        # COPY, in the same transaction: psycopg's executemany cost ~100 µs of client CPU per row.
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            for row in params:
+                copy.write_row(row)
+        return
     marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
-    conn.exec_driver_sql(
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES ({marks})",
-        params,
-    )
+    conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", params)
 
 
 def subscriber_regions(session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[str]]:
