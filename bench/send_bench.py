@@ -29,12 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from scratch import scratch_database
 from sqlmodel import Session
 
 from newsletter import dispatch
@@ -51,27 +50,6 @@ from newsletter.testing.fake_esp import RemoteFakeEsp, spawn_fake_esp
 API_KEY = "SG.bench-key"
 SECRET = "bench-secret-key-0123456789abcdef"
 CHUNK = 50_000
-
-
-@contextmanager
-def database(kind: str) -> Iterator[str]:
-    """A fresh, migrated database URL for one run; dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{tmp}/bench.db"
-        return
-    base = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    admin_url = sa.make_url(base).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"send_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _rows(n: int, regions: list[int], seed: int = 7) -> Iterator[tuple[tuple[object, ...], list[int]]]:
@@ -187,7 +165,7 @@ def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
 
 def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeEsp) -> dict[str, float]:
     fake.reset()
-    with database(kind) as url, tempfile.TemporaryDirectory() as cwd:
+    with scratch_database(kind, "send_bench") as url, tempfile.TemporaryDirectory() as cwd:
         settings = get_settings(
             DATABASE_URL=url, SECRET_KEY=SECRET, ESP_BACKEND="sendgrid", SENDGRID_API_KEY=API_KEY
         )
@@ -238,7 +216,7 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
 def naive(settings: Settings, fake: RemoteFakeEsp, n: int) -> float:
     """Recipients/s when each recipient is rendered, inlined and sent on its own."""
     fake.reset()
-    with database("sqlite") as url:
+    with scratch_database("sqlite", "send_bench") as url:
         s = settings.model_copy(update={"DATABASE_URL": url})
         engine = make_engine(url)
         migrate(engine)
