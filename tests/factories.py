@@ -21,6 +21,7 @@ REGION_CODES = ("africa", "latin-america", "south-asia", "southeast-asia", "glob
 SAMPLE = Path(__file__).parent / "data" / "prayer-bulletin.txt"
 
 MakeSubscriber = Callable[..., Subscriber]
+MakeSubscribers = Callable[..., int]
 MakeBulletin = Callable[..., Bulletin]
 
 
@@ -60,7 +61,7 @@ def make_subscriber(session: Session, settings: Settings) -> MakeSubscriber:
 
 
 @pytest.fixture
-def make_subscribers(session: Session, settings: Settings) -> Callable[..., int]:
+def make_subscribers(session: Session, settings: Settings) -> MakeSubscribers:
     """Create `n` active subscribers with random region mixes (seeded); returns how many were stored."""
 
     def make(n: int, seed: int = 1, domain: str = "example.org") -> int:
@@ -88,6 +89,21 @@ def make_bulletin(session: Session, settings: Settings) -> MakeBulletin:
     ) -> Bulletin:
         content = parse_bulletin(text if text is not None else SAMPLE.read_text("utf-8"), settings)
         bulletin = store_bulletin(session, content, status=BulletinStatus(status), send_at=send_at)
+        session.commit()
+        return bulletin
+
+    return make
+
+
+@pytest.fixture
+def planned_bulletin(session: Session, make_bulletin: MakeBulletin) -> MakeBulletin:
+    """A bulletin (the sample by default) already started: `sending`, its deliveries planned (committed)."""
+    from newsletter import dispatch
+
+    def make(text: str | None = None) -> Bulletin:
+        bulletin = make_bulletin(text)
+        assert bulletin.id is not None
+        dispatch.send_now(session, bulletin.id)
         session.commit()
         return bulletin
 

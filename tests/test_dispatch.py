@@ -22,7 +22,7 @@ from newsletter.errors import InvalidTransition
 from newsletter.models import Bulletin, Delivery, Subscriber, utcnow
 from newsletter.status import BulletinStatus, DeliveryStatus, SubscriberStatus, SuppressionReason
 from newsletter.testing.fake_esp import FakeEsp
-from tests.factories import MakeBulletin, MakeSubscriber
+from tests.factories import MakeBulletin, MakeSubscriber, MakeSubscribers
 from tests.fixtures_esp import FAKE_API_KEY
 
 THREE_REGIONS = """Week 12
@@ -131,12 +131,9 @@ def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their
     engine: Engine,
     session: Session,
     people: dict[str, Subscriber],
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
 ) -> None:
-    bulletin = make_bulletin(THREE_REGIONS)
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin(THREE_REGIONS)
     result = Dispatcher(settings, engine).run_until_done(bulletin.id)
 
     assert result.status == BulletinStatus.SENT
@@ -160,15 +157,12 @@ def test_sendgrid_batches_carry_every_recipient_once_with_delivery_ids(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
-    make_bulletin: MakeBulletin,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
-    make_subscribers(250)  # type: ignore[operator]
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    make_subscribers(250)
+    bulletin = planned_bulletin()
     s = sendgrid(settings, fake_esp, BATCH_SIZE=40, SEND_CONCURRENCY=3)
     result = Dispatcher(s, engine).run_until_done(bulletin.id)
 
@@ -191,13 +185,10 @@ def test_a_suppression_or_unsubscribe_after_planning_is_honoured_at_claim(
     engine: Engine,
     session: Session,
     people: dict[str, Subscriber],
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
-    bulletin = make_bulletin(THREE_REGIONS)
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin(THREE_REGIONS)
     suppressions.add(session, people["africa"].email, SuppressionReason.COMPLAINT)
     suppressions.unsubscribe(session, session.get(Subscriber, people["all"].id))  # type: ignore[arg-type]
     session.commit()
@@ -218,16 +209,13 @@ def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
-    make_bulletin: MakeBulletin,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
-    make_subscribers(64)  # type: ignore[operator]
+    make_subscribers(64)
     fake_esp.reject_addresses(r"^user(7|40)@")
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin()
     result = Dispatcher(
         sendgrid(settings, fake_esp, BATCH_SIZE=64, SEND_CONCURRENCY=1), engine
     ).run_until_done(bulletin.id)
@@ -248,25 +236,19 @@ def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
     engine: Engine,
     session: Session,
     make_subscriber: MakeSubscriber,
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     for _ in range(10):
         make_subscriber()  # every region: one variant, one batch
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin()
     fake_esp.fail(503, count=2)
     fake_esp.fail(429, count=1)
     result = Dispatcher(sendgrid(settings, fake_esp, SEND_CONCURRENCY=1), engine).run_until_done(bulletin.id)
     assert result.counts == {DeliveryStatus.ACCEPTED: 10}
     assert {d.attempts for d in deliveries(session, bulletin.id)} == {3}, "two 503s counted, the 429 not"
 
-    second = make_bulletin()
-    assert second.id is not None
-    dispatch.send_now(session, second.id)
-    session.commit()
+    second = planned_bulletin()
     fake_esp.fail(500)
     result = Dispatcher(sendgrid(settings, fake_esp, MAX_ATTEMPTS=3), engine).run_until_done(second.id)
     assert result.status == BulletinStatus.SENT
@@ -278,15 +260,12 @@ def test_refused_credentials_pause_the_bulletin_with_nothing_lost(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
-    make_bulletin: MakeBulletin,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
-    make_subscribers(30)  # type: ignore[operator]
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    make_subscribers(30)
+    bulletin = planned_bulletin()
     fake_esp.configure(api_key="SG.some-other-key")
     result = Dispatcher(sendgrid(settings, fake_esp, BATCH_SIZE=10), engine).run_until_done(bulletin.id)
     assert result.status == BulletinStatus.PAUSED
@@ -305,10 +284,10 @@ def test_pause_stops_claims_and_cancel_skips_what_is_left(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
+    make_subscribers: MakeSubscribers,
     make_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(20)  # type: ignore[operator]
+    make_subscribers(20)
     bulletin = make_bulletin()
     assert bulletin.id is not None
     dispatch.send_now(session, bulletin.id)
@@ -330,10 +309,10 @@ def test_schedule_sets_the_send_time_and_the_tick_starts_it_when_due(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
+    make_subscribers: MakeSubscribers,
     make_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(5)  # type: ignore[operator]
+    make_subscribers(5)
     later = make_bulletin(status=BulletinStatus.DRAFT)
     due = make_bulletin(status=BulletinStatus.DRAFT)
     assert later.id is not None and due.id is not None
@@ -353,15 +332,12 @@ def test_an_expired_lease_is_resent_or_failed_as_configured(
     engine: Engine,
     session: Session,
     make_subscriber: MakeSubscriber,
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
     resend: bool,
 ) -> None:
     for _ in range(12):
         make_subscriber()  # every region: one variant
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin()
     now = utcnow()
     with engine.begin() as conn:  # a worker that claimed 5 and died: its lease ran out a second ago
         claimed = claims.claim_batch(conn, bulletin.id, 5, "dead:1:abc", now, now - timedelta(seconds=1))
@@ -385,14 +361,11 @@ def test_a_slow_worker_records_its_outcome_even_after_its_lease_was_recovered(
     engine: Engine,
     session: Session,
     make_subscriber: MakeSubscriber,
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
 ) -> None:
     for _ in range(3):
         make_subscriber()  # every region: one variant
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin()
     now = utcnow()
     with engine.begin() as conn:
         claimed = claims.claim_batch(conn, bulletin.id, 3, "slow:1:abc", now, now - timedelta(seconds=1))
@@ -408,14 +381,11 @@ def test_concurrent_claims_take_disjoint_batches(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
-    make_bulletin: MakeBulletin,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(300)  # type: ignore[operator]
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    make_subscribers(300)
+    bulletin = planned_bulletin()
     seen: list[int] = []
     lock = threading.Lock()
     batches = itertools.count()
@@ -448,14 +418,11 @@ def test_summary_reports_rate_and_errors(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
-    make_bulletin: MakeBulletin,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(4)  # type: ignore[operator]
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    make_subscribers(4)
+    bulletin = planned_bulletin()
     with engine.begin() as conn:
         conn.execute(sa.update(claims.DELIVERY).where(claims.DELIVERY.c.id == 1).values(last_error="boom"))
     summary = dispatch.summary(session, bulletin.id)

@@ -22,7 +22,7 @@ from newsletter.dispatch import Dispatcher, PassReport
 from newsletter.models import Bulletin, ScheduleSlot, Subscriber, utcnow
 from newsletter.scheduler import SendScheduler, latest_slot, run_scheduler, send_trigger
 from newsletter.status import BulletinStatus, DeliveryStatus
-from tests.factories import MakeBulletin
+from tests.factories import MakeBulletin, MakeSubscribers
 from tests.test_dispatch import EXPECTED, THREE_REGIONS, people  # noqa: F401  (people is a fixture)
 
 LONDON = "Europe/London"
@@ -114,10 +114,10 @@ def test_a_slot_starts_the_oldest_ready_bulletin_without_its_own_send_time(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
+    make_subscribers: MakeSubscribers,
     make_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(5)  # type: ignore[operator]
+    make_subscribers(5)
     timed = make_bulletin(send_at=utcnow() + timedelta(days=3))
     draft = make_bulletin(status=BulletinStatus.DRAFT)
     oldest = make_bulletin()
@@ -137,10 +137,10 @@ def test_a_slot_starts_the_oldest_ready_bulletin_without_its_own_send_time(
 def test_a_slot_fires_once_across_two_schedulers(
     settings: Settings,
     session: Session,
-    make_subscribers: object,
+    make_subscribers: MakeSubscribers,
     make_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(5)  # type: ignore[operator]
+    make_subscribers(5)
     first, second = make_bulletin(), make_bulletin()
     engines = [make_engine(settings.DATABASE_URL) for _ in range(2)]
     schedulers = [
@@ -171,10 +171,10 @@ def test_a_missed_slot_is_caught_up_once_on_start_and_never_twice(
     settings: Settings,
     engine: Engine,
     session: Session,
-    make_subscribers: object,
+    make_subscribers: MakeSubscribers,
     make_bulletin: MakeBulletin,
 ) -> None:
-    make_subscribers(5)  # type: ignore[operator]
+    make_subscribers(5)
     first, second = make_bulletin(), make_bulletin()
     two_hours_late = WINTER_SLOT + timedelta(hours=2)
     assert SendScheduler(settings, engine).catch_up(two_hours_late) == first.id

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from newsletter import dispatch
 from newsletter.config import Settings
 from newsletter.dispatch import Dispatcher
 from newsletter.status import BulletinStatus, DeliveryStatus
@@ -31,15 +30,12 @@ def test_a_fifth_of_requests_failing_in_mixed_ways_still_delivers_everyone_exact
     engine: Engine,
     session: Session,
     make_subscribers: Callable[..., int],
-    make_bulletin: MakeBulletin,
+    planned_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
 ) -> None:
     assert abs(sum(f.rate for f in MIXED_FAULTS) - 0.20) < 1e-9
     make_subscribers(400)
-    bulletin = make_bulletin()
-    assert bulletin.id is not None
-    dispatch.send_now(session, bulletin.id)
-    session.commit()
+    bulletin = planned_bulletin()
     fake_esp.configure(faults=MIXED_FAULTS, rate_limit_reset=0.05, seed=7)
     s = sendgrid(settings, fake_esp, BATCH_SIZE=15, SEND_CONCURRENCY=4, MAX_ATTEMPTS=12, SENDGRID_TIMEOUT=0.5)
 
