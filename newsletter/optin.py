@@ -92,6 +92,7 @@ def request_subscription(
         return SubscribeResult(Outcome.QUIET)
 
     subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+    changes: dict[str, object] = {}
     if subscriber is None:
         subscriber = Subscriber(
             email=email,
@@ -104,16 +105,8 @@ def request_subscription(
         )
         session.add(subscriber)
         session.flush()
-        assert subscriber.id is not None
-        set_regions(session, subscriber.id, regions)
-        audit.record(
-            session,
-            audit.SUBSCRIBER_ACTOR,
-            "subscriber.subscribe",
-            "subscriber",
-            subscriber.id,
-            {"status": [None, SubscriberStatus.PENDING], "regions": [None, list(regions)], "source": SOURCE},
-        )
+        before = None
+        changes["source"] = SOURCE
     else:
         if subscriber.status == SubscriberStatus.ACTIVE:
             return SubscribeResult(Outcome.QUIET)
@@ -126,16 +119,16 @@ def request_subscription(
         subscriber.name = name
         subscriber.updated_at = now
         session.add(subscriber)
-        assert subscriber.id is not None
-        set_regions(session, subscriber.id, regions)
-        audit.record(
-            session,
-            audit.SUBSCRIBER_ACTOR,
-            "subscriber.subscribe",
-            "subscriber",
-            subscriber.id,
-            {"status": [before, SubscriberStatus.PENDING], "regions": [None, list(regions)]},
-        )
+    assert subscriber.id is not None
+    set_regions(session, subscriber.id, regions)
+    audit.record(
+        session,
+        audit.SUBSCRIBER_ACTOR,
+        "subscriber.subscribe",
+        "subscriber",
+        subscriber.id,
+        {"status": [before, SubscriberStatus.PENDING], "regions": [None, list(regions)], **changes},
+    )
 
     if not ratelimit_store.allowed(
         session, address_key, settings.SUBSCRIBE_LIMIT_PER_ADDRESS, window, now=now
