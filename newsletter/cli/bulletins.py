@@ -77,9 +77,7 @@ def list_command(
 @bulletins_app.command("show")
 def show_command(
     bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")
-    ] = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """Show a bulletin: verse, and items by region in region order."""
     with context.session() as session:

@@ -10,7 +10,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
@@ -18,6 +20,9 @@ from sqlmodel import Session
 
 from newsletter.config import Settings, get_settings
 from newsletter.db import make_engine, session_scope
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")]
+"""The `--json` option of commands whose JSON output scripts rely on."""
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

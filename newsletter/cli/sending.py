@@ -125,9 +125,7 @@ def send_command(
 
 def status_command(
     bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")
-    ] = False,
+    as_json: context.JsonFlag = False,
 ) -> None:
     """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
     with context.session() as session:
