@@ -27,10 +27,10 @@ from scratch import scratch_database
 from sqlmodel import Session
 
 from newsletter.accounts import create_user
-from newsletter.config import get_settings
-from newsletter.db import make_engine, migrate
-from newsletter.regions import seed_regions
-from newsletter.status import Role
+from newsletter.content.regions import seed_regions
+from newsletter.core.config import get_settings
+from newsletter.core.db import make_engine, migrate
+from newsletter.core.status import Role
 from newsletter.web.app import create_app
 
 PASSWORD = "bench password 123"

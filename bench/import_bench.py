@@ -20,11 +20,11 @@ from email_validator import validate_email
 from scratch import scratch_database
 from sqlmodel import Session
 
-from newsletter.config import get_settings
-from newsletter.db import make_engine, migrate
-from newsletter.models import Subscriber, Subscription, email_hash
-from newsletter.regions import RegionIndex, region_ids, seed_regions
-from newsletter.subscribers import import_subscribers
+from newsletter.audience.subscribers import import_subscribers
+from newsletter.content.regions import RegionIndex, region_ids, seed_regions
+from newsletter.core.config import get_settings
+from newsletter.core.db import make_engine, migrate
+from newsletter.core.models import Subscriber, Subscription, email_hash
 
 CODES = ["africa", "latin-america", "south-asia", "southeast-asia", "global"]
 NAMES = ["Africa", "Latin America", "South Asia", "Southeast Asia", "HQ & Global Partners"]

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import css_inline
 
-from newsletter.bulletins import parse_bulletin
-from newsletter.config import get_settings
-from newsletter.content import Recipient
-from newsletter.links import Links
-from newsletter.message import build_message
-from newsletter.render import Renderer, inline_css, personalize, substitutions
-from newsletter.tokens import Purpose, make_token, read_token
+from newsletter.content.bulletins import parse_bulletin
+from newsletter.content.render import Renderer, inline_css, personalize, substitutions
+from newsletter.content.types import Recipient
+from newsletter.core.config import get_settings
+from newsletter.mail.links import Links
+from newsletter.mail.message import build_message
+from newsletter.mail.tokens import Purpose, make_token, read_token
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "prayer-bulletin.txt"
 

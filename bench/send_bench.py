@@ -36,15 +36,15 @@ import sqlalchemy as sa
 from scratch import scratch_database
 from sqlmodel import Session
 
-from newsletter import dispatch
-from newsletter.bulletins import load_content, read_bulletin_file, store_bulletin
-from newsletter.config import Settings, default_subscribers_dir, get_settings
-from newsletter.content import Recipient
-from newsletter.db import make_engine, migrate
+from newsletter.content.bulletins import load_content, read_bulletin_file, store_bulletin
+from newsletter.content.regions import region_ids, seed_regions
+from newsletter.content.render import Renderer
+from newsletter.content.types import Recipient
+from newsletter.core.config import Settings, default_subscribers_dir, get_settings
+from newsletter.core.db import make_engine, migrate
+from newsletter.core.status import BulletinStatus
 from newsletter.esp.sendgrid import SendGridBackend
-from newsletter.regions import region_ids, seed_regions
-from newsletter.render import Renderer
-from newsletter.status import BulletinStatus
+from newsletter.sending import dispatcher
 from newsletter.testing.fake_esp import RemoteFakeEsp, spawn_fake_esp
 
 API_KEY = "SG.bench-key"
@@ -186,7 +186,7 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
 
         t1 = time.perf_counter()
         with Session(engine) as session:
-            planned = dispatch.send_now(session, bulletin_id)
+            planned = dispatcher.send_now(session, bulletin_id)
             session.commit()
         plan_s = time.perf_counter() - t1
 
@@ -195,7 +195,7 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
         send_s = time.perf_counter() - t2
 
         with Session(engine) as session:
-            summary = dispatch.summary(session, bulletin_id)
+            summary = dispatcher.summary(session, bulletin_id)
         engine.dispose()
     stats = fake.stats()
     assert summary.status == "sent" and summary.sent == planned, summary.line()

@@ -33,13 +33,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from scratch import scratch_database
 from sqlmodel import Session
 
-from newsletter.config import get_settings
-from newsletter.db import make_engine, migrate
-from newsletter.events import apply_events, parse_events
-from newsletter.models import DELIVERY, SUBSCRIBER, Bulletin, utcnow
-from newsletter.regions import seed_regions
+from newsletter.content.regions import seed_regions
+from newsletter.core.config import get_settings
+from newsletter.core.db import make_engine, migrate
+from newsletter.core.models import DELIVERY, SUBSCRIBER, Bulletin, utcnow
+from newsletter.esp.sendgrid.events import parse_events
+from newsletter.esp.sendgrid.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    load_public_key,
+    signature_valid,
+)
+from newsletter.sending.events import apply_events
 from newsletter.web.app import create_app
-from newsletter.web.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, load_public_key, signature_valid
 
 SECRET = "bench-secret-key-0123456789abcdef"
 # A realistic mix: every message is processed and delivered; some are opened and clicked; a few bounce.

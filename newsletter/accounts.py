@@ -16,12 +16,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlmodel import Session, col, select
 
-from newsletter import audit
-from newsletter.config import Settings
-from newsletter.errors import NewsletterError, NotFound
-from newsletter.models import User, utcnow
-from newsletter.status import Role
-from newsletter.subscribers import normalize_email
+from newsletter.audience.subscribers import normalize_email
+from newsletter.core import audit
+from newsletter.core.config import Settings
+from newsletter.core.errors import NewsletterError, NotFound
+from newsletter.core.models import User, utcnow
+from newsletter.core.status import Role
 
 MIN_PASSWORD_LENGTH = 10
 

@@ -1,7 +1,8 @@
 """Shared fixtures: real databases, settings pointed at them, and factories.
 
-Every test that takes `settings` (or `engine`, `session`) runs once on SQLite and, when
-`NEWSLETTER_TEST_DATABASE_URL` is set, once more on PostgreSQL. The schema is built by the real
+Every test that takes `settings` (or `engine`, `session`) runs once on SQLite and once more on
+PostgreSQL: the server `NEWSLETTER_TEST_DATABASE_URL` names, else a local one on 127.0.0.1:5432 if it
+answers (set the variable empty for SQLite only). The schema is built by the real
 migrations once per run: SQLite copies a migrated template file per test, PostgreSQL gets a private
 database for the run (so parallel runs never meet) that is truncated between tests.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,13 +23,28 @@ from sqlmodel import Session, SQLModel
 from typer.testing import Result
 
 from newsletter.cli import context as cli_context
-from newsletter.config import Settings, get_settings
-from newsletter.db import make_engine, migrate
-from newsletter.regions import seed_regions
+from newsletter.content.regions import seed_regions
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.db import make_engine, migrate
 
-pytest_plugins = ["tests.factories", "tests.fixtures_esp", "tests.fixtures_web", "tests.fixtures_browser"]
+pytest_plugins = ["tests.factories", "tests.fixtures_esp", "tests.fixtures_web"]
 
-PG_URL = os.environ.get("NEWSLETTER_TEST_DATABASE_URL", "")
+
+def _postgres_url() -> str:
+    """`NEWSLETTER_TEST_DATABASE_URL` when set (an empty value means SQLite only); otherwise the local
+    server that `scripts/test.sh` looks for, so a bare `pytest` runs the same suite as CI."""
+    configured = os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
+    if configured is not None:
+        return configured
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
+    except OSError:
+        return ""
+    return LOCAL_PG_URL
+
+
+LOCAL_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = _postgres_url()
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 DATA = Path(__file__).parent / "data"
 TEST_SECRET = "test-secret-key-0123456789abcdef"
@@ -70,7 +87,7 @@ def pg_database() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "newsletter.db"
+    path = tmp_path_factory.mktemp("template") / "newsletter.core.db"
     engine = make_engine(f"sqlite:///{path}")
     migrate(engine)
     engine.dispose()
@@ -81,7 +98,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database (no regions yet) on each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "newsletter.db"
+        path = tmp_path / "newsletter.core.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_database")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from newsletter.bulletins import parse_bulletin, store_bulletin
-from newsletter.config import Settings
-from newsletter.models import Bulletin, Subscriber
-from newsletter.regions import RegionIndex
-from newsletter.status import BulletinStatus, SubscriberStatus
-from newsletter.subscribers import import_subscribers
+from newsletter.audience.subscribers import import_subscribers
+from newsletter.content.bulletins import parse_bulletin, store_bulletin
+from newsletter.content.regions import RegionIndex
+from newsletter.core.config import Settings
+from newsletter.core.models import Bulletin, Subscriber
+from newsletter.core.status import BulletinStatus, SubscriberStatus
 
 REGION_CODES = ("africa", "latin-america", "south-asia", "southeast-asia", "global")
 SAMPLE = Path(__file__).parent / "data" / "prayer-bulletin.txt"
@@ -98,12 +98,12 @@ def make_bulletin(session: Session, settings: Settings) -> MakeBulletin:
 @pytest.fixture
 def planned_bulletin(session: Session, make_bulletin: MakeBulletin) -> MakeBulletin:
     """A bulletin (the sample by default) already started: `sending`, its deliveries planned (committed)."""
-    from newsletter import dispatch
+    from newsletter.sending import dispatcher
 
     def make(text: str | None = None) -> Bulletin:
         bulletin = make_bulletin(text)
         assert bulletin.id is not None
-        dispatch.send_now(session, bulletin.id)
+        dispatcher.send_now(session, bulletin.id)
         session.commit()
         return bulletin
 

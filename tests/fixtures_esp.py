@@ -32,8 +32,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from newsletter.content import PERSONAL_FIELDS, Recipient, RenderedVariant
-from newsletter.render import html_placeholder, text_placeholder
+from newsletter.content.render import html_placeholder, text_placeholder
+from newsletter.content.types import PERSONAL_FIELDS, Recipient, RenderedVariant
 from newsletter.testing.fake_esp import FakeEsp
 
 FAKE_API_KEY = "SG.fake-api-key-for-tests"

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from newsletter.config import Settings
+from newsletter.core.config import Settings
 from newsletter.web.app import create_app
 
 

@@ -2,6 +2,8 @@
 
 User mistakes (a `NewsletterError`) print one line on stderr and exit 1, without a traceback.
 Long-running commands show progress on stderr so that stdout stays clean for JSON and CSV.
+Commands parse their arguments, call one service function and print its result; they hold no SQL.
+May import: every group below it (`core` … `sending`, `accounts`) and `web` (to serve it); never the reverse.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typer.core import TyperGroup
 
 from newsletter.cli import bulletins, preview, regions, sending, setup, subscribers, suppressions, users, web
 from newsletter.cli.context import err_console
-from newsletter.errors import NewsletterError
+from newsletter.core.errors import NewsletterError
 
 
 class _Group(TyperGroup):

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsletter import bulletins
 from newsletter.cli import context
-from newsletter.status import BulletinStatus
+from newsletter.content import bulletins
+from newsletter.core.status import BulletinStatus
 
 bulletins_app = typer.Typer(help="Import, inspect and schedule bulletins.", no_args_is_help=True)
 

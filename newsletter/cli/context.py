@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from newsletter.config import Settings, get_settings
-from newsletter.db import make_engine, session_scope
+from newsletter.core.config import Settings, get_settings
+from newsletter.core.db import make_engine, session_scope
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")]
 """The `--json` option of commands whose JSON output scripts rely on."""

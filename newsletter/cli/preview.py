@@ -14,14 +14,14 @@ from typing import Annotated
 
 import typer
 
-from newsletter.bulletins import load_content
 from newsletter.cli import context
-from newsletter.content import Recipient
-from newsletter.errors import NotFound
-from newsletter.links import Links
-from newsletter.message import build_message
-from newsletter.regions import RegionIndex
-from newsletter.render import Renderer, personalize
+from newsletter.content.bulletins import load_content
+from newsletter.content.regions import RegionIndex
+from newsletter.content.render import Renderer, personalize
+from newsletter.content.types import Recipient
+from newsletter.core.errors import NotFound
+from newsletter.mail.links import Links
+from newsletter.mail.message import build_message
 
 SAMPLE_EMAIL = "supporter@example.org"
 SAMPLE_NAME = "Sample Supporter"

@@ -7,8 +7,8 @@ from rich.table import Table
 from sqlmodel import col, func, select
 
 from newsletter.cli import context
-from newsletter.models import Region, Subscriber, Subscription
-from newsletter.status import SubscriberStatus
+from newsletter.core.models import Region, Subscriber, Subscription
+from newsletter.core.status import SubscriberStatus
 
 regions_app = typer.Typer(help="The regions a bulletin is grouped by.", no_args_is_help=True)
 

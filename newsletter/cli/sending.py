@@ -20,11 +20,11 @@ from rich.logging import RichHandler
 from rich.table import Table
 from sqlmodel import Session
 
-from newsletter import dispatch
 from newsletter.cli import context
 from newsletter.cli.bulletins import bulletins_app, local_time
-from newsletter.config import Settings, default_subscribers_dir, get_settings
-from newsletter.dispatch import Dispatcher, SendSummary
+from newsletter.core.config import Settings, default_subscribers_dir, get_settings
+from newsletter.sending import dispatcher
+from newsletter.sending.dispatcher import Dispatcher, SendSummary
 
 DEMO_BULLETIN = "sample-bulletin.txt"
 DEMO_SUBSCRIBERS = "sample.csv"
@@ -108,15 +108,15 @@ def send_command(
     settings = context.settings()
     engine = context.engine()
     with context.session() as session:
-        planned = dispatch.send_now(session, bulletin_id)
+        planned = dispatcher.send_now(session, bulletin_id)
     with Session(engine) as session:
-        start = dispatch.summary(session, bulletin_id)
+        start = dispatcher.summary(session, bulletin_id)
     if planned:
         context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients planned")
     with _stop_on_signals() as stop, context.progress() as progress:
         task = progress.add_task(f"bulletin {bulletin_id}", total=start.total, completed=start.done)
-        dispatcher = Dispatcher(settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n))
-        result = dispatcher.run_until_done(bulletin_id)
+        worker = Dispatcher(settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n))
+        result = worker.run_until_done(bulletin_id)
         progress.update(task, completed=result.done)
     _print_summary(result)
     if result.status == "sending":
@@ -129,7 +129,7 @@ def status_command(
 ) -> None:
     """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
     with context.session() as session:
-        summary = dispatch.summary(session, bulletin_id)
+        summary = dispatcher.summary(session, bulletin_id)
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -146,7 +146,7 @@ def worker_command(
 ) -> None:
     """Send: the schedule slots and the tick (lease recovery, due bulletins, the send loop). Run as many
     as you like on PostgreSQL; they share the work."""
-    from newsletter.scheduler import run_scheduler, run_until_idle
+    from newsletter.sending.scheduler import run_scheduler, run_until_idle
 
     context.configure_logging()
     with _stop_on_signals() as stop:
@@ -167,7 +167,7 @@ def run_command(
     the web app (supporters' pages, admin, webhooks). `newsletter web` and `newsletter worker` run
     them apart."""
     from newsletter.cli.web import serve
-    from newsletter.scheduler import run_scheduler
+    from newsletter.sending.scheduler import run_scheduler
 
     context.configure_logging()
     settings = context.settings()
@@ -207,8 +207,12 @@ def run_command(
 def _fresh(directory: Path) -> tuple[Path, Path]:
     """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
     directory.mkdir(parents=True, exist_ok=True)
-    database = directory / "newsletter.db"
-    for path in (database, database.with_name("newsletter.db-wal"), database.with_name("newsletter.db-shm")):
+    database = directory / "newsletter.core.db"
+    for path in (
+        database,
+        database.with_name("newsletter.core.db-wal"),
+        database.with_name("newsletter.core.db-shm"),
+    ):
         path.unlink(missing_ok=True)
     outbox = directory / "outbox"
     if outbox.exists():
@@ -235,13 +239,13 @@ def demo_command(
 ) -> None:
     """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
     scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
-    from newsletter.bulletins import read_bulletin_file, store_bulletin
-    from newsletter.db import make_engine, migrate, session_scope
-    from newsletter.models import utcnow
-    from newsletter.regions import RegionIndex, seed_regions
-    from newsletter.scheduler import SendScheduler
-    from newsletter.status import BulletinStatus
-    from newsletter.subscribers import import_subscribers
+    from newsletter.audience.subscribers import import_subscribers
+    from newsletter.content.bulletins import read_bulletin_file, store_bulletin
+    from newsletter.content.regions import RegionIndex, seed_regions
+    from newsletter.core.db import make_engine, migrate, session_scope
+    from newsletter.core.models import utcnow
+    from newsletter.core.status import BulletinStatus
+    from newsletter.sending.scheduler import SendScheduler
 
     logging.basicConfig(
         level=logging.WARNING,
@@ -267,7 +271,7 @@ def demo_command(
         bulletin_id = bulletin.id
     assert bulletin_id is not None
     out.print(
-        f"demo database {directory / 'newsletter.db'}: {report.created} subscribers imported, "
+        f"demo database {directory / 'newsletter.core.db'}: {report.created} subscribers imported, "
         f"bulletin {bulletin_id} {content.title!r} scheduled now"
     )
 
@@ -279,7 +283,7 @@ def demo_command(
             task = progress.add_task("sending", total=None)
             while time.monotonic() - began < timeout:
                 with Session(engine) as session:
-                    summary = dispatch.summary(session, bulletin_id)
+                    summary = dispatcher.summary(session, bulletin_id)
                 progress.update(task, total=summary.total or None, completed=summary.done)
                 if summary.status == BulletinStatus.SENT:
                     break
@@ -316,11 +320,11 @@ def schedule_command(
     ],
 ) -> None:
     """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready)."""
-    from newsletter.bulletins import parse_send_at
+    from newsletter.content.bulletins import parse_send_at
 
     when = parse_send_at(at, context.settings())
     with context.session() as session:
-        dispatch.schedule(session, bulletin_id, when)
+        dispatcher.schedule(session, bulletin_id, when)
     context.console.print(f"bulletin {bulletin_id} will be sent {local_time(when)}")
 
 
@@ -328,7 +332,7 @@ def schedule_command(
 def pause_command(bulletin_id: Id) -> None:
     """Stop a ready or sending bulletin; batches already at the ESP are recorded, nothing else is sent."""
     with context.session() as session:
-        dispatch.pause(session, bulletin_id)
+        dispatcher.pause(session, bulletin_id)
     context.console.print(
         f"bulletin {bulletin_id} paused; `newsletter bulletins resume {bulletin_id}` goes on"
     )
@@ -338,7 +342,7 @@ def pause_command(bulletin_id: Id) -> None:
 def resume_command(bulletin_id: Id) -> None:
     """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
     with context.session() as session:
-        bulletin = dispatch.resume(session, bulletin_id)
+        bulletin = dispatcher.resume(session, bulletin_id)
         status = bulletin.status
     context.console.print(f"bulletin {bulletin_id} is {status} again")
 
@@ -347,5 +351,5 @@ def resume_command(bulletin_id: Id) -> None:
 def cancel_command(bulletin_id: Id) -> None:
     """Cancel a bulletin for good; deliveries not yet sent are skipped."""
     with context.session() as session:
-        skipped = dispatch.cancel(session, bulletin_id)
+        skipped = dispatcher.cancel(session, bulletin_id)
     context.console.print(f"bulletin {bulletin_id} cancelled; {skipped} deliveries not sent")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from newsletter.cli import context
-from newsletter.db import current_revision, migrate
-from newsletter.regions import seed_regions
+from newsletter.content.regions import seed_regions
+from newsletter.core.db import current_revision, migrate
 
 
 def register(app: typer.Typer) -> None:

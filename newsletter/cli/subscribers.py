@@ -11,12 +11,12 @@ import sqlalchemy as sa
 import typer
 from rich.table import Table
 
+from newsletter.audience.search import export_query, export_rows, regions_by_subscriber
+from newsletter.audience.subscribers import import_subscribers
 from newsletter.cli import context
-from newsletter.errors import NewsletterError, NotFound
-from newsletter.regions import RegionIndex
-from newsletter.status import SubscriberStatus
-from newsletter.subscriber_search import export_query, export_rows, regions_by_subscriber
-from newsletter.subscribers import import_subscribers
+from newsletter.content.regions import RegionIndex
+from newsletter.core.errors import NewsletterError, NotFound
+from newsletter.core.status import SubscriberStatus
 
 subscribers_app = typer.Typer(help="Import, list and export subscribers.", no_args_is_help=True)
 

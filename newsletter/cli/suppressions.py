@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsletter import suppressions
+from newsletter.audience import suppressions
+from newsletter.audience.subscribers import normalize_email
 from newsletter.cli import context
-from newsletter.errors import NewsletterError
-from newsletter.status import SuppressionReason
-from newsletter.subscribers import normalize_email
+from newsletter.core.errors import NewsletterError
+from newsletter.core.status import SuppressionReason
 
 suppressions_app = typer.Typer(
     help="Addresses never to be mailed again (unsubscribes, bounces, complaints, manual, erased).",

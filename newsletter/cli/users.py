@@ -16,9 +16,9 @@ from rich.table import Table
 
 from newsletter import accounts
 from newsletter.cli import context
-from newsletter.errors import NewsletterError
-from newsletter.models import utcnow
-from newsletter.status import Role
+from newsletter.core.errors import NewsletterError
+from newsletter.core.models import utcnow
+from newsletter.core.status import Role
 
 PASSWORD_ENV = "NEWSLETTER_USER_PASSWORD"
 

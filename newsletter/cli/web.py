@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli import context
-from newsletter.config import Settings
+from newsletter.core.config import Settings
 
 
 def register(app: typer.Typer) -> None:

@@ -6,13 +6,16 @@
     backend.close()
 
 Each backend lives in its own module and is imported only when chosen, so an installation that writes
-to the outbox never loads the SendGrid library.
+to the outbox never loads the SendGrid library. All SendGrid knowledge (sending, its event webhook's
+body and signature) lives in `esp.sendgrid`.
+
+May import: `core`, `content`, `mail`.
 """
 
 from __future__ import annotations
 
-from newsletter.config import Settings
-from newsletter.errors import ConfigError
+from newsletter.core.config import Settings
+from newsletter.core.errors import ConfigError
 from newsletter.esp.base import (
     AuthFailed,
     BadRequest,
@@ -22,7 +25,7 @@ from newsletter.esp.base import (
     RecipientResult,
     RetryableError,
 )
-from newsletter.links import Links
+from newsletter.mail.links import Links
 
 BACKENDS = ("outbox", "sendgrid", "smtp")
 

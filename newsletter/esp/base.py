@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from newsletter.content import Recipient, RenderedVariant
+from newsletter.content.types import Recipient, RenderedVariant
 
 
 class EspError(Exception):

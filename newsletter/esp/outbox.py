@@ -4,7 +4,7 @@ Layout under `OUTBOX_DIR`:
     bulletin-<bulletin id>/<delivery id>.eml     a bulletin's deliveries (a resend overwrites, never doubles)
     direct/<UTC time>-<random>.eml               test sends, confirmations: anything without a delivery
 
-Each file is the complete RFC 5322 message (`newsletter.message.build_message`: both parts, every
+Each file is the complete RFC 5322 message (`newsletter.mail.message.build_message`: both parts, every
 header), written to a temporary name and renamed into place, so a reader never sees half a message.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsletter.config import Settings
-from newsletter.content import Recipient, RenderedVariant
+from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.core.config import Settings
 from newsletter.esp.base import RecipientResult, RetryableError
-from newsletter.links import Links
-from newsletter.message import build_message
+from newsletter.mail.links import Links
+from newsletter.mail.message import build_message
 
 DIRECT_DIR = "direct"
 

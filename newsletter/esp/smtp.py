@@ -21,12 +21,12 @@ import threading
 from collections.abc import Sequence
 from email.message import EmailMessage
 
-from newsletter.config import Settings
-from newsletter.content import Recipient, RenderedVariant
-from newsletter.errors import ConfigError
+from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.core.config import Settings
+from newsletter.core.errors import ConfigError
 from newsletter.esp.base import AuthFailed, RecipientResult, RetryableError
-from newsletter.links import Links
-from newsletter.message import build_message
+from newsletter.mail.links import Links
+from newsletter.mail.message import build_message
 
 
 class _ConnectionLost(Exception):

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed over by `newsletter.db.migrate`, or on the URL."""
+"""Alembic environment: runs on a connection handed over by `newsletter.core.db.migrate`, or on the URL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import newsletter.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import newsletter.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -27,7 +27,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    from newsletter.db import make_engine
+    from newsletter.core.db import make_engine
 
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.begin() as conn:

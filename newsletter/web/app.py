@@ -13,8 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 
-from newsletter.config import Settings
-from newsletter.db import make_engine
+from newsletter.core.config import Settings
+from newsletter.core.db import make_engine
 from newsletter.web import admin, public, webhooks
 
 

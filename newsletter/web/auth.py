@@ -22,8 +22,8 @@ from fastapi import Depends, FastAPI, Request
 from starlette.middleware.sessions import SessionMiddleware
 
 from newsletter.accounts import may
-from newsletter.config import Settings
-from newsletter.models import User, utcnow
+from newsletter.core.config import Settings
+from newsletter.core.models import User, utcnow
 from newsletter.web.csrf import check_csrf
 from newsletter.web.deps import SessionDep
 

@@ -10,7 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from newsletter.config import Settings
+from newsletter.core.config import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -28,17 +28,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session, select
 
-from newsletter import optin, preferences, suppressions
-from newsletter.bulletins import load_content
-from newsletter.config import Settings
-from newsletter.content import Recipient
-from newsletter.links import Links
-from newsletter.models import Bulletin, Delivery, Subscriber
-from newsletter.regions import RegionIndex
-from newsletter.render import Renderer, personalize
-from newsletter.status import BulletinStatus, SubscriberStatus
-from newsletter.subscribers import clean_name, normalize_email
-from newsletter.tokens import Purpose, TokenError, read_token
+from newsletter.audience import optin, preferences, suppressions
+from newsletter.audience.subscribers import normalize_email, validate_name
+from newsletter.content.bulletins import load_content
+from newsletter.content.regions import RegionIndex
+from newsletter.content.render import Renderer, personalize
+from newsletter.content.types import Recipient
+from newsletter.core.config import Settings
+from newsletter.core.models import Bulletin, Delivery, Subscriber
+from newsletter.core.status import BulletinStatus, SubscriberStatus
+from newsletter.mail.links import Links
+from newsletter.mail.tokens import Purpose, TokenError, read_token
 from newsletter.web.deps import SessionDep, SettingsDep, TemplatesDep
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def subscribe(
     except ValueError:
         errors["email"] = "Please enter a valid email address, like name@example.org."
     try:
-        clean = clean_name(name)
+        clean = validate_name(name)
     except ValueError as exc:
         errors["name"] = f"Please check your name: {exc}."
     codes = index.order(c for c in regions if c in index.codes)

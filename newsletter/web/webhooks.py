@@ -1,4 +1,4 @@
-"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook, applied by `newsletter.events`.
+"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook, applied by `newsletter.sending.events`.
 
 SendGrid signs `timestamp + raw body` with ECDSA P-256 / SHA-256 and sends the base64 DER signature and
 the timestamp in two headers; the public key (Settings → Mail Settings → Signed Event Webhook) is
@@ -15,68 +15,30 @@ The signature is checked with `cryptography` over the exact bytes received, befo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import time
-from functools import lru_cache
 from typing import Annotated
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from newsletter.events import MalformedEvents, apply_events, parse_events
+from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
+from newsletter.esp.sendgrid.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    BadKey,
+    load_public_key,
+    signature_valid,
+    timestamp_fresh,
+)
+from newsletter.sending.events import apply_events
 from newsletter.web.deps import SessionDep, SettingsDep
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """SendGrid posts batches of up to a few thousand events; far more than that is not SendGrid."""
 
 router = APIRouter()
-
-
-class BadKey(ValueError):
-    pass
-
-
-@lru_cache(maxsize=8)
-def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
-    """The EC public key from base64 DER (SendGrid's form) or PEM; BadKey when it is neither."""
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-        else:
-            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
-        raise BadKey(f"SENDGRID_WEBHOOK_PUBLIC_KEY is not a public key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise BadKey("SENDGRID_WEBHOOK_PUBLIC_KEY is not an elliptic-curve key")
-    return key
-
-
-def signature_valid(key: ec.EllipticCurvePublicKey, signature: str, timestamp: str, body: bytes) -> bool:
-    """True when `signature` (base64 DER ECDSA) signs `timestamp` followed by the raw `body`."""
-    try:
-        raw = base64.b64decode(signature, validate=True)
-        key.verify(raw, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
-        return False
-    return True
-
-
-def timestamp_fresh(timestamp: str, max_age: int, *, now: float | None = None) -> bool:
-    """True when `timestamp` (unix seconds) is within `max_age` seconds of now, either way."""
-    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-        return False
-    now = time.time() if now is None else now
-    return abs(now - int(timestamp)) <= max_age
 
 
 async def _raw_body(request: Request) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter.config import Settings
+from newsletter.core.config import Settings
 from newsletter.web.admin import audit_log, bulletins, dashboard, login, preview, subscribers, users
 from newsletter.web.admin.pages import render
 from newsletter.web.auth import Forbidden, LoginRequired, install_sessions, login_url_for

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlmodel import col, select
 
-from newsletter.models import AuditEntry
-from newsletter.status import Role
+from newsletter.core.models import AuditEntry
+from newsletter.core.status import Role
 from newsletter.web.admin.pages import render
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import SessionDep

@@ -11,12 +11,19 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from newsletter import audit, dispatch
-from newsletter.bulletins import change_status, list_bulletins, parse_bulletin, parse_send_at, store_bulletin
-from newsletter.content import BulletinContent
-from newsletter.errors import ImportFailed, NewsletterError
-from newsletter.models import Bulletin, Item, Region, utcnow
-from newsletter.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
+from newsletter.content.bulletins import (
+    change_status,
+    list_bulletins,
+    parse_bulletin,
+    parse_send_at,
+    store_bulletin,
+)
+from newsletter.content.types import BulletinContent
+from newsletter.core import audit
+from newsletter.core.errors import ImportFailed, NewsletterError
+from newsletter.core.models import Bulletin, Item, Region, utcnow
+from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
+from newsletter.sending import dispatcher
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
@@ -404,7 +411,7 @@ def change(
             when = parse_send_at(send_at, settings)
             if when < utcnow() - SCHEDULE_SLACK:
                 raise NewsletterError("that time has passed; choose a time in the future")
-            dispatch.schedule(session, bulletin_id, when, actor=user.email)
+            dispatcher.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
             change_status(
@@ -412,13 +419,13 @@ def change(
             )
             message = "No longer scheduled for a set time: it goes out at the next weekly slot."
         elif action == "pause":
-            dispatch.pause(session, bulletin_id, actor=user.email)
+            dispatcher.pause(session, bulletin_id, actor=user.email)
             message = "Paused: nothing more is sent until you resume."
         elif action == "resume":
-            dispatch.resume(session, bulletin_id, actor=user.email)
+            dispatcher.resume(session, bulletin_id, actor=user.email)
             message = "Resumed."
         elif action == "cancel":
-            skipped = dispatch.cancel(session, bulletin_id, actor=user.email)
+            skipped = dispatcher.cancel(session, bulletin_id, actor=user.email)
             message = "Cancelled: it will not be sent" + (
                 f" ({skipped} pending deliveries skipped)." if skipped else "."
             )

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlmodel import Session, col, func, select
 
-from newsletter import dispatch
-from newsletter.dispatch import SendSummary
-from newsletter.models import Bulletin, Delivery, DeliveryEvent, Subscriber, TestSend, utcnow
-from newsletter.status import BulletinStatus, DeliveryStatus
+from newsletter.core.models import Bulletin, Delivery, DeliveryEvent, Subscriber, TestSend, utcnow
+from newsletter.core.status import BulletinStatus, DeliveryStatus
+from newsletter.sending import dispatcher
+from newsletter.sending.dispatcher import SendSummary
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import render
 from newsletter.web.auth import StaffUser
@@ -77,7 +77,7 @@ def _progress(session: Session, bulletin: Bulletin, summary: SendSummary) -> dic
 @router.get("/{bulletin_id}/dashboard")
 def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
     bulletin = get_bulletin_or_404(session, bulletin_id)
-    summary = dispatch.summary(session, bulletin_id)
+    summary = dispatcher.summary(session, bulletin_id)
     problems = session.exec(
         select(Delivery, Subscriber.email)
         .outerjoin(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))

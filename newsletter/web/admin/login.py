@@ -8,10 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlmodel import col, select
 
-from newsletter import audit
 from newsletter.accounts import LoginRefused, authenticate
-from newsletter.models import Bulletin
-from newsletter.status import BulletinStatus
+from newsletter.core import audit
+from newsletter.core.models import Bulletin
+from newsletter.core.status import BulletinStatus
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import CurrentUser, MaybeUser, log_in, log_out
 from newsletter.web.csrf import check_csrf

@@ -10,8 +10,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from newsletter.config import Settings
-from newsletter.models import User
+from newsletter.core.config import Settings
+from newsletter.core.models import User
 from newsletter.web.csrf import csrf_token
 
 FLASH_KEY = "flash"

@@ -2,7 +2,7 @@
 
 The preview shows the exact email a region mix receives (subject, HTML in a sandboxed iframe at phone or
 desktop width, plain text), rendered by the same `Renderer` as the send. The preview matrix lists every
-variant the bulletin's real subscribers will get, with how many get it (`dispatch.variant_counts`, the
+variant the bulletin's real subscribers will get, with how many get it (`dispatcher.variant_counts`, the
 planning rule's own answer), each a click from its preview.
 
 A test send goes to the logged-in user or typed addresses, as any variant or all of them, with "[TEST]"
@@ -19,15 +19,15 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from newsletter import audit
-from newsletter.bulletins import load_content
-from newsletter.config import Settings
-from newsletter.content import BulletinContent, Recipient
+from newsletter.audience.subscribers import normalize_email
+from newsletter.content.bulletins import load_content
+from newsletter.content.render import Renderer, personalize
+from newsletter.content.types import BulletinContent, Recipient
+from newsletter.core import audit
+from newsletter.core.config import Settings
+from newsletter.core.models import TestSend, User
 from newsletter.esp import EspError, backend_for
-from newsletter.links import Links
-from newsletter.models import TestSend, User
-from newsletter.render import Renderer, personalize
-from newsletter.subscribers import normalize_email
+from newsletter.mail.links import Links
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
@@ -49,9 +49,9 @@ def renderer_for(request: Request) -> Renderer:
 
 
 def variant_counts(session: Session, bulletin_id: int) -> dict[str, int]:
-    from newsletter import dispatch
+    from newsletter.sending import dispatcher
 
-    return dispatch.variant_counts(session, bulletin_id)
+    return dispatcher.variant_counts(session, bulletin_id)
 
 
 def preview_url(bulletin_id: int, codes: list[str] | tuple[str, ...], width: str = "desktop") -> str:

@@ -13,9 +13,13 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session, col, select
 
-from newsletter import audit, suppressions
-from newsletter.errors import InvalidTransition
-from newsletter.models import (
+from newsletter.audience import suppressions
+from newsletter.audience.search import Filters, export_rows, search_page
+from newsletter.audience.subscribers import import_subscribers, subscriber_regions, validate_name
+from newsletter.content.regions import RegionIndex
+from newsletter.core import audit
+from newsletter.core.errors import InvalidTransition
+from newsletter.core.models import (
     AuditEntry,
     Bulletin,
     Delivery,
@@ -25,10 +29,12 @@ from newsletter.models import (
     Subscription,
     utcnow,
 )
-from newsletter.regions import RegionIndex
-from newsletter.status import SUBSCRIBER_TRANSITIONS, SubscriberStatus, SuppressionReason, check_subscriber
-from newsletter.subscriber_search import Filters, export_rows, search_page
-from newsletter.subscribers import clean_name, import_subscribers, subscriber_regions
+from newsletter.core.status import (
+    SUBSCRIBER_TRANSITIONS,
+    SubscriberStatus,
+    SuppressionReason,
+    check_subscriber,
+)
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
@@ -239,7 +245,7 @@ async def update(
     subscriber = _get(session, subscriber_id)
     assert subscriber.id is not None
     try:
-        new_name = clean_name(name)
+        new_name = validate_name(name)
     except ValueError as exc:
         return _detail(request, session, subscriber, 400, str(exc))
     new_status = status or subscriber.status

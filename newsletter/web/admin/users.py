@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
 from newsletter import accounts
-from newsletter.errors import NewsletterError
-from newsletter.models import User
-from newsletter.status import Role
+from newsletter.core.errors import NewsletterError
+from newsletter.core.models import User
+from newsletter.core.status import Role
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep

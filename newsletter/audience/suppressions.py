@@ -1,0 +1,168 @@
+"""Suppressions: addresses never to be mailed again, keyed by the hash of the normalised address.
+
+The hash is the key so that a suppression outlives the erasure of the address itself (`reason` `erased`,
+`email` NULL): the erased address can still be recognised when someone types it again, and is refused.
+Planning and batch claims (newsletter.sending.dispatcher) read the table; this module writes it.
+
+`unsubscribe` is the one way a subscriber leaves: the web page, RFC 8058 one-click, the preference
+centre and the ESP's unsubscribe events all go through it, so the status change, the suppression and
+the audit entry always come together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from newsletter.core import audit
+from newsletter.core.dialect import insert_ignoring_duplicates
+from newsletter.core.errors import InvalidTransition, NotFound
+from newsletter.core.models import SUPPRESSION, Subscriber, Suppression, email_hash, utcnow
+from newsletter.core.status import SubscriberStatus, SuppressionReason, check_subscriber
+
+LIFTED_BY_CONFIRMATION = frozenset({SuppressionReason.UNSUBSCRIBE})
+"""Reasons a person may undo by subscribing again and confirming: their own choice, nothing else.
+A bounce, a complaint, an erasure or a staff decision keeps the address suppressed for good."""
+
+
+def find(session: Session, email: str) -> Suppression | None:
+    """The suppression of a normalised address, if any (erased ones too: they are found by hash)."""
+    return session.exec(select(Suppression).where(Suppression.email_hash == email_hash(email))).first()
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return find(session, email) is not None
+
+
+def add(
+    session: Session,
+    email: str,
+    reason: SuppressionReason,
+    *,
+    note: str = "",
+    actor: str = audit.CLI_ACTOR,
+) -> bool:
+    """Suppress a normalised address; False when it already was (the first reason stays)."""
+    added = add_many(session, [(email, reason, note)])
+    if added:
+        audit.record(
+            session, actor, "suppression.add", "suppression", None, {"email": email, "reason": reason}
+        )
+    return bool(added)
+
+
+def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, str]]) -> int:
+    """Suppress many (email, reason, note) at once, in one statement; returns how many were new.
+
+    An address already suppressed keeps its first reason. Callers audit (the webhook audits per
+    subscriber, not per suppression row).
+    """
+    now = utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for email, reason, note in entries:
+        digest = email_hash(email)
+        rows.setdefault(
+            digest,
+            {"email_hash": digest, "email": email, "reason": reason, "note": note[:500], "created_at": now},
+        )
+    if not rows:
+        return 0
+    table = SUPPRESSION
+    result = session.execute(
+        insert_ignoring_duplicates(session, table).returning(table.c.id), list(rows.values())
+    )
+    return len(result.all())
+
+
+def remove(session: Session, email: str, *, actor: str = audit.CLI_ACTOR) -> Suppression:
+    """Lift the suppression of a normalised address (NotFound when there is none); returns what was lifted."""
+    found = find(session, email)
+    if found is None:
+        raise NotFound(f"{email} is not suppressed")
+    session.delete(found)
+    audit.record(
+        session,
+        actor,
+        "suppression.remove",
+        "suppression",
+        found.id,
+        {"email": email, "reason": found.reason},
+    )
+    return found
+
+
+def lift_for_confirmation(session: Session, email: str) -> bool:
+    """Lift a suppression the address's owner may undo (their own unsubscribe) when they confirm again."""
+    found = find(session, email)
+    if found is None or found.reason not in LIFTED_BY_CONFIRMATION:
+        return False
+    session.delete(found)
+    return True
+
+
+def blocks_subscription(suppression: Suppression | None) -> bool:
+    """True when a suppression means: never subscribe this address again, not even with confirmation."""
+    return suppression is not None and suppression.reason not in LIFTED_BY_CONFIRMATION
+
+
+@dataclass(frozen=True)
+class Listed:
+    email: str | None
+    reason: str
+    note: str
+    created_at: datetime
+
+
+def list_all(session: Session, *, reason: str | None = None, limit: int = 0) -> Sequence[Listed]:
+    """Suppressions, newest first; an erased address shows as email None."""
+    query = select(Suppression).order_by(col(Suppression.created_at).desc(), col(Suppression.id).desc())
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    if limit:
+        query = query.limit(limit)
+    return [Listed(s.email, s.reason, s.note, s.created_at) for s in session.exec(query).all()]
+
+
+def unsubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    actor: str = audit.SUBSCRIBER_ACTOR,
+    how: str = "web",
+    now: datetime | None = None,
+) -> bool:
+    """Unsubscribe `subscriber` now: status `unsubscribed` and a suppression, audited. Idempotent.
+
+    A bounced or complained subscriber keeps that (stronger) status; the suppression is added either
+    way. Returns True when anything changed.
+    """
+    now = now or utcnow()
+    changed = False
+    before = subscriber.status
+    try:
+        check_subscriber(before, SubscriberStatus.UNSUBSCRIBED)
+    except InvalidTransition:
+        pass
+    else:
+        if before != SubscriberStatus.UNSUBSCRIBED:
+            subscriber.status = SubscriberStatus.UNSUBSCRIBED
+            subscriber.unsubscribed_at = now
+            subscriber.updated_at = now
+            session.add(subscriber)
+            changed = True
+    if add_many(session, [(subscriber.email, SuppressionReason.UNSUBSCRIBE, how)]):
+        changed = True
+    if changed:
+        audit.record(
+            session,
+            actor,
+            "subscriber.unsubscribe",
+            "subscriber",
+            subscriber.id,
+            {"status": [before, subscriber.status], "how": how},
+        )
+    return changed

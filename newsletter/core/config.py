@@ -1,0 +1,224 @@
+"""Settings: one object, read from the environment and `.env`.
+
+Every setting is listed with a comment in `.env.example`. Secrets have no working default: code that
+needs one asks for it through a property that fails with a clear message when it is missing, so a
+command that does not need a secret (importing a CSV, say) still runs without one.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newsletter.core.errors import ConfigError
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+"""The `newsletter` package directory: a wheel carries templates/ and subscribers/ inside it."""
+
+DEFAULT_REGIONS: list[tuple[str, str]] = [
+    ("africa", "Africa"),
+    ("latin-america", "Latin America"),
+    ("south-asia", "South Asia"),
+    ("southeast-asia", "Southeast Asia"),
+    ("global", "HQ & Global Partners"),
+]
+"""Seeded by `newsletter init` unless `REGIONS` says otherwise: (code, display name), in display order."""
+
+DEFAULT_REGION_ALIASES: dict[str, str] = {
+    "IJM HQ & Global Partners": "global",
+    "HQ and Global Partners": "global",
+    "Global Partners": "global",
+    "Global": "global",
+}
+
+
+class Settings(BaseSettings):
+    """All configuration of the dispatcher. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------------
+    DATABASE_URL: str = "sqlite:///var/newsletter.db"
+    TEMPLATES_DIR: Path | None = None
+    LOG_LEVEL: str = "INFO"
+
+    # --- content -------------------------------------------------------------------------------
+    REGIONS: str = ""
+    REGION_ALIASES: str = ""
+    DEFAULT_REGION: str = "africa"
+
+    # --- sender identity (bulk-mail law wants a postal address in every message) ---------------
+    ORG_NAME: str = "Prayer Bulletin"
+    ORG_POSTAL_ADDRESS: str = ""
+    FROM_EMAIL: str = "bulletin@example.org"
+    FROM_NAME: str = "Prayer Bulletin"
+    REPLY_TO: str = ""
+    LIST_ID: str = "prayer-bulletin.example.org"
+    BASE_URL: str = "http://127.0.0.1:8000"
+    UNSUBSCRIBE_MAILTO: str = ""
+
+    # --- secrets ---------------------------------------------------------------------------------
+    SECRET_KEY: str = ""
+    SECRET_KEYS_OLD: str = ""
+    TOKEN_TTL_DAYS: int = 400
+    CONFIRM_TTL: int = Field(default=7 * 24 * 3600, description="seconds")
+
+    # --- schedule --------------------------------------------------------------------------------
+    TIMEZONE: str = "Europe/London"
+    SEND_SCHEDULE: str = "0 7 * * mon"
+    SCHEDULER_TICK_SECONDS: float = 5.0
+    MISFIRE_GRACE_SECONDS: int = 6 * 3600
+
+    # --- sending ---------------------------------------------------------------------------------
+    ESP_BACKEND: Literal["", "outbox", "sendgrid", "smtp"] = ""
+    OUTBOX_DIR: Path = Path("var/outbox")
+    SENDGRID_API_KEY: str = ""
+    SENDGRID_HOST: str = "https://api.sendgrid.com"
+    SENDGRID_TIMEOUT: float = 30.0
+    SMTP_HOST: str = ""
+    SMTP_PORT: int = 587
+    SMTP_USERNAME: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_STARTTLS: bool = True
+    SMTP_TIMEOUT: float = 30.0
+    BATCH_SIZE: int = Field(default=1000, ge=1, le=1000)
+    SEND_RATE: float = Field(default=0.0, ge=0.0, description="recipients per second, 0 = unlimited")
+    SEND_CONCURRENCY: int = Field(default=4, ge=1)
+    MAX_ATTEMPTS: int = Field(default=5, ge=1)
+    RETRY_BASE_SECONDS: float = 2.0
+    RETRY_MAX_SECONDS: float = 600.0
+    LEASE_SECONDS: int = 300
+    RESEND_ON_UNKNOWN: bool = True
+
+    # --- web -------------------------------------------------------------------------------------
+    WEB_HOST: str = "127.0.0.1"
+    WEB_PORT: int = 8000
+    SESSION_COOKIE_SECURE: bool | None = None
+    LOGIN_MAX_FAILURES: int = 5
+    LOGIN_LOCKOUT_SECONDS: int = 900
+    STAFF_TEST_RECIPIENTS: str = ""
+    SUBSCRIBE_LIMIT_PER_ADDRESS: int = 3
+    SUBSCRIBE_LIMIT_PER_IP: int = 20
+    SUBSCRIBE_LIMIT_WINDOW_SECONDS: int = 3600
+    SENDGRID_WEBHOOK_PUBLIC_KEY: str = ""
+    WEBHOOK_MAX_AGE_SECONDS: int = 600
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _driver(cls, url: str) -> str:
+        """Use psycopg 3 for PostgreSQL whatever form the URL was given in."""
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @field_validator("TIMEZONE")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+        return name
+
+    # --- derived values --------------------------------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.TIMEZONE)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+    @cached_property
+    def regions(self) -> list[tuple[str, str]]:
+        """(code, name) pairs in display order, from `REGIONS` (`code=Name;code=Name`) or the defaults."""
+        if not self.REGIONS.strip():
+            return list(DEFAULT_REGIONS)
+        pairs = []
+        for part in self.REGIONS.split(";"):
+            if not part.strip():
+                continue
+            code, sep, name = part.partition("=")
+            if not sep or not code.strip() or not name.strip():
+                raise ConfigError(f"REGIONS: expected code=Name, got {part!r}")
+            pairs.append((code.strip(), name.strip()))
+        return pairs
+
+    @cached_property
+    def region_aliases(self) -> dict[str, str]:
+        """Heading text → region code. `REGION_ALIASES` is JSON (`{"IJM HQ": "global"}`), added to defaults."""
+        aliases = dict(DEFAULT_REGION_ALIASES)
+        if self.REGION_ALIASES.strip():
+            try:
+                extra = json.loads(self.REGION_ALIASES)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"REGION_ALIASES is not valid JSON: {exc}") from exc
+            if not isinstance(extra, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+            ):
+                raise ConfigError(
+                    'REGION_ALIASES must be a JSON object of strings, e.g. {"IJM HQ": "global"}'
+                )
+            aliases.update(extra)
+        return aliases
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """Signing keys, newest first: `SECRET_KEY` signs, it and `SECRET_KEYS_OLD` verify."""
+        if not self.SECRET_KEY:
+            raise ConfigError(
+                "SECRET_KEY is not set: links in emails and admin sessions are signed with it. "
+                'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if len(self.SECRET_KEY) < 16:
+            raise ConfigError("SECRET_KEY is too short: use at least 16 random characters")
+        old = [k.strip() for k in self.SECRET_KEYS_OLD.split(",") if k.strip()]
+        return [self.SECRET_KEY, *old]
+
+    @property
+    def esp_backend(self) -> str:
+        """`ESP_BACKEND`, or the one the other settings imply: SendGrid with a key, SMTP with a host, else outbox."""
+        if self.ESP_BACKEND:
+            return self.ESP_BACKEND
+        if self.SENDGRID_API_KEY:
+            return "sendgrid"
+        if self.SMTP_HOST:
+            return "smtp"
+        return "outbox"
+
+    @property
+    def staff_test_recipients(self) -> list[str]:
+        return [a.strip() for a in self.STAFF_TEST_RECIPIENTS.split(",") if a.strip()]
+
+    @property
+    def templates_dir(self) -> Path:
+        """`TEMPLATES_DIR`, else the templates shipped in the wheel, else the source checkout's."""
+        if self.TEMPLATES_DIR is not None:
+            return self.TEMPLATES_DIR
+        return default_templates_dir()
+
+
+def default_templates_dir() -> Path:
+    packaged = _PACKAGE / "templates"
+    if packaged.is_dir():
+        return packaged
+    return _PACKAGE.parent / "templates"
+
+
+def default_subscribers_dir() -> Path:
+    packaged = _PACKAGE / "subscribers"
+    if packaged.is_dir():
+        return packaged
+    return _PACKAGE.parent / "subscribers"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """A fresh settings object; keyword arguments override the environment (tests, the demo)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

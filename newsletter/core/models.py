@@ -1,0 +1,244 @@
+"""The data model of DESIGN.md as SQLModel tables.
+
+Statuses are stored as short strings (vocabularies in `newsletter.core.status`) rather than database enums,
+so that SQLite and PostgreSQL share one migration and a new status is not a schema change.
+Times are aware datetimes, stored in UTC. The schema itself is created only by the Alembic migrations in
+`newsletter/migrations`; `SQLModel.metadata` is what those migrations are checked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from newsletter.core.status import BulletinStatus, DeliveryStatus, ItemKind, SubscriberStatus
+
+
+def utcnow() -> datetime:
+    """Aware UTC now. SQLModel stores aware datetimes in UTC and returns them aware on both databases."""
+    return datetime.now(UTC)
+
+
+def email_hash(normalized_email: str) -> str:
+    """The SHA-256 of a normalised address: how a suppression outlives the erasure of the address itself."""
+    return hashlib.sha256(normalized_email.encode("utf-8")).hexdigest()
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""64-bit ids on PostgreSQL; on SQLite an INTEGER PRIMARY KEY, which is the 64-bit rowid and autoincrements."""
+
+
+def _fk(target: str, ondelete: str = "CASCADE") -> sa.ForeignKey:
+    return sa.ForeignKey(target, ondelete=ondelete)
+
+
+class Region(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=sa.String(40), unique=True)
+    name: str = Field(sa_type=sa.String(120))
+    position: int = Field(default=0)
+
+
+class Subscriber(SQLModel, table=True):
+    __table_args__ = (
+        sa.Index("ix_subscriber_status_id", "status", "id"),
+        # The admin's name search: a case-insensitive prefix, in name order, keyset-paginated.
+        sa.Index("ix_subscriber_lower_name_id", sa.text("lower(name)"), "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_type=sa.String(320), unique=True)
+    email_hash: str = Field(sa_type=sa.String(64), index=True)
+    name: str = Field(default="", sa_type=sa.String(200))
+    status: str = Field(default=SubscriberStatus.PENDING, sa_type=sa.String(16))
+    source: str = Field(default="", sa_type=sa.String(40))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    confirmed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    paused_until: datetime | None = None
+
+
+class Subscription(SQLModel, table=True):
+    """A subscriber's choice of one region. No row for a subscriber means no regions, not all of them."""
+
+    __table_args__ = (sa.Index("ix_subscription_region", "region_id", "subscriber_id"),)
+
+    subscriber_id: int = Field(sa_column_args=[_fk("subscriber.id")], primary_key=True)
+    region_id: int = Field(sa_column_args=[_fk("region.id")], primary_key=True)
+
+
+class Bulletin(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_bulletin_status_send_at", "status", "send_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(sa_type=sa.String(200))
+    subject: str = Field(sa_type=sa.String(200))
+    scripture_text: str = Field(default="", sa_type=sa.Text)
+    scripture_reference: str = Field(default="", sa_type=sa.String(120))
+    intro: str = Field(default="", sa_type=sa.Text)
+    status: str = Field(default=BulletinStatus.DRAFT, sa_type=sa.String(16))
+    send_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str = Field(default="", sa_type=sa.Text)
+
+
+class Item(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_item_bulletin_position", "bulletin_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")])
+    region_id: int = Field(sa_column_args=[_fk("region.id", "RESTRICT")])
+    kind: str = Field(default=ItemKind.PRAY, sa_type=sa.String(16))
+    position: int = 0
+    body: str = Field(sa_type=sa.Text)
+
+
+class Delivery(SQLModel, table=True):
+    """One bulletin to one subscriber. Unique on the pair: planning twice never mails anyone twice."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("bulletin_id", "subscriber_id", name="uq_delivery_bulletin_subscriber"),
+        sa.Index("ix_delivery_claim", "bulletin_id", "status", "variant", "id"),
+        sa.Index("ix_delivery_subscriber", "subscriber_id"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")])
+    # SET NULL: erasing a subscriber keeps the (anonymous) ledger of what was sent.
+    subscriber_id: int | None = Field(default=None, sa_column_args=[_fk("subscriber.id", "SET NULL")])
+    variant: str = Field(sa_type=sa.String(200))
+    status: str = Field(default=DeliveryStatus.PENDING, sa_type=sa.String(16))
+    attempts: int = 0
+    not_before: datetime | None = None
+    lease_expires_at: datetime | None = None
+    leased_by: str | None = Field(default=None, sa_type=sa.String(80))
+    last_error: str = Field(default="", sa_type=sa.Text)
+    message_id: str | None = Field(default=None, sa_type=sa.String(200))
+    sent_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """What the ESP reported about a message, stored raw and once per ESP event id."""
+
+    __tablename__ = "delivery_event"
+
+    __table_args__ = (sa.Index("ix_delivery_event_delivery", "delivery_id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    esp_event_id: str = Field(sa_type=sa.String(120), unique=True)
+    delivery_id: int | None = Field(
+        default=None, sa_type=BigId, sa_column_args=[_fk("delivery.id", "SET NULL")]
+    )
+    event: str = Field(sa_type=sa.String(40))
+    occurred_at: datetime
+    received_at: datetime = Field(default_factory=utcnow)
+    payload: str = Field(sa_type=sa.Text)
+
+
+class Suppression(SQLModel, table=True):
+    """An address never to be mailed again. `email` may be erased; `email_hash` always stays."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hash: str = Field(sa_type=sa.String(64), unique=True)
+    email: str | None = Field(default=None, sa_type=sa.String(320))
+    reason: str = Field(sa_type=sa.String(16))
+    note: str = Field(default="", sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_type=sa.String(320), unique=True)
+    password_hash: str = Field(sa_type=sa.String(200))
+    role: str = Field(sa_type=sa.String(16))
+    is_active: bool = True
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class TestSend(SQLModel, table=True):
+    """A staff member's test of a bulletin. Never a delivery: it does not count and is never retried."""
+
+    __tablename__ = "test_send"
+    __test__ = False  # not a pytest test class
+
+    id: int | None = Field(default=None, primary_key=True)
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")])
+    user_id: int | None = Field(default=None, sa_column_args=[_fk("app_user.id", "SET NULL")])
+    variant: str = Field(sa_type=sa.String(200))
+    recipients: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow)
+    error: str = Field(default="", sa_type=sa.Text)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who changed what, when, from what to what (`changes` is JSON: {field: [old, new]})."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        sa.Index("ix_audit_entity", "entity_type", "entity_id", "at"),
+        sa.Index("ix_audit_at", "at"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(sa_type=sa.String(320))
+    action: str = Field(sa_type=sa.String(60))
+    entity_type: str = Field(sa_type=sa.String(40))
+    entity_id: int | None = None
+    changes: str = Field(default="{}", sa_type=sa.Text)
+
+
+class ScheduleSlot(SQLModel, table=True):
+    """One row per fired slot of `SEND_SCHEDULE`: the unique key makes a slot fire once across processes."""
+
+    __tablename__ = "schedule_slot"
+
+    slot_at: datetime = Field(primary_key=True)
+    fired_at: datetime = Field(default_factory=utcnow)
+    bulletin_id: int | None = Field(default=None, sa_column_args=[_fk("bulletin.id", "SET NULL")])
+    worker: str = Field(default="", sa_type=sa.String(80))
+
+
+class RateEvent(SQLModel, table=True):
+    """A counted action (a confirmation email to an address, from an IP) for sliding-window limits."""
+
+    __tablename__ = "rate_event"
+    __table_args__ = (sa.Index("ix_rate_event_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    key: str = Field(sa_type=sa.String(200))
+    at: datetime = Field(default_factory=utcnow)
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+# Core handles for set-based statements (bulk import, planning, claims), typed for mypy.
+REGION = _table(Region)
+SUBSCRIBER = _table(Subscriber)
+SUBSCRIPTION = _table(Subscription)
+BULLETIN = _table(Bulletin)
+ITEM = _table(Item)
+DELIVERY = _table(Delivery)
+DELIVERY_EVENT = _table(DeliveryEvent)
+SUPPRESSION = _table(Suppression)
+USER = _table(User)
+TEST_SEND = _table(TestSend)
+AUDIT_ENTRY = _table(AuditEntry)
+SCHEDULE_SLOT = _table(ScheduleSlot)
+RATE_EVENT = _table(RateEvent)

@@ -1,0 +1,125 @@
+"""Every status vocabulary and the transitions allowed between them: one table per lifecycle.
+
+Code that changes a status asks `check(...)` (or reads these tables in SQL terms) rather than
+deciding on its own, so that the rules live in one place.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from newsletter.core.errors import InvalidTransition
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class BulletinStatus(StrEnum):
+    DRAFT = "draft"
+    READY = "ready"
+    SENDING = "sending"
+    SENT = "sent"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
+    COMPLAINED = "complained"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ItemKind(StrEnum):
+    PRAY = "pray"
+    PRAISE = "praise"
+
+
+class Role(StrEnum):
+    STAFF = "staff"
+    VOLUNTEER = "volunteer"
+
+
+class SuppressionReason(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
+    ERASED = "erased"
+
+
+S = SubscriberStatus
+SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
+    S.PENDING: frozenset({S.ACTIVE, S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
+    S.ACTIVE: frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
+    # An address that left comes back only by confirming again (pending → active).
+    S.UNSUBSCRIBED: frozenset({S.PENDING}),
+    S.BOUNCED: frozenset(),
+    S.COMPLAINED: frozenset(),
+}
+"""Where a subscriber may go from each status. Nothing, not even an import, re-activates a lost address."""
+
+INACTIVE_SUBSCRIBER = frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED})
+
+B = BulletinStatus
+BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {
+    B.DRAFT: frozenset({B.READY, B.CANCELLED}),
+    B.READY: frozenset({B.DRAFT, B.SENDING, B.PAUSED, B.CANCELLED}),
+    B.SENDING: frozenset({B.SENT, B.PAUSED, B.CANCELLED}),
+    B.PAUSED: frozenset({B.READY, B.SENDING, B.CANCELLED}),
+    B.SENT: frozenset(),
+    B.CANCELLED: frozenset(),
+}
+
+EDITABLE_BULLETIN = frozenset({B.DRAFT, B.READY, B.PAUSED})
+"""A bulletin whose content may still change; once sending starts, recipients must all get the same text."""
+
+D = DeliveryStatus
+DELIVERY_RANK: dict[DeliveryStatus, int] = {
+    D.PENDING: 0,
+    D.SENDING: 1,
+    D.ACCEPTED: 2,
+    D.DEFERRED: 3,
+    D.DELIVERED: 4,
+    D.BOUNCED: 10,
+    D.DROPPED: 10,
+    D.COMPLAINED: 11,
+    D.FAILED: 10,
+    D.SKIPPED: 10,
+}
+"""Delivery events only move a delivery forward in this order; rank ≥ 10 is final (a complaint may still
+follow a delivery or a bounce, which is why it ranks highest)."""
+
+FINAL_DELIVERY = frozenset(s for s, r in DELIVERY_RANK.items() if r >= 10)
+OPEN_DELIVERY = frozenset({D.PENDING, D.SENDING})
+"""Deliveries that still need work: a bulletin is finished when none of these remain."""
+
+
+def check_subscriber(current: str, new: str) -> None:
+    """Raise `InvalidTransition` unless a subscriber may go from `current` to `new` (same is allowed)."""
+    if current == new:
+        return
+    if SubscriberStatus(new) not in SUBSCRIBER_TRANSITIONS[SubscriberStatus(current)]:
+        raise InvalidTransition(f"a subscriber cannot go from {current} to {new}")
+
+
+def check_bulletin(current: str, new: str) -> None:
+    """Raise `InvalidTransition` unless a bulletin may go from `current` to `new`."""
+    if BulletinStatus(new) not in BULLETIN_TRANSITIONS[BulletinStatus(current)]:
+        raise InvalidTransition(f"a bulletin cannot go from {current} to {new}")
+
+
+def delivery_moves_forward(current: str, new: str) -> bool:
+    """True when an ESP event saying `new` should replace `current` (never backwards, never out of final)."""
+    return DELIVERY_RANK[DeliveryStatus(new)] > DELIVERY_RANK[DeliveryStatus(current)]

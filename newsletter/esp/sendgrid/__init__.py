@@ -1,0 +1,8 @@
+"""Everything this project knows about SendGrid: sending (`send`), its event webhook body (`events`) and
+the webhook's signature (`signature`). Imported only when `ESP_BACKEND=sendgrid` or a webhook arrives."""
+
+from __future__ import annotations
+
+from newsletter.esp.sendgrid.send import SendGridBackend
+
+__all__ = ["SendGridBackend"]

@@ -1,0 +1,110 @@
+"""The personal links in every email, and the per-recipient values that fill a rendered variant.
+
+Paths (the web app routes exactly these and checks the token with `read_token`)::
+
+    {BASE_URL}/unsubscribe/{token}              Purpose.UNSUBSCRIBE (GET page, POST one-click, RFC 8058)
+    {BASE_URL}/preferences/{token}              Purpose.PREFERENCES
+    {BASE_URL}/view/{bulletin_id}/{token}       Purpose.VIEW
+    {BASE_URL}/confirm/{token}                  Purpose.CONFIRM
+    mailto:{UNSUBSCRIBE_MAILTO}?subject=unsubscribe-{token}   Purpose.UNSUBSCRIBE (when configured)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from functools import cached_property
+
+from newsletter.content.types import PERSONAL_FIELDS, Recipient
+from newsletter.core.config import Settings
+from newsletter.mail.tokens import Purpose, make_token
+
+ALL_FIELDS = frozenset({*PERSONAL_FIELDS, "confirm_url"})
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+EXAMPLE_TOKEN = "example"
+"""Stands in for a token in a staff test send, which has no subscriber: the web app refuses it as
+malformed, so a test email's links can be clicked without touching anyone's subscription."""
+
+
+def header_safe_name(name: str) -> str:
+    """A display name with every control character (CR and LF included) turned into one space."""
+    return " ".join(_CONTROL.sub(" ", name).split())
+
+
+class Links:
+    """Builds signed links for one installation. Create one per send (it reads the keys once, when the
+    first real token is made, so previews and test sends work without a SECRET_KEY)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url = settings.BASE_URL.rstrip("/")
+        self.mailto_address = settings.UNSUBSCRIBE_MAILTO.strip()
+
+    @cached_property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.settings.secret_keys)
+
+    def _token(self, subscriber_id: int | None, purpose: Purpose, now: datetime | None) -> str:
+        if subscriber_id is None:
+            return EXAMPLE_TOKEN
+        return make_token(self.keys, subscriber_id, purpose, now=now)
+
+    def unsubscribe_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
+        return f"{self.base_url}/unsubscribe/{self._token(subscriber_id, Purpose.UNSUBSCRIBE, now)}"
+
+    def preferences_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
+        return f"{self.base_url}/preferences/{self._token(subscriber_id, Purpose.PREFERENCES, now)}"
+
+    def view_url(
+        self, bulletin_id: int | None, subscriber_id: int | None, *, now: datetime | None = None
+    ) -> str:
+        """The bulletin online as this subscriber's variant; the site's home page without a bulletin."""
+        if bulletin_id is None:
+            return f"{self.base_url}/"
+        return f"{self.base_url}/view/{bulletin_id}/{self._token(subscriber_id, Purpose.VIEW, now)}"
+
+    def confirm_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
+        return f"{self.base_url}/confirm/{self._token(subscriber_id, Purpose.CONFIRM, now)}"
+
+    def unsubscribe_mailto(self, subscriber_id: int | None, *, now: datetime | None = None) -> str | None:
+        """The `mailto:` half of List-Unsubscribe, or None when `UNSUBSCRIBE_MAILTO` is not set."""
+        if not self.mailto_address:
+            return None
+        return f"mailto:{self.mailto_address}?subject=unsubscribe-{self._token(subscriber_id, Purpose.UNSUBSCRIBE, now)}"
+
+    def values(
+        self,
+        recipient: Recipient,
+        *,
+        fields: Iterable[str] = ALL_FIELDS,
+        now: datetime | None = None,
+    ) -> dict[str, str]:
+        """Raw values for `fields` (by default PERSONAL_FIELDS and `confirm_url`), plus
+        `unsubscribe_mailto` with the unsubscribe link when one is configured.
+
+        Backends pass the fields the variant has placeholders for (`variant.html_placeholders`), so a
+        bulletin recipient costs no confirmation token and a confirmation email no bulletin links: the
+        tokens are most of the per-recipient work of a send. A recipient without a subscriber id (a
+        staff test send) gets example links that lead nowhere. `name` falls back to "friend" so that a
+        greeting reads well for subscribers who gave no name.
+        """
+        wanted = fields if isinstance(fields, frozenset | set | dict) else set(fields)
+        sid = recipient.subscriber_id
+        values = {"name": header_safe_name(recipient.name) or "friend", "email": recipient.email}
+        if "unsubscribe_url" in wanted:
+            unsubscribe = self._token(sid, Purpose.UNSUBSCRIBE, now)
+            values["unsubscribe_url"] = f"{self.base_url}/unsubscribe/{unsubscribe}"
+            if self.mailto_address:
+                values["unsubscribe_mailto"] = (
+                    f"mailto:{self.mailto_address}?subject=unsubscribe-{unsubscribe}"
+                )
+        if "preferences_url" in wanted:
+            values["preferences_url"] = self.preferences_url(sid, now=now)
+        if "view_url" in wanted:
+            values["view_url"] = self.view_url(recipient.bulletin_id, sid, now=now)
+        if "confirm_url" in wanted:
+            values["confirm_url"] = self.confirm_url(sid, now=now)
+        return values

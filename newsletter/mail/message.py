@@ -1,0 +1,109 @@
+"""One recipient's complete RFC 5322 message: what the outbox writes and the SMTP backend sends.
+
+`multipart/alternative` with the text part first and the HTML part last (clients show the last part
+they can), headers for bulk mail (List-Unsubscribe with RFC 8058 one-click, List-Id per RFC 2919),
+non-ASCII names and subjects as RFC 2047 encoded words, internationalised domains as IDNA. Serialise
+with `message.as_bytes()`: the message carries `email.policy.SMTP` (`SMTPUTF8` for the rare address
+with a non-ASCII local part), so lines end in CRLF.
+
+Nothing a subscriber typed can make a header: every control character (CR and LF above all) in a
+name, subject or link is replaced before it reaches one. Python 3.11 before 3.11.10 does not check
+this itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from newsletter.content.render import personalize
+from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.core.config import Settings
+from newsletter.mail.links import header_safe_name
+
+# refold_source="none": headers stored with set_raw (already one line per URL) are written unchanged.
+_SMTP = policy.SMTP.clone(refold_source="none")
+_SMTPUTF8 = policy.SMTPUTF8.clone(refold_source="none")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def header_safe(value: str) -> str:
+    """`value` on one line: control characters become spaces, runs of whitespace one space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def list_unsubscribe_headers(values: Mapping[str, str], mailto: str | None) -> dict[str, str]:
+    """`List-Unsubscribe` (https link, then the mailto link when there is one) and RFC 8058's
+    `List-Unsubscribe-Post`, for one recipient. The web app's POST /unsubscribe/{token} honours it."""
+    links = [f"<{header_safe(values['unsubscribe_url'])}>"]
+    if mailto:
+        links.append(f"<{header_safe(mailto)}>")
+    return {
+        "List-Unsubscribe": ", ".join(links),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def list_id(settings: Settings) -> str:
+    """RFC 2919 `List-Id`: the organisation's name as the phrase, `LIST_ID` as the identifier."""
+    name = header_safe(settings.ORG_NAME)
+    ident = header_safe(settings.LIST_ID)
+    if name.isascii():
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{ident}>'
+    return f"{name} <{ident}>"  # the policy writes the name as RFC 2047 encoded words
+
+
+def _address(name: str, email: str) -> Address:
+    """An address header value; an internationalised domain is written in its ASCII (IDNA) form."""
+    addr = header_safe(email)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or " " in addr:
+        raise ValueError(f"not an email address: {email!r}")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    if not local.isascii():
+        # Only deliverable over SMTPUTF8; build_message switches the policy for such a recipient.
+        return Address(display_name=header_safe_name(name), username=local, domain=domain)
+    return Address(display_name=header_safe_name(name), addr_spec=f"{local}@{domain}")
+
+
+def build_message(
+    settings: Settings,
+    variant: RenderedVariant,
+    recipient: Recipient,
+    values: Mapping[str, str],
+    *,
+    message_id: str | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """The message `recipient` receives of `variant`, personalised with `values` (see `Links.values`).
+
+    Bulletin variants carry List-Unsubscribe (with the mailto link when `values` has
+    `unsubscribe_mailto`), List-Unsubscribe-Post and List-Id; a confirmation email (a variant without
+    regions) is transactional and carries none of them.
+    """
+    html, text = personalize(variant, values)
+    to_addr = _address(recipient.name, recipient.email)
+    msg = EmailMessage(policy=_SMTP if to_addr.username.isascii() else _SMTPUTF8)
+    from_addr = _address(settings.FROM_NAME, settings.FROM_EMAIL)
+    msg["From"] = from_addr
+    msg["To"] = to_addr
+    if settings.REPLY_TO.strip():
+        msg["Reply-To"] = _address("", settings.REPLY_TO)
+    msg["Subject"] = header_safe(variant.subject)
+    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg["Message-ID"] = header_safe(message_id) if message_id else make_msgid(domain=from_addr.domain)
+    if variant.regions:
+        msg["List-Id"] = list_id(settings)
+        for name, value in list_unsubscribe_headers(values, values.get("unsubscribe_mailto")).items():
+            # Written as is: the email package would turn a URL longer than a line into encoded words.
+            msg.set_raw(name, value.replace(", ", ",\n "))
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg

@@ -1,0 +1,233 @@
+"""What the ESP reports about messages, applied to the delivery ledger, subscribers and suppressions.
+
+    events = parse_events(body)              # pure: the whole batch, or MalformedEvents (store nothing)
+    report = apply_events(session, events)   # a handful of set-based statements per batch
+
+Rules (from DESIGN.md, step 8):
+- each event is stored once, by its ESP event id (`INSERT … ON CONFLICT DO NOTHING`); an event seen
+  before (a replayed or retried batch) is not applied again;
+- an event finds its delivery through `custom_args.delivery_id`, which SendGrid copies into the event;
+- a delivery only moves forward (`status.delivery_moves_forward`): processed < deferred < delivered,
+  bounce, dropped and spamreport are final, so events arriving out of order end in the same state;
+- a hard bounce (type `bounce`, not `blocked`) and a spam report suppress the address and mark the
+  subscriber bounced / complained; `unsubscribe` and `group_unsubscribe` unsubscribe it;
+- opens, clicks and the rest are stored for the dashboard and change nothing else.
+
+Work per batch is one SELECT of deliveries, one INSERT of events, one UPDATE per target status, one
+SELECT and at most three UPDATEs of subscribers, one INSERT of suppressions: never a statement per event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from newsletter.audience import suppressions
+from newsletter.core import audit
+from newsletter.core.dialect import insert_ignoring_duplicates, is_pg, one_of
+from newsletter.core.models import (
+    DELIVERY,
+    DELIVERY_EVENT,
+    SUBSCRIBER,
+    utcnow,
+)
+from newsletter.core.status import (
+    DELIVERY_RANK,
+    SUBSCRIBER_TRANSITIONS,
+    DeliveryStatus,
+    SubscriberStatus,
+    SuppressionReason,
+    delivery_moves_forward,
+)
+from newsletter.esp.sendgrid.events import DELIVERY_STATUS_OF, Event
+
+ESP_ACTOR = "sendgrid"
+
+# PostgreSQL: the whole batch as one JSON parameter. A short query text that psycopg parses once and
+# one string to send, where a multi-row VALUES list would be a new 6,000-parameter query for every
+# batch (and text arrays cost psycopg a regex pass over every payload).
+_PG_INSERT_EVENTS = sa.text(
+    """
+    INSERT INTO delivery_event (esp_event_id, delivery_id, event, occurred_at, received_at, payload)
+    SELECT e.esp_event_id, e.delivery_id, e.event, to_timestamp(e.ts), :received_at, e.payload
+    FROM json_to_recordset(CAST(:rows AS json))
+         AS e(esp_event_id varchar, delivery_id bigint, event varchar, ts double precision, payload text)
+    ON CONFLICT (esp_event_id) DO NOTHING
+    RETURNING esp_event_id
+    """
+)
+
+# What an event does to the subscriber, strongest first: one batch may carry several for one address.
+_SUBSCRIBER_EFFECTS: tuple[tuple[SubscriberStatus, SuppressionReason], ...] = (
+    (SubscriberStatus.COMPLAINED, SuppressionReason.COMPLAINT),
+    (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE),
+    (SubscriberStatus.UNSUBSCRIBED, SuppressionReason.UNSUBSCRIBE),
+)
+_STRENGTH = {status: i for i, (status, _) in enumerate(_SUBSCRIBER_EFFECTS)}
+_REASON = dict(_SUBSCRIBER_EFFECTS)
+
+
+@dataclass
+class EventReport:
+    received: int = 0
+    new: int = 0
+    """Events not seen before (the others were replays and were not applied again)."""
+    deliveries_updated: int = 0
+    subscribers_changed: int = 0
+    suppressed: int = 0
+    unknown_deliveries: int = 0
+    by_event: dict[str, int] = field(default_factory=dict)
+
+
+def _sources(table: dict[Any, frozenset[Any]], target: Any) -> list[str]:
+    """Every status from which `table` allows a move to `target`."""
+    return [str(s) for s, allowed in table.items() if target in allowed]
+
+
+def _delivery_sources(target: DeliveryStatus) -> list[str]:
+    return [str(s) for s in DeliveryStatus if delivery_moves_forward(s, target)]
+
+
+def _store(session: Session, rows: list[dict[str, Any]], now: datetime) -> set[str]:
+    """Insert the events not stored before; returns the ids of those that were new."""
+    if is_pg(session):
+        batch = [
+            {
+                "esp_event_id": r["esp_event_id"],
+                "delivery_id": r["delivery_id"],
+                "event": r["event"],
+                "ts": r["occurred_at"].timestamp(),
+                "payload": r["payload"],
+            }
+            for r in rows
+        ]
+        result = session.execute(_PG_INSERT_EVENTS, {"received_at": now, "rows": json.dumps(batch)})
+        return set(result.scalars())
+    # One cached statement over all rows: SQLAlchemy's "insertmanyvalues" sends them as multi-row
+    # INSERTs without compiling a new statement per batch, as `.values([...])` would.
+    table = DELIVERY_EVENT
+    stmt = insert_ignoring_duplicates(session, table).returning(table.c.esp_event_id)
+    return set(session.execute(stmt, [{**r, "received_at": now} for r in rows]).scalars())
+
+
+def apply_events(
+    session: Session, events: Sequence[Event], *, actor: str = ESP_ACTOR, now: datetime | None = None
+) -> EventReport:
+    """Store and apply a batch of events in the session's transaction (the caller commits)."""
+    now = now or utcnow()
+    report = EventReport(received=len(events))
+    unique: dict[str, Event] = {}
+    for event in events:
+        unique.setdefault(event.esp_event_id, event)
+    if not unique:
+        return report
+
+    delivery = DELIVERY
+    wanted_ids = {e.delivery_id for e in unique.values() if e.delivery_id is not None}
+    known: dict[int, int | None] = {}
+    if wanted_ids:
+        for did, sid in session.execute(
+            sa.select(delivery.c.id, delivery.c.subscriber_id).where(
+                one_of(session, delivery.c.id, wanted_ids)
+            )
+        ):
+            known[did] = sid
+    report.unknown_deliveries = len(wanted_ids) - len(known)
+
+    # 1. Store every event once; the ones that are new are applied, the others were seen before.
+    new_ids = _store(
+        session,
+        [
+            {
+                "esp_event_id": e.esp_event_id,
+                "delivery_id": e.delivery_id if e.delivery_id in known else None,
+                "event": e.event,
+                "occurred_at": e.occurred_at,
+                "payload": e.payload,
+            }
+            for e in unique.values()
+        ],
+        now,
+    )
+    fresh = [e for e in unique.values() if e.esp_event_id in new_ids]
+    report.new = len(fresh)
+    for e in fresh:
+        report.by_event[e.event] = report.by_event.get(e.event, 0) + 1
+
+    # 2. Deliveries: the furthest status each one reached in this batch, one UPDATE per target status;
+    # the WHERE on the current status keeps the rule even against a concurrent batch.
+    furthest: dict[int, DeliveryStatus] = {}
+    for e in fresh:
+        status = DELIVERY_STATUS_OF.get(e.event)
+        if status is None or e.delivery_id not in known:
+            continue
+        assert e.delivery_id is not None
+        current = furthest.get(e.delivery_id)
+        if current is None or DELIVERY_RANK[status] > DELIVERY_RANK[current]:
+            furthest[e.delivery_id] = status
+    by_target: dict[DeliveryStatus, list[int]] = {}
+    for did, status in furthest.items():
+        by_target.setdefault(status, []).append(did)
+    for target, ids in by_target.items():
+        result = session.execute(
+            sa.update(delivery)
+            .where(one_of(session, delivery.c.id, ids), delivery.c.status.in_(_delivery_sources(target)))
+            .values(status=target, updated_at=now)
+        )
+        report.deliveries_updated += result.rowcount  # type: ignore[attr-defined]
+
+    # 3. Subscribers and suppressions: the strongest effect per address in this batch.
+    effects: dict[str, tuple[SubscriberStatus, Event]] = {}
+    for e in fresh:
+        effect = e.subscriber_effect()
+        if effect is None or not e.email:
+            continue
+        held = effects.get(e.email)
+        if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
+            effects[e.email] = (effect, e)
+    if not effects:
+        return report
+    report.suppressed = suppressions.add_many(
+        session,
+        [(email, _REASON[status], f"{e.event} {e.esp_event_id}") for email, (status, e) in effects.items()],
+    )
+    subscriber = SUBSCRIBER
+    found = session.execute(
+        sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.status).where(
+            one_of(session, subscriber.c.email, effects)
+        )
+    ).all()
+    email_of = {sid: email for sid, email, _ in found}
+    by_status: dict[SubscriberStatus, dict[int, str]] = {}
+    for sid, email, current in found:
+        by_status.setdefault(effects[email][0], {})[sid] = current
+    for new_status, before in by_status.items():
+        values: dict[str, Any] = {"status": new_status, "updated_at": now}
+        if new_status == SubscriberStatus.UNSUBSCRIBED:
+            values["unsubscribed_at"] = now
+        changed = session.execute(
+            sa.update(subscriber)
+            .where(
+                one_of(session, subscriber.c.id, before),
+                subscriber.c.status.in_(_sources(SUBSCRIBER_TRANSITIONS, new_status)),
+            )
+            .values(**values)
+            .returning(subscriber.c.id)
+        ).scalars()
+        for sid in changed:
+            report.subscribers_changed += 1
+            audit.record(
+                session,
+                actor,
+                f"subscriber.{new_status}",
+                "subscriber",
+                sid,
+                {"status": [before[sid], str(new_status)], "event": effects[email_of[sid]][1].event},
+            )
+    return report

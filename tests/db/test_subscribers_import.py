@@ -1,0 +1,175 @@
+"""Importing subscribers from CSV: good rows stored, bad rows reported by line, nothing re-activated."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlmodel import select
+
+from newsletter.audience.subscribers import (
+    Row,
+    import_subscribers,
+    normalize_email,
+    read_csv,
+    subscriber_regions,
+)
+from newsletter.content.regions import RegionIndex
+from newsletter.core.config import DEFAULT_REGION_ALIASES, DEFAULT_REGIONS
+from newsletter.core.errors import Problem
+from newsletter.core.models import Subscriber, Suppression, email_hash
+from newsletter.core.status import SubscriberStatus, SuppressionReason
+
+REGIONS = RegionIndex.build(DEFAULT_REGIONS, DEFAULT_REGION_ALIASES)
+
+
+def run_import(session, settings, text, **kwargs):
+    report = import_subscribers(session, text, RegionIndex.from_db(session, settings), **kwargs)
+    session.commit()
+    return report
+
+
+def stored(session):
+    rows = session.exec(select(Subscriber).order_by(Subscriber.id)).all()
+    regions = subscriber_regions(session, [r.id for r in rows])
+    return {r.email: (r.name, r.status, regions[r.id]) for r in rows}
+
+
+MESSY = (
+    "\ufeffemail,name,regions\r\n"
+    "ada@example.org,Ada,africa;South Asia\r\n"  # line 2: good
+    "not-an-email,Bob,africa\r\n"  # line 3: invalid email
+    "carol@example.org,Carol,Europe\r\n"  # line 4: unknown region
+    "\r\n"  # line 5: blank, ignored
+    'dan@example.org,"Dan\r\nBcc: evil@example.org",global\r\n'  # lines 6-7: name with a line break
+    "ADA@example.org,Ada again,global\r\n"  # line 8: duplicate of line 2
+    "erin@example.org,Erin,\r\n"  # line 9: good, all regions
+)
+
+
+def test_bad_rows_are_reported_by_line_and_the_good_ones_stored(session, settings):
+    report = run_import(session, settings, MESSY)
+    assert [(p.line, p.message.split(" ")[0]) for p in report.problems] == [
+        (3, "invalid"),
+        (4, "unknown"),
+        (6, "the"),
+        (8, "duplicate"),
+    ]
+    assert "line break" in report.problems[2].message
+    assert "line 2" in report.problems[3].message
+    assert stored(session) == {
+        "ada@example.org": ("Ada", "active", ["africa", "south-asia"]),
+        "erin@example.org": ("Erin", "active", list(REGIONS.codes)),
+    }
+    assert (report.created, report.updated) == (2, 0)
+    assert not report.ok
+
+
+def test_reimport_updates_by_email(session, settings):
+    run_import(session, settings, "email,name,regions\nada@example.org,Ada,africa\n")
+    report = run_import(session, settings, "email,name,regions\nAda@Example.org,Ada L.,global;africa\n")
+    assert (report.created, report.updated) == (0, 1)
+    assert stored(session) == {"ada@example.org": ("Ada L.", "active", ["africa", "global"])}
+    again = run_import(session, settings, "email,name,regions\nada@example.org,Ada L.,africa;global\n")
+    assert (again.updated, again.unchanged) == (0, 1)
+
+
+def test_an_import_never_reactivates_a_lost_address(session, settings):
+    run_import(
+        session,
+        settings,
+        "email,name,regions,status\n"
+        "u@example.org,U,africa,unsubscribed\nb@example.org,B,africa,bounced\n"
+        "c@example.org,C,africa,complained\n",
+    )
+    report = run_import(
+        session,
+        settings,
+        "email,name,regions,status\nu@example.org,U2,global,active\nb@example.org,B,africa,\n"
+        "c@example.org,C,africa,active\n",
+    )
+    assert report.kept_status == 3
+    assert {e: s for e, (_, s, _) in stored(session).items()} == {
+        "u@example.org": "unsubscribed",
+        "b@example.org": "bounced",
+        "c@example.org": "complained",
+    }
+    assert stored(session)["u@example.org"][0] == "U2"  # other changes still apply
+
+
+def test_a_suppressed_address_is_never_stored(session, settings):
+    session.add(Suppression(email_hash=email_hash("gone@example.org"), reason=SuppressionReason.ERASED))
+    session.commit()
+    report = run_import(session, settings, "email,name\ngone@example.org,Gone\nnew@example.org,New\n")
+    assert report.suppressed == 1
+    assert list(stored(session)) == ["new@example.org"]
+
+
+def test_dry_run_reports_the_same_and_stores_nothing(session, settings):
+    report = import_subscribers(session, MESSY, RegionIndex.from_db(session, settings), dry_run=True)
+    session.rollback()
+    assert (report.created, len(report.problems)) == (2, 4)
+    assert stored(session) == {}
+
+
+def test_the_header_is_checked(session, settings):
+    report = run_import(session, settings, "mail,name\nada@example.org,Ada\n")
+    assert report.problems == [Problem(1, report.problems[0].message)]
+    assert "no email column" in report.problems[0].message
+    assert run_import(session, settings, "").problems[0].line == 0
+
+
+def test_the_demo_list_imports_cleanly(session, settings):
+    from newsletter.core.config import default_subscribers_dir
+
+    report = run_import(session, settings, (default_subscribers_dir() / "sample.csv").read_text("utf-8"))
+    assert report.ok and report.created >= 250
+    statuses = {s for _, s, _ in stored(session).values()}
+    assert {"active", "unsubscribed", "pending"} <= statuses
+
+
+# --- property tests ---------------------------------------------------------------------------
+
+ascii_local = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,70}", fullmatch=True)
+domains = st.from_regex(r"([A-Za-z0-9-]{1,20}\.){1,3}[A-Za-z0-9]{1,8}", fullmatch=True)
+
+
+@given(local=ascii_local, domain=domains)
+def test_the_fast_path_agrees_with_email_validator(local, domain):
+    address = f"{local}@{domain}"
+    try:
+        expected = validate_email(address, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        expected = None
+    try:
+        got = normalize_email(address)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@given(st.lists(st.tuples(cell, cell, cell, cell), max_size=15), st.booleans())
+def test_any_csv_gives_rows_or_line_numbered_problems(rows, crlf):
+    import csv
+    import io
+    import re
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n")
+    writer.writerow(["email", "name", "regions", "status"])
+    writer.writerows(rows)
+    text = out.getvalue()
+    last_line = len(re.split(r"\r\n|\r|\n", text))  # lone CRs break lines too, as in an editor
+    seen = set()
+    for result in read_csv(text, REGIONS):
+        if isinstance(result, Problem):
+            assert 1 <= result.line <= last_line and result.message
+        else:
+            assert isinstance(result, Row)
+            assert result.email not in seen and result.regions
+            assert "\n" not in result.name and "\r" not in result.name
+            seen.add(result.email)
+            assert SubscriberStatus(result.status)

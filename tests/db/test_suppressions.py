@@ -1,0 +1,71 @@
+"""Suppressions: the CLI, the rules for who may lift one, and that every send honours them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from newsletter.audience import suppressions
+from newsletter.core.db import session_scope
+from newsletter.core.models import AuditEntry, Delivery, Suppression
+from newsletter.core.status import SuppressionReason
+from newsletter.sending.dispatcher import Dispatcher, send_now
+from tests.factories import MakeBulletin, MakeSubscriber
+
+
+def test_add_list_and_remove_from_the_command_line(cli, engine: Engine) -> None:
+    assert (
+        "suppressed (manual)"
+        in cli("suppressions", "add", "Ada@Example.org", "--note", "asked by phone").output
+    )
+    assert "already suppressed" in cli("suppressions", "add", "ada@example.org", "--reason", "bounce").output
+    listed = cli("suppressions", "list").output
+    assert "ada@example.org" in listed and "manual" in listed and "asked by phone" in listed
+    assert (
+        "bounce" not in cli("suppressions", "list", "--reason", "manual").output.split("ada@example.org")[0]
+    )
+    assert "removed" in cli("suppressions", "remove", "ada@example.org").output
+    assert "not suppressed" in cli("suppressions", "remove", "ada@example.org", code=1).output
+    assert "invalid email" in cli("suppressions", "add", "nobody", code=1).output
+    with Session(engine) as s:
+        actions = s.exec(
+            select(AuditEntry.action).where(AuditEntry.entity_type == "suppression").order_by(AuditEntry.id)
+        ).all()
+    assert actions == ["suppression.add", "suppression.remove"]
+
+
+def test_an_erased_address_is_listed_without_it(cli, engine: Engine) -> None:
+    with session_scope(engine) as s:
+        s.add(Suppression(email_hash="0" * 64, email=None, reason=SuppressionReason.ERASED))
+    assert "(erased)" in cli("suppressions", "list").output
+
+
+def test_only_the_owners_own_unsubscribe_is_lifted_by_confirming(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        suppressions.add(s, "left@example.org", SuppressionReason.UNSUBSCRIBE)
+        suppressions.add(s, "bounced@example.org", SuppressionReason.BOUNCE)
+    with session_scope(engine) as s:
+        assert suppressions.lift_for_confirmation(s, "left@example.org")
+        assert not suppressions.lift_for_confirmation(s, "bounced@example.org")
+        assert not suppressions.blocks_subscription(suppressions.find(s, "left@example.org"))
+        assert suppressions.blocks_subscription(suppressions.find(s, "bounced@example.org"))
+
+
+def test_a_suppressed_subscriber_gets_no_delivery(
+    settings, engine: Engine, session: Session, make_subscriber: MakeSubscriber, make_bulletin: MakeBulletin
+) -> None:
+    kept = make_subscriber("kept@example.org")
+    make_subscriber("manual@example.org")
+    session.rollback()
+    with session_scope(engine) as s:
+        suppressions.add(s, "manual@example.org", SuppressionReason.MANUAL)
+    bulletin = make_bulletin()
+    with session_scope(engine) as s:
+        send_now(s, bulletin.id)
+    Dispatcher(settings, engine).run_until_done(bulletin.id, max_wait=0.2)
+    with Session(engine) as s:
+        deliveries = s.exec(select(Delivery)).all()
+    assert [d.subscriber_id for d in deliveries] == [kept.id]
+    assert len(list((Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin.id}").glob("*.eml"))) == 1

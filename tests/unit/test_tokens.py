@@ -1,0 +1,118 @@
+"""Signed link tokens: they name one subscriber and one purpose, and nothing else gets through."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from newsletter.mail.tokens import Purpose, TokenError, make_token, read_token
+
+KEY = "current-key-0123456789abcdef"
+OLD = "previous-key-0123456789abcdef"
+NOW = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+YEAR = timedelta(days=400)
+
+ids = st.integers(min_value=0, max_value=2**64 - 1)
+purposes = st.sampled_from(list(Purpose))
+keys = st.text(min_size=16, max_size=64)
+
+
+@given(ids, purposes, keys)
+def test_a_token_reads_back_as_the_subscriber_it_was_made_for(subscriber_id, purpose, key):
+    token = make_token([key], subscriber_id, purpose, now=NOW)
+    assert read_token([key], token, purpose, max_age=YEAR, now=NOW) == subscriber_id
+
+
+@given(ids, purposes)
+def test_tokens_are_short_and_url_safe(subscriber_id, purpose):
+    token = make_token([KEY], subscriber_id, purpose)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{40}", token)
+
+
+@given(ids, purposes, st.data())
+def test_any_change_to_a_token_is_refused(subscriber_id, purpose, data):
+    token = make_token([KEY], subscriber_id, purpose, now=NOW)
+    position = data.draw(st.integers(0, len(token) - 1))
+    replacement = data.draw(st.characters(codec="ascii"))
+    assume(replacement != token[position])
+    tampered = token[:position] + replacement + token[position + 1 :]
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], tampered, purpose, max_age=YEAR, now=NOW)
+    assert refused.value.reason in ("malformed", "bad signature")
+
+
+@given(ids, purposes, st.text(max_size=60))
+def test_a_forged_token_is_refused(subscriber_id, purpose, forged):
+    assume(forged != make_token([KEY], subscriber_id, purpose, now=NOW))
+    with pytest.raises(TokenError):
+        read_token([KEY], forged, purpose, max_age=YEAR, now=NOW)
+
+
+@given(ids, purposes, purposes)
+def test_a_token_for_one_purpose_does_not_open_another(subscriber_id, made_for, used_for):
+    assume(made_for != used_for)
+    token = make_token([KEY], subscriber_id, made_for, now=NOW)
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], token, used_for, max_age=YEAR, now=NOW)
+    assert refused.value.reason == "wrong purpose"
+
+
+@given(ids, purposes)
+def test_after_rotation_the_new_key_signs_and_the_old_key_still_verifies(subscriber_id, purpose):
+    old_token = make_token([OLD], subscriber_id, purpose, now=NOW)
+    rotated = [KEY, OLD]
+    assert read_token(rotated, old_token, purpose, max_age=YEAR, now=NOW) == subscriber_id
+    new_token = make_token(rotated, subscriber_id, purpose, now=NOW)
+    assert read_token([KEY], new_token, purpose, max_age=YEAR, now=NOW) == subscriber_id
+    with pytest.raises(TokenError) as refused:
+        read_token([OLD], new_token, purpose, max_age=YEAR, now=NOW)
+    assert refused.value.reason == "bad signature"
+
+
+def test_a_retired_key_no_longer_verifies():
+    token = make_token([OLD], 42, Purpose.UNSUBSCRIBE, now=NOW)
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], token, Purpose.UNSUBSCRIBE, max_age=YEAR, now=NOW)
+    assert refused.value.reason == "bad signature"
+
+
+@given(ids, purposes, st.integers(min_value=0, max_value=10_000_000))
+def test_a_token_expires_after_max_age(subscriber_id, purpose, age_seconds):
+    token = make_token([KEY], subscriber_id, purpose, now=NOW)
+    later = NOW + timedelta(seconds=age_seconds)
+    max_age = timedelta(days=7)
+    if timedelta(seconds=age_seconds) <= max_age:
+        assert read_token([KEY], token, purpose, max_age=max_age, now=later) == subscriber_id
+    else:
+        with pytest.raises(TokenError) as refused:
+            read_token([KEY], token, purpose, max_age=max_age, now=later)
+        assert refused.value.reason == "expired"
+
+
+def test_tokens_use_the_clock_when_no_time_is_given():
+    token = make_token([KEY], 7, Purpose.VIEW)
+    assert read_token([KEY], token, Purpose.VIEW, max_age=timedelta(minutes=1)) == 7
+
+
+def test_no_key_means_no_token():
+    with pytest.raises(ValueError):
+        make_token([], 1, Purpose.VIEW)
+
+
+def test_a_negative_subscriber_id_is_a_programming_error():
+    with pytest.raises(ValueError):
+        make_token([KEY], -1, Purpose.VIEW)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["", "x" * 39, "x" * 41, "=" * 40, "+" + "A" * 39, "/" + "A" * 39, "é" + "A" * 39, "A" * 39 + "="],
+)
+def test_strings_of_the_wrong_shape_are_malformed(forged):
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], forged, Purpose.VIEW, max_age=YEAR, now=NOW)
+    assert refused.value.reason == "malformed"

@@ -1,0 +1,486 @@
+"""The supporters' side over HTTP, against the app on a real uvicorn: subscribe with double opt-in,
+confirm, the preference centre, one-click unsubscribe, view online, and what forged links get."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from newsletter.audience import suppressions
+from newsletter.audience.subscribers import import_subscribers, subscriber_regions
+from newsletter.content.regions import RegionIndex
+from newsletter.core.config import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.models import AuditEntry, Delivery, Subscriber, Suppression, email_hash
+from newsletter.core.status import SubscriberStatus, SuppressionReason
+from newsletter.mail.tokens import Purpose, make_token
+from newsletter.sending.dispatcher import Dispatcher, send_now
+from tests.factories import MakeBulletin, MakeSubscriber, csv_for
+from tests.fixtures_web import LiveServer, start_live_server
+
+TOKEN = r"[A-Za-z0-9_-]{40}"
+NEUTRAL = "Check your inbox"
+
+
+# --- helpers: the outbox, the database -------------------------------------------------------------
+def read_eml(path: Path) -> EmailMessage:
+    message: EmailMessage = BytesParser(policy=policy.default).parsebytes(path.read_bytes())  # type: ignore[assignment]
+    return message
+
+
+def text_of(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def confirmation_emails(settings: Settings, to: str) -> list[EmailMessage]:
+    folder = Path(settings.OUTBOX_DIR) / "direct"
+    found = [read_eml(p) for p in sorted(folder.glob("*.eml"))] if folder.is_dir() else []
+    return [m for m in found if to in str(m["To"])]
+
+
+def link_in(message: EmailMessage, path: str) -> str:
+    match = re.search(rf"https?://\S+/{path}/{TOKEN}", text_of(message))
+    assert match, f"no /{path}/ link in the email"
+    return match.group(0)
+
+
+def headings(message: EmailMessage) -> list[str]:
+    """The region headings of a bulletin's text part (a line underlined with dashes)."""
+    lines = text_of(message).splitlines()
+    return [a for a, b in itertools.pairwise(lines) if a.strip() and b == "-" * len(a)]
+
+
+def read(engine: Engine, fn: Callable[[Session], object]) -> object:
+    """Run `fn` in a short session (SQLite takes the write lock at BEGIN: never hold one open)."""
+    with Session(engine, expire_on_commit=False) as s:
+        return fn(s)
+
+
+def subscriber(engine: Engine, email: str) -> Subscriber | None:
+    found = read(engine, lambda s: s.exec(select(Subscriber).where(Subscriber.email == email)).first())
+    assert found is None or isinstance(found, Subscriber)
+    return found
+
+
+def regions_of(engine: Engine, sid: int) -> list[str]:
+    return read(engine, lambda s: subscriber_regions(s, [sid])[sid])  # type: ignore[return-value]
+
+
+def audit_count(engine: Engine) -> int:
+    return int(
+        read(engine, lambda s: s.execute(sa.select(sa.func.count()).select_from(AuditEntry)).scalar_one())
+    )  # type: ignore[arg-type]
+
+
+def send_bulletin(settings: Settings, engine: Engine, bulletin_id: int) -> dict[str, EmailMessage]:
+    """Send a bulletin now through the outbox; its messages by recipient address."""
+    with session_scope(engine) as s:
+        send_now(s, bulletin_id)
+    Dispatcher(settings, engine).run_until_done(bulletin_id, max_wait=0.2)
+    folder = Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin_id}"
+    messages = [read_eml(p) for p in folder.glob("*.eml")] if folder.is_dir() else []
+    return {m["To"].addresses[0].addr_spec: m for m in messages}
+
+
+@pytest.fixture
+def server(live_server: LiveServer) -> LiveServer:
+    return live_server
+
+
+@pytest.fixture
+def subscribe(server: LiveServer) -> Callable[..., object]:
+    def post(email: str, regions: tuple[str, ...] = ("africa",), name: str = "", **extra: str) -> object:
+        data: dict[str, object] = {"email": email, "name": name, "regions": list(regions), **extra}
+        return server.client.post("/subscribe", data=data)
+
+    return post
+
+
+# --- the whole journey -----------------------------------------------------------------------------
+def test_the_whole_journey_from_subscribe_to_one_click_unsubscribe(
+    settings: Settings,
+    engine: Engine,
+    server: LiveServer,
+    make_bulletin: MakeBulletin,
+    make_subscriber: MakeSubscriber,
+) -> None:
+    make_subscriber("someone.else@example.org")  # so that every bulletin has a recipient
+
+    form = server.client.get("/subscribe")
+    assert form.status_code == 200 and 'name="email"' in form.text and 'name="website"' in form.text
+    answer = server.client.post(
+        "/subscribe",
+        data={
+            "email": "Ada@Example.org",
+            "name": "Ada Lovelace",
+            "regions": ["africa", "global"],
+            "website": "",
+        },
+    )
+    assert answer.status_code == 200 and NEUTRAL in answer.text
+    ada = subscriber(engine, "ada@example.org")
+    assert ada is not None and ada.status == SubscriberStatus.PENDING and ada.id is not None
+    assert regions_of(engine, ada.id) == ["africa", "global"]
+
+    # The confirmation email arrives; its link confirms.
+    (email,) = confirmation_emails(settings, "ada@example.org")
+    confirmed = server.client.get(server.local(link_in(email, "confirm")))
+    assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
+    ada = subscriber(engine, "ada@example.org")
+    assert ada is not None and ada.status == SubscriberStatus.ACTIVE and ada.confirmed_at is not None
+
+    # The next bulletin has exactly the chosen regions.
+    first = send_bulletin(settings, engine, make_bulletin().id)["ada@example.org"]
+    assert headings(first) == ["AFRICA", "HQ & GLOBAL PARTNERS"]
+
+    # Change regions in the preference centre (link from the bulletin itself).
+    preferences = server.local(link_in(first, "preferences"))
+    page = server.client.get(preferences)
+    assert page.status_code == 200 and "ada@example.org" in page.text
+    saved = server.client.post(preferences, data={"action": "regions", "regions": ["south-asia"]})
+    assert saved.status_code == 200 and "Your regions are saved" in saved.text
+    second = send_bulletin(settings, engine, make_bulletin().id)["ada@example.org"]
+    assert headings(second) == ["SOUTH ASIA"]
+
+    # One-click POST to the URL of the email's own List-Unsubscribe header, as Gmail does it.
+    assert second["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.search(r"<(https?://[^>]+)>", str(second["List-Unsubscribe"]))
+    assert url is not None
+    done = server.client.post(server.local(url.group(1)), data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200 and not done.is_redirect and "You are unsubscribed" in done.text
+    ada = subscriber(engine, "ada@example.org")
+    assert ada is not None and ada.status == SubscriberStatus.UNSUBSCRIBED
+
+    third = send_bulletin(settings, engine, make_bulletin().id)
+    assert "ada@example.org" not in third and "someone.else@example.org" in third
+
+
+# --- subscribing -----------------------------------------------------------------------------------
+def test_the_honeypot_pretends_success_and_stores_nothing(settings, engine, subscribe) -> None:
+    answer = subscribe("bot@example.org", website="http://spam.example")
+    assert answer.status_code == 200 and NEUTRAL in answer.text
+    assert subscriber(engine, "bot@example.org") is None
+    assert confirmation_emails(settings, "bot@example.org") == []
+
+
+def test_form_mistakes_are_shown_next_to_the_fields(engine, subscribe) -> None:
+    answer = subscribe("not-an-address", regions=())
+    assert answer.status_code == 400
+    assert "valid email address" in answer.text and "at least one region" in answer.text
+    assert 'aria-invalid="true"' in answer.text and 'value="not-an-address"' in answer.text
+    bad_name = subscribe("ok@example.org", name="Eve\r\nBcc: victim@example.org")
+    assert bad_name.status_code == 400 and subscriber(engine, "ok@example.org") is None
+
+
+def test_an_active_address_resubscribing_changes_nothing_and_reveals_nothing(
+    settings, engine, subscribe, make_subscriber
+) -> None:
+    ada = make_subscriber("ada@example.org", regions=["africa"])
+    before = audit_count(engine)
+    answer = subscribe("ada@example.org", regions=("global",), name="Someone Else")
+    assert answer.status_code == 200 and NEUTRAL in answer.text
+    again = subscriber(engine, "ada@example.org")
+    assert again is not None and again.status == SubscriberStatus.ACTIVE and again.name == ada.name
+    assert regions_of(engine, ada.id) == ["africa"]
+    assert confirmation_emails(settings, "ada@example.org") == []
+    assert audit_count(engine) == before
+
+
+def test_an_unsubscribed_address_comes_back_only_through_confirmation(
+    settings, engine, server, subscribe, make_subscriber
+) -> None:
+    ada = make_subscriber("ada@example.org", regions=["africa"])
+    server.client.post(f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}")
+    assert read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
+
+    assert NEUTRAL in subscribe("ada@example.org", regions=("global",)).text
+    pending = subscriber(engine, "ada@example.org")
+    assert pending is not None and pending.status == SubscriberStatus.PENDING
+    (email,) = confirmation_emails(settings, "ada@example.org")
+    assert server.client.get(server.local(link_in(email, "confirm"))).status_code == 200
+    active = subscriber(engine, "ada@example.org")
+    assert active is not None and active.status == SubscriberStatus.ACTIVE
+    assert regions_of(engine, ada.id) == ["global"]
+    assert not read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
+
+
+@pytest.mark.parametrize(
+    "reason", [SuppressionReason.BOUNCE, SuppressionReason.COMPLAINT, SuppressionReason.MANUAL]
+)
+def test_a_suppressed_address_gets_the_same_page_and_nothing_is_sent(
+    settings, engine, subscribe, reason
+) -> None:
+    with session_scope(engine) as s:
+        suppressions.add(s, "gone@example.org", reason)
+    answer = subscribe("gone@example.org")
+    assert answer.status_code == 200 and NEUTRAL in answer.text
+    assert subscriber(engine, "gone@example.org") is None
+    assert confirmation_emails(settings, "gone@example.org") == []
+
+
+def test_confirming_twice_is_harmless(settings, engine, server, subscribe) -> None:
+    subscribe("ada@example.org")
+    (email,) = confirmation_emails(settings, "ada@example.org")
+    link = server.local(link_in(email, "confirm"))
+    assert "You are subscribed" in server.client.get(link).text
+    again = server.client.get(link)
+    assert again.status_code == 200 and "already subscribed" in again.text
+
+
+def test_confirmation_emails_are_limited_per_address(settings, engine, subscribe) -> None:
+    for _ in range(settings.SUBSCRIBE_LIMIT_PER_ADDRESS + 2):
+        assert NEUTRAL in subscribe("ada@example.org").text
+    assert len(confirmation_emails(settings, "ada@example.org")) == settings.SUBSCRIBE_LIMIT_PER_ADDRESS
+
+
+def test_confirmation_emails_are_limited_per_client_ip(settings, engine) -> None:
+    strict = settings.model_copy(update={"SUBSCRIBE_LIMIT_PER_IP": 2})
+    with start_live_server(strict) as server:
+        answers = [
+            server.client.post("/subscribe", data={"email": f"p{i}@example.org", "regions": ["africa"]})
+            for i in range(3)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert "try again" in answers[2].text
+    assert subscriber(engine, "p2@example.org") is None
+
+
+def test_the_embeddable_snippet_posts_to_the_public_address(settings, server) -> None:
+    page = server.client.get("/subscribe/embed")
+    assert page.status_code == 200
+    assert f'action="{settings.BASE_URL}/subscribe"' in page.text  # the live form
+    assert "&lt;form" in page.text  # and the same form as text to copy
+
+
+# --- links that must not work ------------------------------------------------------------------------
+@pytest.fixture
+def ada(make_subscriber: MakeSubscriber) -> Subscriber:
+    return make_subscriber("ada@example.org", regions=["africa", "global"])
+
+
+def _bad_tokens(settings: Settings, sid: int, purpose: Purpose) -> dict[str, tuple[str, int]]:
+    good = make_token(settings.secret_keys, sid, purpose)
+    other = Purpose.PREFERENCES if purpose is not Purpose.PREFERENCES else Purpose.UNSUBSCRIBE
+    forged = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
+    ttl = (
+        timedelta(seconds=settings.CONFIRM_TTL)
+        if purpose is Purpose.CONFIRM
+        else timedelta(days=settings.TOKEN_TTL_DAYS)
+    )
+    old = datetime.now(UTC) - ttl - timedelta(days=1)
+    return {
+        "forged": (forged, 400),
+        "truncated": (good[:-1], 400),
+        "wrong purpose": (make_token(settings.secret_keys, sid, other), 400),
+        "expired": (make_token(settings.secret_keys, sid, purpose, now=old), 400),
+        "other key": (make_token(["another-secret-key-0123456789"], sid, purpose), 400),
+        "unknown subscriber": (make_token(settings.secret_keys, 999_999, purpose), 404),
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "purpose", "data"),
+    [
+        ("GET", "/confirm/{t}", Purpose.CONFIRM, None),
+        ("GET", "/preferences/{t}", Purpose.PREFERENCES, None),
+        ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "unsubscribe"}),
+        ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "erase", "confirm_erase": "yes"}),
+        ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "regions", "regions": "south-asia"}),
+        ("GET", "/unsubscribe/{t}", Purpose.UNSUBSCRIBE, None),
+        ("POST", "/unsubscribe/{t}", Purpose.UNSUBSCRIBE, {"List-Unsubscribe": "One-Click"}),
+        ("GET", "/view/1/{t}", Purpose.VIEW, None),
+    ],
+)
+def test_bad_links_get_a_clear_page_and_change_nothing(
+    settings, engine, server, ada, method, path, purpose, data
+) -> None:
+    before = audit_count(engine)
+    for label, (token, status) in _bad_tokens(settings, ada.id, purpose).items():
+        answer = server.client.request(method, path.format(t=token), data=data)
+        assert answer.status_code == status, label
+        assert "Nothing was changed" in answer.text, label
+        assert answer.headers["referrer-policy"] == "no-referrer"
+    after = subscriber(engine, "ada@example.org")
+    assert after is not None and after.status == SubscriberStatus.ACTIVE
+    assert regions_of(engine, ada.id) == ["africa", "global"]
+    assert not read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
+    assert audit_count(engine) == before
+
+
+def test_an_expired_confirm_link_says_so(settings, server, subscribe, engine) -> None:
+    subscribe("ada@example.org")
+    pending = subscriber(engine, "ada@example.org")
+    assert pending is not None and pending.id is not None
+    token, _ = _bad_tokens(settings, pending.id, Purpose.CONFIRM)["expired"]
+    answer = server.client.get(f"/confirm/{token}")
+    assert answer.status_code == 400 and "expired" in answer.text and "subscribe again" in answer.text
+    still = subscriber(engine, "ada@example.org")
+    assert still is not None and still.status == SubscriberStatus.PENDING
+
+
+# --- unsubscribe -----------------------------------------------------------------------------------
+def test_get_on_the_unsubscribe_link_never_unsubscribes(settings, engine, server, ada) -> None:
+    url = f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}"
+    for _ in range(3):  # a mail scanner, a link preview, the person
+        page = server.client.get(url)
+        assert page.status_code == 200
+    assert page.text.count("<button") == 1 and 'method="post"' in page.text
+    still = subscriber(engine, "ada@example.org")
+    assert still is not None and still.status == SubscriberStatus.ACTIVE
+    assert not read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart", "empty"])
+def test_one_click_unsubscribe_takes_effect_at_once_without_cookie_or_redirect(
+    settings, engine, server, ada, encoding
+) -> None:
+    url = f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}"
+    if encoding == "urlencoded":
+        answer = server.client.post(url, data={"List-Unsubscribe": "One-Click"})
+    elif encoding == "multipart":
+        answer = server.client.post(url, files={"List-Unsubscribe": (None, "One-Click")})
+    else:
+        answer = server.client.post(url)
+    assert answer.status_code == 200 and not answer.is_redirect
+    assert "set-cookie" not in answer.headers
+    gone = subscriber(engine, "ada@example.org")
+    assert gone is not None and gone.status == SubscriberStatus.UNSUBSCRIBED and gone.unsubscribed_at
+    found = read(engine, lambda s: suppressions.find(s, "ada@example.org"))
+    assert isinstance(found, Suppression) and found.reason == SuppressionReason.UNSUBSCRIBE
+    # Twice is the same as once.
+    assert server.client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+# --- the preference centre ---------------------------------------------------------------------------
+@pytest.fixture
+def prefs(settings: Settings, ada: Subscriber) -> str:
+    return f"/preferences/{make_token(settings.secret_keys, ada.id, Purpose.PREFERENCES)}"
+
+
+def test_regions_need_at_least_one(engine, server, ada, prefs) -> None:
+    answer = server.client.post(prefs, data={"action": "regions"})
+    assert answer.status_code == 400 and "at least one region" in answer.text
+    assert regions_of(engine, ada.id) == ["africa", "global"]
+
+
+def test_pause_for_some_weeks_and_resume(engine, server, ada, prefs) -> None:
+    answer = server.client.post(prefs, data={"action": "pause", "weeks": "3"})
+    assert answer.status_code == 200 and "Paused" in answer.text
+    paused = subscriber(engine, "ada@example.org")
+    assert paused is not None and paused.paused_until is not None
+    assert abs(paused.paused_until - (datetime.now(UTC) + timedelta(weeks=3))) < timedelta(minutes=5)
+    assert server.client.post(prefs, data={"action": "pause", "weeks": "0"}).status_code == 400
+    assert server.client.post(prefs, data={"action": "resume"}).status_code == 200
+    resumed = subscriber(engine, "ada@example.org")
+    assert resumed is not None and resumed.paused_until is None
+
+
+def test_a_paused_subscriber_is_skipped_by_the_next_bulletin(
+    settings, engine, server, ada, prefs, make_bulletin
+) -> None:
+    server.client.post(prefs, data={"action": "pause", "weeks": "2"})
+    assert "ada@example.org" not in send_bulletin(settings, engine, make_bulletin().id)
+
+
+def test_every_change_is_audited_as_the_subscriber(engine, server, ada, prefs) -> None:
+    server.client.post(prefs, data={"action": "regions", "regions": ["global"]})
+    server.client.post(prefs, data={"action": "pause", "weeks": "1"})
+    server.client.post(prefs, data={"action": "unsubscribe"})
+    entries = read(
+        engine,
+        lambda s: s.exec(
+            select(AuditEntry.action)
+            .where(AuditEntry.actor == "subscriber", AuditEntry.entity_id == ada.id)
+            .order_by(AuditEntry.id)
+        ).all(),
+    )
+    assert entries == ["subscriber.regions", "subscriber.pause", "subscriber.unsubscribe"]
+
+
+def test_download_my_data(server, ada, prefs) -> None:
+    answer = server.client.post(prefs, data={"action": "download"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    assert "attachment" in answer.headers["content-disposition"]
+    data = json.loads(answer.text)
+    assert data["email"] == "ada@example.org" and data["regions"] == ["africa", "global"]
+    assert data["status"] == "active" and data["deliveries"] == []
+
+
+def test_erase_leaves_no_personal_data_but_keeps_the_address_suppressed(
+    settings, engine, server, ada, prefs, subscribe, make_bulletin
+) -> None:
+    messages = send_bulletin(settings, engine, make_bulletin().id)
+    assert "ada@example.org" in messages
+    refused = server.client.post(prefs, data={"action": "erase"})
+    assert refused.status_code == 400 and subscriber(engine, "ada@example.org") is not None
+
+    answer = server.client.post(prefs, data={"action": "erase", "confirm_erase": "yes"})
+    assert answer.status_code == 200 and "erased" in answer.text
+    assert subscriber(engine, "ada@example.org") is None
+    kept = read(engine, lambda s: s.exec(select(Suppression)).all())
+    assert [(k.email, k.reason, k.email_hash) for k in kept] == [  # type: ignore[union-attr]
+        (None, SuppressionReason.ERASED, email_hash("ada@example.org"))
+    ]
+    deliveries = read(engine, lambda s: s.exec(select(Delivery)).all())
+    assert deliveries and all(d.subscriber_id != ada.id for d in deliveries)  # type: ignore[union-attr]
+
+    # No table holds the address or the name any more.
+    with engine.connect() as conn:
+        for table in Subscriber.metadata.sorted_tables:
+            for row in conn.execute(sa.select(table)):
+                text = " ".join(str(v) for v in row)
+                assert "ada@example.org" not in text, table.name
+                assert ada.name not in text, table.name
+
+    # The link is dead, and the address is never stored again: not by the form, not by an import.
+    assert server.client.get(prefs).status_code == 404
+    assert NEUTRAL in subscribe("ada@example.org").text
+    assert subscriber(engine, "ada@example.org") is None
+    assert confirmation_emails(settings, "ada@example.org") == []
+    with session_scope(engine) as s:
+        report = import_subscribers(
+            s, csv_for([("ada@example.org", "Ada", ["africa"], "active")]), RegionIndex.from_db(s, settings)
+        )
+    assert report.suppressed == 1 and report.created == 0
+    assert subscriber(engine, "ada@example.org") is None
+
+
+def test_an_unsubscribed_subscriber_can_ask_to_come_back(settings, engine, server, ada, prefs) -> None:
+    server.client.post(prefs, data={"action": "unsubscribe"})
+    page = server.client.get(prefs)
+    assert "Subscribe again" in page.text
+    answer = server.client.post(prefs, data={"action": "resubscribe"})
+    assert answer.status_code == 200 and NEUTRAL in answer.text
+    back = subscriber(engine, "ada@example.org")
+    assert back is not None and back.status == SubscriberStatus.PENDING
+    assert len(confirmation_emails(settings, "ada@example.org")) == 1
+
+
+# --- view online -----------------------------------------------------------------------------------
+def test_view_online_shows_the_subscribers_own_variant(settings, engine, server, ada, make_bulletin) -> None:
+    bulletin = make_bulletin()
+    message = send_bulletin(settings, engine, bulletin.id)["ada@example.org"]
+    page = server.client.get(server.local(link_in(message, f"view/{bulletin.id}")))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "HQ &amp; Global Partners" in page.text and "Latin America" not in page.text
+    assert "~nl" not in page.text  # every placeholder filled
+
+
+def test_view_online_hides_bulletins_not_yet_sent(settings, server, ada, make_bulletin) -> None:
+    draft = make_bulletin(status="draft")
+    token = make_token(settings.secret_keys, ada.id, Purpose.VIEW)
+    assert server.client.get(f"/view/{draft.id}/{token}").status_code == 404

@@ -1,0 +1,339 @@
+"""The SendGrid Event Webhook over HTTP: signed batches move deliveries forward and suppress addresses;
+anything unsigned, stale, replayed or malformed changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from newsletter.audience import suppressions
+from newsletter.core.config import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.models import (
+    DELIVERY,
+    SUBSCRIBER,
+    Bulletin,
+    Delivery,
+    DeliveryEvent,
+    Subscriber,
+    Suppression,
+)
+from newsletter.core.status import DeliveryStatus, SubscriberStatus, SuppressionReason
+from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
+from newsletter.esp.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from tests.factories import MakeSubscriber
+from tests.fixtures_web import LiveServer, start_live_server
+
+URL = "/webhooks/sendgrid"
+
+
+class Signer:
+    """Signs like SendGrid: ECDSA P-256 over timestamp + body, SHA-256, base64 DER."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.public_base64 = base64.b64encode(der).decode("ascii")
+        self.public_pem = (
+            self.key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode("ascii")
+        )
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self.key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
+            TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json",
+        }
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return Signer()
+
+
+@pytest.fixture
+def server(settings: Settings, signer: Signer) -> Iterator[LiveServer]:
+    with start_live_server(
+        settings.model_copy(update={"SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_base64})
+    ) as live:
+        yield live
+
+
+Post = Callable[..., httpx.Response]
+
+
+@pytest.fixture
+def post(server: LiveServer, signer: Signer) -> Post:
+    def send(
+        events: list[dict[str, Any]] | bytes,
+        *,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        body = events if isinstance(events, bytes) else json.dumps(events).encode()
+        return server.client.post(URL, content=body, headers=headers or signer.headers(body, timestamp))
+
+    return send
+
+
+@pytest.fixture
+def ledger(engine: Engine, make_subscriber: MakeSubscriber, session: Session) -> dict[str, int]:
+    """Five subscribers, each with an `accepted` delivery of one sent bulletin: address → delivery id."""
+    bulletin = Bulletin(title="Week 12", subject="Week 12", status="sent")
+    people = {}
+    for name in ("ann", "bob", "cat", "dan", "eve"):
+        people[name] = make_subscriber(f"{name}@example.org", regions=["africa"])
+    session.add(bulletin)
+    session.flush()
+    ids = {}
+    for name, person in people.items():
+        delivery = Delivery(
+            bulletin_id=bulletin.id, subscriber_id=person.id, variant="africa", status="accepted"
+        )
+        session.add(delivery)
+        session.flush()
+        ids[name] = delivery.id
+    session.commit()
+    session.close()
+    return ids
+
+
+def event(name: str, kind: str, delivery_id: int | None, n: int, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "email": f"{name}@example.org",
+        "timestamp": 1_700_000_000 + n,
+        "event": kind,
+        "sg_event_id": f"evt-{name}-{kind}-{n}",
+        "sg_message_id": f"msg-{name}.filter",
+        "bulletin_id": "1",
+    }
+    if delivery_id is not None:
+        body["delivery_id"] = str(delivery_id)
+    body.update(extra)
+    return body
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with Session(engine) as s:
+        rows = s.execute(
+            sa.select(SUBSCRIBER.c.email, DELIVERY.c.status).join(
+                DELIVERY,
+                DELIVERY.c.subscriber_id == SUBSCRIBER.c.id,
+            )
+        ).all()
+    return {email.split("@")[0]: status for email, status in rows}
+
+
+def people(engine: Engine) -> dict[str, str]:
+    with Session(engine) as s:
+        return {p.email.split("@")[0]: p.status for p in s.exec(select(Subscriber)).all()}
+
+
+def suppressed(engine: Engine) -> dict[str, str]:
+    with Session(engine) as s:
+        return {str(x.email).split("@")[0]: x.reason for x in s.exec(select(Suppression)).all()}
+
+
+def event_count(engine: Engine) -> int:
+    with Session(engine) as s:
+        return int(s.execute(sa.select(sa.func.count()).select_from(DeliveryEvent)).scalar_one())
+
+
+def test_a_signed_batch_updates_deliveries_subscribers_and_suppressions(engine, ledger, post) -> None:
+    d = ledger
+    batch = [
+        event("ann", "processed", d["ann"], 1),
+        event("ann", "delivered", d["ann"], 2),
+        event("ann", "open", d["ann"], 3),
+        event("ann", "click", d["ann"], 4, url="https://example.org"),
+        event("bob", "bounce", d["bob"], 1, type="bounce", reason="550 5.1.1 no such user"),
+        event("cat", "bounce", d["cat"], 1, type="blocked", reason="421 try later"),
+        event("dan", "delivered", d["dan"], 1),
+        event("dan", "spamreport", d["dan"], 2),
+        event("eve", "delivered", d["eve"], 1),
+        event("eve", "unsubscribe", d["eve"], 2),
+        event("stranger", "group_unsubscribe", None, 1, asm_group_id=1),
+    ]
+    answer = post(batch)
+    assert answer.status_code == 200 and answer.json() == {"received": 11, "new": 11}
+    assert statuses(engine) == {
+        "ann": DeliveryStatus.DELIVERED,
+        "bob": DeliveryStatus.BOUNCED,
+        "cat": DeliveryStatus.BOUNCED,  # this message bounced, but a block does not condemn the address
+        "dan": DeliveryStatus.COMPLAINED,
+        "eve": DeliveryStatus.DELIVERED,
+    }
+    assert people(engine) == {
+        "ann": SubscriberStatus.ACTIVE,
+        "bob": SubscriberStatus.BOUNCED,
+        "cat": SubscriberStatus.ACTIVE,
+        "dan": SubscriberStatus.COMPLAINED,
+        "eve": SubscriberStatus.UNSUBSCRIBED,
+    }
+    assert suppressed(engine) == {
+        "bob": SuppressionReason.BOUNCE,
+        "dan": SuppressionReason.COMPLAINT,
+        "eve": SuppressionReason.UNSUBSCRIBE,
+        "stranger": SuppressionReason.UNSUBSCRIBE,
+    }
+    assert event_count(engine) == 11
+    with Session(engine) as s:
+        stored = s.exec(select(DeliveryEvent).where(DeliveryEvent.event == "click")).one()
+    assert stored.delivery_id == d["ann"] and json.loads(stored.payload)["url"] == "https://example.org"
+
+
+def test_the_public_key_may_also_be_given_as_pem(settings, engine, ledger, signer) -> None:
+    body = json.dumps([event("ann", "delivered", ledger["ann"], 1)]).encode()
+    with start_live_server(
+        settings.model_copy(update={"SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_pem})
+    ) as live:
+        assert live.client.post(URL, content=body, headers=signer.headers(body)).status_code == 200
+    assert statuses(engine)["ann"] == DeliveryStatus.DELIVERED
+
+
+def _nothing_changed(engine: Engine) -> None:
+    assert event_count(engine) == 0
+    assert set(statuses(engine).values()) == {DeliveryStatus.ACCEPTED}
+    assert set(people(engine).values()) == {SubscriberStatus.ACTIVE}
+    assert suppressed(engine) == {}
+
+
+def test_a_bad_signature_changes_nothing(engine, ledger, post, signer) -> None:
+    body = json.dumps([event("bob", "bounce", ledger["bob"], 1, type="bounce")]).encode()
+    headers = signer.headers(body)
+    tampered = body.replace(b"bounce", b"bounce ", 1)
+    assert post(tampered, headers=headers).status_code == 403
+    other = Signer().headers(body)
+    assert post(body, headers=other).status_code == 403
+    assert post(body, headers={"Content-Type": "application/json"}).status_code == 403
+    garbage = {**headers, SIGNATURE_HEADER: "not base64!"}
+    assert post(body, headers=garbage).status_code == 403
+    moved = {**headers, TIMESTAMP_HEADER: str(int(headers[TIMESTAMP_HEADER]) + 1)}  # signature covers it
+    assert post(body, headers=moved).status_code == 403
+    _nothing_changed(engine)
+
+
+def test_a_stale_timestamp_is_refused_even_when_signed(settings, engine, ledger, post) -> None:
+    batch = [event("bob", "bounce", ledger["bob"], 1, type="bounce")]
+    old = int(time.time()) - settings.WEBHOOK_MAX_AGE_SECONDS - 60
+    assert post(batch, timestamp=old).status_code == 403
+    assert post(batch, timestamp=int(time.time()) + settings.WEBHOOK_MAX_AGE_SECONDS + 60).status_code == 403
+    _nothing_changed(engine)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b'{"event": "delivered"}',
+        b"[1, 2]",
+        b'[{"event": "delivered", "timestamp": 1700000000}]',
+        b'[{"sg_event_id": "a", "timestamp": 1700000000}]',
+        b'[{"sg_event_id": "a", "event": "delivered", "timestamp": "yesterday"}]',
+        b'[{"sg_event_id": "a", "event": "delivered", "timestamp": 1700000000}, {"sg_event_id": 7}]',
+        b"\xff\xfe[]",
+    ],
+)
+def test_a_malformed_body_is_400_and_stores_nothing(engine, ledger, post, body) -> None:
+    assert post(body).status_code == 400
+    _nothing_changed(engine)
+
+
+def test_a_replayed_batch_changes_nothing(engine, ledger, post) -> None:
+    batch = [event("bob", "bounce", ledger["bob"], 1, type="bounce")]
+    assert post(batch).json() == {"received": 1, "new": 1}
+    with session_scope(engine) as s:  # staff lift the suppression after checking the address
+        suppressions.remove(s, "bob@example.org")
+    again = post(batch)
+    assert again.status_code == 200 and again.json() == {"received": 1, "new": 0}
+    assert suppressed(engine) == {} and event_count(engine) == 1
+
+
+@pytest.mark.parametrize(
+    ("order", "final"),
+    [
+        (["delivered", "processed"], DeliveryStatus.DELIVERED),
+        (["delivered", "deferred", "processed"], DeliveryStatus.DELIVERED),
+        (["deferred", "processed"], DeliveryStatus.DEFERRED),
+        (["bounce", "delivered"], DeliveryStatus.BOUNCED),
+        (["dropped", "processed", "delivered"], DeliveryStatus.DROPPED),
+        (["delivered", "spamreport", "delivered"], DeliveryStatus.COMPLAINED),
+    ],
+)
+@pytest.mark.parametrize("batches", ["one batch", "one batch per event"])
+def test_out_of_order_events_end_in_the_right_state(engine, ledger, post, order, final, batches) -> None:
+    events = [event("ann", kind, ledger["ann"], n, type="bounce") for n, kind in enumerate(order)]
+    if batches == "one batch":
+        assert post(events).status_code == 200
+    else:
+        for one in events:
+            assert post([one]).status_code == 200
+    assert statuses(engine)["ann"] == final
+
+
+def test_events_for_unknown_deliveries_are_stored_without_one(engine, ledger, post) -> None:
+    odd = event("ann", "open", None, 2)
+    odd["delivery_id"] = "not-a-number"
+    batch = [event("ann", "delivered", 987_654, 1), odd]
+    assert post(batch).status_code == 200
+    with Session(engine) as s:
+        assert [e.delivery_id for e in s.exec(select(DeliveryEvent)).all()] == [None, None]
+    assert statuses(engine)["ann"] == DeliveryStatus.ACCEPTED
+
+
+def test_without_a_configured_key_every_request_is_refused(settings, engine, ledger, signer) -> None:
+    body = json.dumps([event("ann", "delivered", ledger["ann"], 1)]).encode()
+    with start_live_server(settings) as live:  # SENDGRID_WEBHOOK_PUBLIC_KEY is empty
+        assert live.client.post(URL, content=body, headers=signer.headers(body)).status_code == 503
+    _nothing_changed(engine)
+
+
+# --- the parser on its own ---------------------------------------------------------------------------
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+_event = st.fixed_dictionaries(
+    {
+        "sg_event_id": st.text(min_size=1, max_size=20),
+        "event": st.sampled_from(["delivered", "bounce", "open"]),
+        "timestamp": st.integers(0, 2**31),
+    },
+    optional={"email": _json, "delivery_id": _json, "type": _json},
+)
+
+
+@given(st.one_of(_json, st.lists(_event | _json, max_size=5)))
+def test_the_parser_accepts_a_batch_or_refuses_it_whole(data: Any) -> None:
+    body = json.dumps(data).encode()
+    try:
+        events = parse_events(body)
+    except MalformedEvents:
+        return
+    assert isinstance(data, list) and len(events) == len(data)
+    for parsed, raw in zip(events, data, strict=True):
+        assert parsed.esp_event_id == raw["sg_event_id"] and json.loads(parsed.payload) == raw
+        assert parsed.delivery_id is None or parsed.delivery_id > 0
