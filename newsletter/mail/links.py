@@ -29,6 +29,15 @@ EXAMPLE_TOKEN = "example"
 malformed, so a test email's links can be clicked without touching anyone's subscription."""
 
 
+_PERSONAL_LINK = re.compile(r"^([^?#]*/(?:unsubscribe|preferences|confirm|view/\d+)/)[^?#/]+")
+
+
+def without_token(url: str) -> str:
+    """`url` with the token of a personal link (the paths above) replaced by "…": a clicked link as the
+    engagement report may keep it, counting clicks without recording whose link it was."""
+    return _PERSONAL_LINK.sub(r"\1…", url)
+
+
 def header_safe_name(name: str) -> str:
     """A display name with every control character (CR and LF included) turned into one space."""
     return " ".join(_CONTROL.sub(" ", name).split())
