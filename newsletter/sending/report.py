@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from newsletter.content import markdown
+from newsletter.content.archive import published_at_column
 from newsletter.content.bulletins import get_bulletin, load_content
 from newsletter.content.regions import RegionIndex
 from newsletter.content.types import BulletinContent
@@ -123,12 +124,6 @@ class Report:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def published_at_column() -> sa.ColumnElement[Any]:
-    """When a bulletin went out: its start, else its planned time, else its creation."""
-    b = BULLETIN
-    return sa.func.coalesce(b.c.started_at, b.c.send_at, b.c.created_at)
 
 
 def _variant_counts(session: Session, bulletin_id: int) -> dict[str, Figures]:
