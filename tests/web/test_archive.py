@@ -347,3 +347,36 @@ def test_feeds_parse_and_follow_the_atom_rules(publish: Publish, live_server: Li
     again = feedparser.parse(live_server.client.get("/feeds/south-asia.xml").content)
     assert again.entries[0].id == south.entries[0].id != whole.entries[0].id
     assert feedparser.parse(live_server.client.get("/feeds/latin-america.xml").content).entries == []
+
+
+# --- the emails' "view online" link ---------------------------------------------------------------------
+def test_view_online_in_the_email_is_the_archive_page_of_the_subscribers_regions(
+    settings: Settings, engine, make_subscriber: MakeSubscriber, publish: Publish, live_server: LiveServer
+):
+    from email import policy
+    from email.parser import BytesParser
+    from pathlib import Path
+
+    from newsletter.core.db import session_scope
+    from newsletter.sending.dispatcher import Dispatcher, send_now
+
+    make_subscriber("ada@example.org", regions=["africa", "global"])
+    bulletin = publish("Emailed week", BulletinStatus.READY, regions=("africa", "latin-america", "global"))
+    with session_scope(engine) as s:
+        send_now(s, bulletin.id)
+    Dispatcher(settings, engine).run_until_done(bulletin.id, max_wait=0.2)
+    [eml] = (Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin.id}").glob("*.eml")
+    message = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    view = f"{settings.BASE_URL}/archive/{bulletin.id}-emailed-week?regions=africa,global"
+    anchors = {a.text_content(): a.get("href") for a in lxml_html.fromstring(html).xpath("//a")}
+    assert anchors["View online"] == view and view in text.splitlines()
+    assert "/view/" not in html and "/view/" not in text
+    # The personal preferences link stays in the email; the page it opens holds none.
+    assert "/preferences/" in anchors["Manage your regions"]
+    page = live_server.client.get(live_server.local(view))
+    assert page.status_code == 200
+    assert "Pray for africa in Emailed week" in page.text and "Pray for global in Emailed week" in page.text
+    assert "Pray for latin-america" not in page.text
+    assert "/preferences/" not in page.text and "ada@example.org" not in page.text
