@@ -47,6 +47,21 @@ def clicked_url(event: Event) -> str:
     return url if isinstance(url, str) else ""
 
 
+def reason_of(payload: str) -> str:
+    """What SendGrid said about a bounce, block or drop (`reason`, else `response`), from a stored payload."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    for key in ("reason", "response", "status"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
 class MalformedEvents(ValueError):
     """The body is not a batch of SendGrid events; nothing of it may be stored."""
 
