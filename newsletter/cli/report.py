@@ -76,7 +76,7 @@ def report_command(
     if rebuild:
         with context.session() as session:
             counted = engagement.rebuild(session)
-        context.err_console.print(f"engagement recounted from {counted} stored events")
+        context.err_console.print(f"engagement recounted from the stored events: {counted} recipient figures")
         if bulletin_id is None:
             return
     if bulletin_id is None:
