@@ -65,7 +65,10 @@ def _charts(report: Report) -> dict[str, Markup]:
             )
             + ".",
             ("Recipients who clicked (share of the top link)",),
-            [(link.excerpt or link.url, (link.clickers / top,)) for link in report.links[:12]],
+            [
+                (f"{link.region} #{link.item}" if link.region else link.url, (link.clickers / top,))
+                for link in report.links[:12]
+            ],
         )
     return found
 
