@@ -179,13 +179,9 @@ def test_no_archive_page_carries_a_token_or_anything_personal(
     bulletin = publish("Plain week")
     links = Links(settings)
     tokens = [
-        url.rsplit("/", 1)[1]
-        for url in (
-            links.unsubscribe_url(person.id),
-            links.preferences_url(person.id),
-            links.view_url(bulletin.id, person.id),
-        )
+        url.rsplit("/", 1)[1] for url in (links.unsubscribe_url(person.id), links.preferences_url(person.id))
     ]
+    assert "/view/" not in links.view_url(bulletin.id, person.id)  # with the archive on, no token at all
     urls = [
         "/",
         "/archive",
@@ -199,7 +195,7 @@ def test_no_archive_page_carries_a_token_or_anything_personal(
         assert "set-cookie" not in response.headers
         body = response.text
         assert "reader@example.org" not in body and "Ruth Reader" not in body
-        assert not any(token in body for token in tokens)
+        assert not [t for t in tokens if t in body], (url, tokens)
         parser = _Links()
         parser.feed(body)
         personal = [u for u in parser.urls if re.search(r"/(unsubscribe|preferences|view|confirm)/", u)]
