@@ -7,26 +7,32 @@ in `tests/data/`, the target a benchmark measures against).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".txt", ".html", ".css", ".example", ".cfg", ".ini", ".yml"}
-SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", "build", "dist", "demo", "var"}
+SKIPPED_DIRS = {"node_modules", "__pycache__", "build", "dist", "demo", "var"}
 OUTSIDE = re.compile(
     r"\.\./shared|(?<![\w.-])shared/|\bDESIGN\.md\b|\bLAYOUT\.md\b|\b[Ii]ssues? #?\d+",
 )
 """A pointer to the project's old outside documents or to a numbered tracker entry."""
 
 
+def _skipped(directory: str) -> bool:
+    """Installed packages, caches and generated output: not the project's own text."""
+    hidden = directory.startswith(".") and directory != ".ci"
+    return hidden or directory in SKIPPED_DIRS or directory.endswith(".egg-info")
+
+
 def text_files() -> list[Path]:
     found = []
-    for path in ROOT.rglob("*"):
-        relative = path.relative_to(ROOT)
-        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts[:-1]):
-            continue
-        if path.is_file() and (path.suffix in TEXT_SUFFIXES or relative.parts[0] == ".ci"):
-            found.append(path)
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not _skipped(d)]
+        here = Path(top)
+        in_ci = here.relative_to(ROOT).parts[:1] == (".ci",)
+        found += [here / f for f in files if in_ci or Path(f).suffix in TEXT_SUFFIXES]
     return found
 
 
