@@ -3,7 +3,7 @@
     events = parse_events(body)              # pure: the whole batch, or MalformedEvents (store nothing)
     report = apply_events(session, events)   # a handful of set-based statements per batch
 
-Rules (from DESIGN.md, step 8):
+Rules (the last step of the send path in `docs/architecture.md`):
 - each event is stored once, by its ESP event id (`INSERT … ON CONFLICT DO NOTHING`); an event seen
   before (a replayed or retried batch) is not applied again;
 - an event finds its delivery through `custom_args.delivery_id`, which SendGrid copies into the event;
