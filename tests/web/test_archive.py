@@ -354,7 +354,8 @@ def test_view_online_in_the_email_is_the_archive_page_of_the_subscribers_regions
     from pathlib import Path
 
     from newsletter.core.db import session_scope
-    from newsletter.sending.dispatcher import Dispatcher, send_now
+    from newsletter.sending.dispatcher import Dispatcher
+    from newsletter.sending.lifecycle import send_now
 
     make_subscriber("ada@example.org", regions=["africa", "global"])
     bulletin = publish("Emailed week", BulletinStatus.READY, regions=("africa", "latin-america", "global"))

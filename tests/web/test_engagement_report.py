@@ -91,11 +91,11 @@ def post(server: LiveServer, signer: Signer, events: list[dict[str, Any]]) -> ht
 
 def sent_bulletin(session: Session, make_bulletin: MakeBulletin, text: str, days_ago: int) -> Bulletin:
     """A bulletin that went out `days_ago` days ago, with its deliveries planned for every subscriber."""
-    from newsletter.sending import dispatcher
+    from newsletter.sending import lifecycle
 
     bulletin = make_bulletin(text)
     assert bulletin.id is not None
-    dispatcher.send_now(session, bulletin.id)
+    lifecycle.send_now(session, bulletin.id)
     bulletin.started_at = datetime.now(UTC) - timedelta(days=days_ago)
     session.add(bulletin)
     session.commit()
