@@ -12,16 +12,23 @@ series also differ by pattern of dashes, never by colour alone. Every text is es
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html import escape
+from html import escape as _html_escape
 from itertools import count
 
 from markupsafe import Markup
+
+from newsletter.content.feeds import xml_text
 
 WIDTH = 640
 LABEL_WIDTH = 190
 BAR_HEIGHT = 14
 ROW_GAP = 10
 _ids = count(1)
+
+
+def escape(text: str) -> str:
+    """Text for SVG: escaped, without the characters XML cannot hold."""
+    return _html_escape(xml_text(text))
 
 
 def _percent(value: float | None) -> str:
