@@ -21,16 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
+from newsletter.audience.queries import replace_regions, subscriber_by_email
+from newsletter.content.queries import region_ids
 from newsletter.content.render import Renderer
 from newsletter.content.types import Recipient
 from newsletter.core import audit
 from newsletter.core.config import Settings
 from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import SUBSCRIPTION, Region, Subscriber, email_hash, utcnow
+from newsletter.core.models import Subscriber, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 from newsletter.esp import EspError, backend_for
 
@@ -62,10 +63,7 @@ def _keys(email: str, client_ip: str) -> tuple[str, str]:
 
 def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
     """Replace a subscriber's regions with `codes` (known codes; the caller checks there is one)."""
-    ids = session.exec(select(Region.id).where(col(Region.code).in_(list(codes)))).all()
-    table = SUBSCRIPTION
-    session.execute(sa.delete(table).where(table.c.subscriber_id == subscriber_id))
-    session.execute(sa.insert(table), [{"subscriber_id": subscriber_id, "region_id": rid} for rid in ids])
+    replace_regions(session, {subscriber_id: list(region_ids(session, codes).values())})
 
 
 def request_subscription(
@@ -92,7 +90,7 @@ def request_subscription(
     if suppressions.blocks_subscription(suppressions.find(session, email)):
         return SubscribeResult(Outcome.QUIET)
 
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+    subscriber = subscriber_by_email(session, email)
     changes: dict[str, object] = {}
     if subscriber is None:
         subscriber = Subscriber(

@@ -18,28 +18,22 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from newsletter.audience.queries import replace_regions
+from newsletter.audience.queries import subscriber_regions as subscriber_regions
+from newsletter.content.queries import region_ids as regions_by_code
 from newsletter.content.regions import RegionIndex
-from newsletter.content.regions import region_ids as regions_by_code
 from newsletter.core import audit
 from newsletter.core.dialect import insert_many, one_of
 from newsletter.core.errors import InvalidTransition, Problem
-from newsletter.core.models import (
-    SUBSCRIBER,
-    SUBSCRIPTION,
-    SUPPRESSION,
-    Region,
-    Subscription,
-    email_hash,
-    utcnow,
-)
+from newsletter.core.models import SUBSCRIBER, SUBSCRIPTION, SUPPRESSION, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 
 COLUMNS = ("email", "name", "regions", "status")
@@ -354,19 +348,7 @@ def import_subscribers(
                 sa.update(sub).where(sub.c.id == sa.bindparam("_id")),
                 [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
             )
-        if region_sets:
-            session.execute(
-                sa.delete(subscription).where(one_of(dialect, subscription.c.subscriber_id, region_sets))
-            )
-            insert_many(
-                session.connection(),
-                subscription,
-                [
-                    {"subscriber_id": sid, "region_id": rid}
-                    for sid, rids in region_sets.items()
-                    for rid in rids
-                ],
-            )
+        replace_regions(session, region_sets)
         if progress:
             progress(len(chunk))
     if not dry_run:
@@ -384,17 +366,3 @@ def import_subscribers(
             },
         )
     return report
-
-
-def subscriber_regions(session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Region codes per subscriber, in display order."""
-    rows = session.exec(
-        select(Subscription.subscriber_id, Region.code)
-        .join(Region, col(Region.id) == col(Subscription.region_id))
-        .where(col(Subscription.subscriber_id).in_(list(subscriber_ids)))
-        .order_by(col(Region.position))
-    ).all()
-    result: dict[int, list[str]] = {sid: [] for sid in subscriber_ids}
-    for sid, code in rows:
-        result[sid].append(code)
-    return result

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from newsletter.content.bulletins import change_status, get_bulletin, load_content
+from newsletter.content.items import ensure_sendable
 from newsletter.content.render import Renderer
 from newsletter.content.types import BulletinContent, Recipient, RenderedVariant
 from newsletter.core import audit
@@ -218,6 +219,7 @@ def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR
     """
     now = utcnow()
     bulletin = _locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.SENDING:
         return 0
     if bulletin.status == B.DRAFT:
@@ -228,6 +230,7 @@ def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
     """Set a bulletin's own send time and make it `ready` (from draft, ready, or paused before it started)."""
     bulletin = _locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.PAUSED and bulletin.started_at is not None:
         raise InvalidTransition(
             f"bulletin {bulletin_id} has already started sending; resume it instead of scheduling it"
