@@ -9,6 +9,8 @@ Statements run in the caller's transaction and never commit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -18,6 +20,7 @@ from newsletter.core.models import (
     REGION,
     SUBSCRIBER,
     SUBSCRIPTION,
+    SUPPRESSION,
     Bulletin,
     Delivery,
     DeliveryEvent,
@@ -26,6 +29,72 @@ from newsletter.core.models import (
 from newsletter.core.status import SubscriberStatus
 
 Bind = sa.Connection | Session
+
+
+@dataclass(frozen=True)
+class KnownAddresses:
+    """What the database already knows about a chunk of imported addresses."""
+
+    hashes: dict[str, str]
+    """email → its hash (the suppression key)."""
+    existing: dict[str, Any]
+    """email → row (id, email, name, status) of the addresses already stored."""
+    suppressed: set[str]
+    """Hashes of the suppressed addresses among them."""
+    regions: dict[int, set[int]]
+    """Region ids per existing subscriber id."""
+
+
+def known_addresses(session: Session, hashes: dict[str, str]) -> KnownAddresses:
+    """Three statements for a whole chunk (one array parameter each on PostgreSQL): stored rows,
+    suppressions, and the stored rows' regions."""
+    sub = SUBSCRIBER
+    existing = {
+        row.email: row
+        for row in session.execute(
+            sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(
+                one_of(session, sub.c.email, hashes)
+            )
+        )
+    }
+    suppressed = set(
+        session.scalars(
+            sa.select(SUPPRESSION.c.email_hash).where(
+                one_of(session, SUPPRESSION.c.email_hash, hashes.values())
+            )
+        )
+    )
+    regions: dict[int, set[int]] = {}
+    if existing:
+        for sid, rid in session.execute(
+            sa.select(SUBSCRIPTION.c.subscriber_id, SUBSCRIPTION.c.region_id).where(
+                one_of(session, SUBSCRIPTION.c.subscriber_id, [e.id for e in existing.values()])
+            )
+        ):
+            regions.setdefault(sid, set()).add(rid)
+    return KnownAddresses(hashes, existing, suppressed, regions)
+
+
+def insert_subscribers(session: Session, rows: list[dict[str, Any]]) -> dict[int, str]:
+    """Insert new subscriber rows in bulk (COPY on PostgreSQL); returns their id → email."""
+    if not rows:
+        return {}
+    insert_many(session.connection(), SUBSCRIBER, rows)
+    emails = [r["email"] for r in rows]
+    found = session.execute(
+        sa.select(SUBSCRIBER.c.id, SUBSCRIBER.c.email).where(one_of(session, SUBSCRIBER.c.email, emails))
+    )
+    return {sid: email for sid, email in found}
+
+
+def update_subscribers(session: Session, updates: list[dict[str, Any]]) -> None:
+    """Update many subscribers in one executemany; each dict has `id` and the columns to set (all dicts
+    the same columns, or SQLAlchemy groups them)."""
+    if updates:
+        session.execute(
+            sa.update(SUBSCRIBER).where(SUBSCRIBER.c.id == sa.bindparam("_id")),
+            [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
+        )
 
 
 def subscriber_by_email(session: Session, email: str) -> Subscriber | None:
