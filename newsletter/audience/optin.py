@@ -66,6 +66,39 @@ def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> N
     replace_regions(session, {subscriber_id: list(region_ids(session, codes).values())})
 
 
+def _to_pending(
+    session: Session, email: str, name: str, now: datetime
+) -> tuple[Subscriber, str | None, dict[str, object]] | None:
+    """The subscriber for `email`, new or back to `pending` (with its status before and what to audit
+    besides); None when the address must not be asked again (active already, or bounced/complained)."""
+    subscriber = subscriber_by_email(session, email)
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=email,
+            email_hash=email_hash(email),
+            name=name,
+            status=SubscriberStatus.PENDING,
+            source=SOURCE,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(subscriber)
+        session.flush()
+        return subscriber, None, {"source": SOURCE}
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return None
+    try:
+        check_subscriber(subscriber.status, SubscriberStatus.PENDING)
+    except InvalidTransition:
+        return None  # bounced or complained: never again
+    before = subscriber.status
+    subscriber.status = SubscriberStatus.PENDING
+    subscriber.name = name
+    subscriber.updated_at = now
+    session.add(subscriber)
+    return subscriber, before, {}
+
+
 def request_subscription(
     session: Session,
     settings: Settings,
@@ -90,34 +123,10 @@ def request_subscription(
     if suppressions.blocks_subscription(suppressions.find(session, email)):
         return SubscribeResult(Outcome.QUIET)
 
-    subscriber = subscriber_by_email(session, email)
-    changes: dict[str, object] = {}
-    if subscriber is None:
-        subscriber = Subscriber(
-            email=email,
-            email_hash=email_hash(email),
-            name=name,
-            status=SubscriberStatus.PENDING,
-            source=SOURCE,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(subscriber)
-        session.flush()
-        before = None
-        changes["source"] = SOURCE
-    else:
-        if subscriber.status == SubscriberStatus.ACTIVE:
-            return SubscribeResult(Outcome.QUIET)
-        try:
-            check_subscriber(subscriber.status, SubscriberStatus.PENDING)
-        except InvalidTransition:
-            return SubscribeResult(Outcome.QUIET)  # bounced or complained: never again
-        before = subscriber.status
-        subscriber.status = SubscriberStatus.PENDING
-        subscriber.name = name
-        subscriber.updated_at = now
-        session.add(subscriber)
+    pending = _to_pending(session, email, name, now)
+    if pending is None:
+        return SubscribeResult(Outcome.QUIET)
+    subscriber, before, changes = pending
     assert subscriber.id is not None
     set_regions(session, subscriber.id, regions)
     audit.record(
