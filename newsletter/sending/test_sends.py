@@ -25,7 +25,7 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import NewsletterError
 from newsletter.core.models import TestSend
 from newsletter.esp import EspError, backend_for
-from newsletter.sending.dispatcher import variant_counts
+from newsletter.sending.summary import variant_counts
 
 MAX_TEST_RECIPIENTS = 20
 ALL_VARIANTS = "all"

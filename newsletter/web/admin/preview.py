@@ -2,11 +2,11 @@
 
 The preview shows the exact email a region mix receives (subject, HTML in a sandboxed iframe at phone or
 desktop width, plain text), rendered by the same `Renderer` as the send. The preview matrix lists every
-variant the bulletin's real subscribers will get, with how many get it (`dispatcher.variant_counts`, the
+variant the bulletin's real subscribers will get, with how many get it (`sending.summary.variant_counts`, the
 planning rule's own answer), each a click from its preview.
 
 A test send goes to the logged-in user or typed addresses, as any variant or all of them
-(`newsletter.sending.test_sends`, shared with `newsletter test-send`).
+(`newsletter.sending.test_sends`, shared with `newsletter bulletins test-send`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from newsletter.content.render import Renderer, personalize
 from newsletter.content.types import Recipient
 from newsletter.core.errors import NewsletterError
 from newsletter.mail.links import Links
-from newsletter.sending.dispatcher import variant_counts
+from newsletter.sending.summary import variant_counts
 from newsletter.sending.test_sends import ALL_VARIANTS, send_test, variant_names
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import flash, render, see_other
