@@ -133,7 +133,7 @@ def lock_key(session: Session, key: str) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
 
 
-class random_secret(sa.sql.functions.FunctionElement[str]):  # noqa: N801 - reads as the SQL it makes
+class random_secret(sa.sql.functions.FunctionElement[str]):
     """A server default: 128 random bits as 32 hex characters, evaluated for each inserted row."""
 
     type = sa.String()

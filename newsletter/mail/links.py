@@ -30,9 +30,20 @@ EXAMPLE_TOKEN = "example"
 malformed, so a test email's links can be clicked without touching anyone's subscription."""
 
 
+_ENCODED_WORD_START = "=?"
+_WORD_JOINER = "\u2060"
+
+
 def header_safe_name(name: str) -> str:
-    """A display name with every control character (CR and LF included) turned into one space."""
-    return " ".join(_CONTROL.sub(" ", name).split())
+    """A display name, subject or title as header text that says exactly what it says, on one line.
+
+    Every control character (CR, LF, NEL, U+2028…) becomes one space. `=?`, the start of an RFC 2047
+    encoded word, gets an invisible WORD JOINER between its characters: Python's email package (and a
+    receiving mail client) would otherwise decode `=?utf-8?b?…?=` into text carrying CR/LF, after this
+    check, and the decoded text could add headers (Bcc:) or a body. The name is data, never encoding.
+    """
+    one_line = " ".join(_CONTROL.sub(" ", name).split())
+    return one_line.replace(_ENCODED_WORD_START, "=" + _WORD_JOINER + "?")
 
 
 class Links:
@@ -104,4 +115,6 @@ class Links:
             values["view_url"] = self.view_url(recipient.bulletin_id, sid, secret, now=now)
         if "confirm_url" in wanted:
             values["confirm_url"] = self.confirm_url(sid, secret, now=now)
+        if "my_data_url" in wanted and sid is not None:
+            values["my_data_url"] = self.my_data_url(sid, secret, now=now)
         return values

@@ -580,7 +580,7 @@ class Dispatcher:
     def _process(self, state: _Pass, backend: EspBackend, batch: _Batch) -> None:
         variant = self.renderer.variant(self._content(state, batch.bulletin_id), batch.variant_key)
         recipients = [
-            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id)
+            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id, r.link_secret)
             for r in batch.rows
         ]
         self._send(state, backend, batch, variant, recipients, first=True)

@@ -280,6 +280,8 @@ class ClaimedRow:
     eligible: bool
     reason: str
     """Why an ineligible row is skipped ("" when eligible)."""
+    link_secret: str = ""
+    """What the tokens in this recipient's links are bound to (newsletter.mail.tokens)."""
 
 
 def _claimable(bulletin_id: int, now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -347,13 +349,14 @@ def claim_batch(
             s.status,
             sa.case((ok, 1), else_=0),
             suppressed,
+            s.link_secret,
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
         .where(*_leased(bulletin_id, token))
         .order_by(d.id)
     )
     out = []
-    for did, sid, attempts, email, name, status, is_ok, is_suppressed in rows:
+    for did, sid, attempts, email, name, status, is_ok, is_suppressed, secret in rows:
         reason = ""
         if not is_ok:
             if email is None:
@@ -364,7 +367,7 @@ def claim_batch(
                 reason = f"subscriber {status}"
             else:
                 reason = "subscriber paused"
-        out.append(ClaimedRow(did, sid, email, name or "", attempts, bool(is_ok), reason))
+        out.append(ClaimedRow(did, sid, email, name or "", attempts, bool(is_ok), reason, secret or ""))
     return variant, out
 
 

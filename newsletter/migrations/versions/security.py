@@ -24,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 
-def _subscriber_columns() -> list[sa.Column[object]]:
+def _subscriber_columns() -> list[sa.schema.SchemaItem]:
     return [
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
@@ -43,7 +43,7 @@ def _subscriber_columns() -> list[sa.Column[object]]:
     ]
 
 
-def _user_columns() -> list[sa.Column[object]]:
+def _user_columns() -> list[sa.schema.SchemaItem]:
     return [
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
@@ -60,7 +60,7 @@ def _user_columns() -> list[sa.Column[object]]:
     ]
 
 
-def _rebuild_sqlite(name: str, columns: list[sa.Column[object]], copied: list[str]) -> None:
+def _rebuild_sqlite(name: str, columns: list[sa.schema.SchemaItem], copied: list[str]) -> None:
     op.execute("PRAGMA legacy_alter_table=ON")
     op.execute(f'ALTER TABLE "{name}" RENAME TO "{name}_old"')
     op.create_table(name, *columns, sqlite_autoincrement=True)
@@ -86,10 +86,14 @@ def upgrade() -> None:
             "app_user", sa.Column("session_version", sa.Integer(), server_default="0", nullable=False)
         )
         return
-    subscriber_copied = [c.name for c in _subscriber_columns() if c.name and c.name != "link_secret"]
+    subscriber_copied = [
+        c.name for c in _subscriber_columns() if isinstance(c, sa.Column) and c.name != "link_secret"
+    ]
     _rebuild_sqlite("subscriber", _subscriber_columns(), subscriber_copied)
     _subscriber_indexes()
-    user_copied = [c.name for c in _user_columns() if c.name and c.name != "session_version"]
+    user_copied = [
+        c.name for c in _user_columns() if isinstance(c, sa.Column) and c.name != "session_version"
+    ]
     _rebuild_sqlite("app_user", _user_columns(), user_copied)
 
 
