@@ -25,6 +25,7 @@ from newsletter.audience.credentials import BadLink
 from newsletter.core.config import Settings
 from newsletter.core.db import make_engine
 from newsletter.web import admin, public, webhooks
+from newsletter.web.background import InFlight
 from newsletter.web.headers import SecurityHeaders, redact_tokens_in_access_log
 from newsletter.web.limits import BodyLimit
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, openapi: boo
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.DATABASE_URL)
+    app.state.background = InFlight()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir / "web")),
         autoescape=True,

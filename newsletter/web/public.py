@@ -43,6 +43,7 @@ from newsletter.core.models import Subscriber
 from newsletter.core.status import SubscriberStatus
 from newsletter.mail.links import Links
 from newsletter.mail.tokens import Claims, Purpose
+from newsletter.web.background import after_response
 from newsletter.web.deps import ClientIp, DbId, SessionDep, SettingsDep, TemplatesDep
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,9 @@ def subscribe(
     if result.outcome is optin.Outcome.TOO_MANY:
         return page(request, "too_many.html", status=429)
     if result.outcome is optin.Outcome.SEND and result.recipient is not None:
-        background.add_task(optin.send_confirmation, settings, get_renderer(request), result.recipient)
+        after_response(
+            request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
+        )
     return page(request, "check_inbox.html")
 
 
@@ -294,7 +297,7 @@ def preferences_change(
     if action == "resubscribe":
         return _resubscribe(request, session, settings, subscriber, client_ip, background)
     if action == "my-data-link":
-        background.add_task(my_data.send_link, settings, subscriber)
+        after_response(request, background, my_data.send_link, settings, subscriber)
         return again(notice="We have emailed you a link to download or erase your data.")
     return again(errors={"action": "Unknown action."}, status=400)
 
@@ -317,7 +320,9 @@ def _resubscribe(
     if result.outcome is optin.Outcome.TOO_MANY:
         return page(request, "too_many.html", status=429, token_page=True)
     if result.outcome is optin.Outcome.SEND and result.recipient is not None:
-        background.add_task(optin.send_confirmation, settings, get_renderer(request), result.recipient)
+        after_response(
+            request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
+        )
     return page(request, "check_inbox.html", token_page=True)
 
 
