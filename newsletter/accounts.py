@@ -3,8 +3,8 @@ and who may do what.
 
 A staff member may do everything in the admin; a volunteer manages subscribers only (`may`). Logging
 in counts failures per (address typed, client address): after `LOGIN_MAX_FAILURES` in the window of
-`LOGIN_LOCKOUT_SECONDS`, each further try must wait twice as long as the one before (up to that
-window). Failures from one client never lock the account for anyone else and never end a live
+`LOGIN_LOCKOUT_SECONDS`, the next try must wait 30 seconds, and each further failure doubles the wait
+(up to that window). Failures from one client never lock the account for anyone else and never end a live
 session, so nobody can lock staff out. Every refusal, throttled or not, known address or not, says the
 same thing and costs the same argon2 work, so answers do not tell which addresses have accounts.
 
@@ -30,6 +30,8 @@ from newsletter.core.models import User, utcnow
 from newsletter.core.status import Role
 
 MIN_PASSWORD_LENGTH = 10
+FIRST_WAIT_SECONDS = 30.0
+"""The wait after the last free failure; each further failure doubles it (up to LOGIN_LOCKOUT_SECONDS)."""
 
 _hasher = PasswordHasher()
 
@@ -103,7 +105,8 @@ def _throttled(session: Session, key: str, settings: Settings, now: datetime) ->
     failures = ratelimit_store.count(session, key, window, now=now)
     if failures < settings.LOGIN_MAX_FAILURES:
         return False
-    wait = min(2.0 ** (failures - settings.LOGIN_MAX_FAILURES), float(settings.LOGIN_LOCKOUT_SECONDS))
+    doubling = FIRST_WAIT_SECONDS * 2.0 ** (failures - settings.LOGIN_MAX_FAILURES)
+    wait = min(doubling, float(settings.LOGIN_LOCKOUT_SECONDS))
     last = ratelimit_store.latest(session, key)
     return last is not None and now - last < timedelta(seconds=wait)
 

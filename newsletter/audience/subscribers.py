@@ -138,10 +138,14 @@ def csv_cell_value(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START) else cell
 
 
-def export_csv(rows: Iterable[Sequence[str]], chunk_chars: int = 64 * 1024) -> Iterator[str]:
-    """`rows` as CSV text in chunks: a UTF-8 BOM first, every cell through `csv_cell`."""
+def export_csv(
+    rows: Iterable[Sequence[str]], *, bom: bool = True, chunk_chars: int = 64 * 1024
+) -> Iterator[str]:
+    """`rows` as CSV text in chunks: a UTF-8 BOM first (unless `bom` is false: a pipe, not a file),
+    every cell through `csv_cell`."""
     buffer = io.StringIO()
-    buffer.write(CSV_BOM)
+    if bom:
+        buffer.write(CSV_BOM)
     writer = csv.writer(buffer, lineterminator="\n")
     for row in rows:
         writer.writerow([csv_cell(c) for c in row])

@@ -134,7 +134,7 @@ def export_command(
 
     try:
         with context.engine().connect() as conn:
-            for chunk in export_csv(counted(export_rows(conn, code, status))):
+            for chunk in export_csv(counted(export_rows(conn, code, status)), bom=file is not None):
                 out.write(chunk)
         count = max(0, counter[0] - 1)  # the header is not a subscriber
     finally:
