@@ -82,28 +82,35 @@ class BodyLimit:
         await self._counted(scope, receive, send, cap)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+        """Pass the body through while it stays under `cap`; past it, stop reading and answer 413
+        instead of whatever the app makes of the cut-off body (FastAPI would call it a parse error)."""
         seen = 0
-        started = False
+        over = False
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
+                    over = True
                     raise BodyTooLarge()
             return message
 
         async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            nonlocal answered
+            if not over:
+                answered = answered or message["type"] == "http.response.start"
+                await send(message)
+            elif not answered:
+                answered = True
+                await _plain(send, 413, "Request body too large.")
 
         try:
             await self.app(scope, limited_receive, watched_send)
         except BodyTooLarge:
-            if not started:
+            if not answered:
                 await _plain(send, 413, "Request body too large.")
 
 
