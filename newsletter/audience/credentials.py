@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
 from newsletter.core.config import Settings
@@ -54,7 +55,8 @@ def holder_of(
         )
     except TokenError as exc:
         raise BadLink(400, exc.reason, purpose) from exc
-    except OverflowError as exc:  # an id beyond the column's range names nobody
+    except (OverflowError, DataError) as exc:  # an id beyond the column's range names nobody
+        session.rollback()
         raise BadLink(400, "bad signature", purpose) from exc
     assert subscriber is not None  # the tag matched this subscriber's secret
     return subscriber, claims
