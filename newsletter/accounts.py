@@ -14,6 +14,8 @@ role, disable) ends every session of that account at once (`newsletter.web.auth`
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -34,6 +36,9 @@ FIRST_WAIT_SECONDS = 30.0
 """The wait after the last free failure; each further failure doubles it (up to LOGIN_LOCKOUT_SECONDS)."""
 
 _hasher = PasswordHasher()
+_ARGON2_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
+"""Hashes computed at once: one core is left for the event loop, so forty concurrent logins queue
+here (without using CPU) instead of starving every other request."""
 
 
 @cache
@@ -52,7 +57,8 @@ class LoginRefused(NewsletterError):
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _ARGON2_SLOTS:
+        return _hasher.hash(password)
 
 
 def check_password_strength(password: str) -> None:
@@ -63,7 +69,8 @@ def check_password_strength(password: str) -> None:
 
 def password_matches(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        with _ARGON2_SLOTS:
+            return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -121,12 +128,17 @@ def authenticate(
     now: datetime | None = None,
 ) -> User:
     """The active account `email` names if `password` is right; otherwise count the failure for this
-    (address, client) and raise LoginRefused. The caller commits either way (a failure must be
+    (address, client) and raise LoginRefused. Commits the reading transaction before hashing (call it
+    with nothing else pending); the caller commits the outcome either way (a failure must be
     remembered)."""
     now = now or utcnow()
     key = _throttle_key(email, client)
     user = find_user(session, email)
-    if _throttled(session, key, settings, now):
+    throttled = _throttled(session, key, settings, now)
+    # End the read before a sixth of a second of argon2: on SQLite every transaction holds the write
+    # lock, and forty concurrent logins would otherwise queue on it past the busy timeout.
+    session.commit()
+    if throttled:
         password_matches(_dummy_hash(), password)  # same work as a real check
         raise LoginRefused()
     if user is None or not user.is_active:

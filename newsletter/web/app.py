@@ -68,7 +68,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, openapi: boo
     redact_tokens_in_access_log()
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """On the event loop, not the threadpool: it must answer while argon2 or an import fills the pool."""
         return {"status": "ok"}
 
     return app
