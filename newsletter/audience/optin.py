@@ -23,17 +23,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
+from newsletter.audience.queries import insert_pending, replace_regions, subscriber_by_email
+from newsletter.content.queries import region_ids
 from newsletter.content.render import Renderer
 from newsletter.content.types import Recipient
 from newsletter.core import audit
 from newsletter.core.config import Settings
-from newsletter.core.dialect import insert_ignoring_duplicates
 from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import SUBSCRIBER, SUBSCRIPTION, Region, Subscriber, email_hash, utcnow
+from newsletter.core.models import Subscriber, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 from newsletter.esp import EspError, backend_for
 
@@ -65,32 +65,28 @@ def _keys(email: str, client_ip: str) -> tuple[str, str]:
 
 def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
     """Replace a subscriber's regions with `codes` (known codes; the caller checks there is one)."""
-    ids = session.exec(select(Region.id).where(col(Region.code).in_(list(codes)))).all()
-    table = SUBSCRIPTION
-    session.execute(sa.delete(table).where(table.c.subscriber_id == subscriber_id))
-    session.execute(sa.insert(table), [{"subscriber_id": subscriber_id, "region_id": rid} for rid in ids])
+    replace_regions(session, {subscriber_id: list(region_ids(session, codes).values())})
 
 
 def _new_pending(
     session: Session, email: str, name: str, regions: Sequence[str], now: datetime
 ) -> Subscriber | None:
     """Insert a pending subscriber for a new address (None if another request just inserted it)."""
-    inserted = session.execute(
-        insert_ignoring_duplicates(session, SUBSCRIBER)
-        .values(
-            email=email, email_hash=email_hash(email), name=name, status=SubscriberStatus.PENDING,
-            source=SOURCE, created_at=now, updated_at=now, link_secret=secrets.token_hex(16),
-        )
-        .returning(SUBSCRIBER.c.id)
-    ).first()  # fmt: skip
-    if inserted is None:
+    new_id = insert_pending(
+        session,
+        {
+            "email": email, "email_hash": email_hash(email), "name": name, "status": SubscriberStatus.PENDING,
+            "source": SOURCE, "created_at": now, "updated_at": now, "link_secret": secrets.token_hex(16),
+        },
+    )  # fmt: skip
+    if new_id is None:
         return None
-    set_regions(session, inserted[0], regions)
+    set_regions(session, new_id, regions)
     audit.record(
-        session, audit.SUBSCRIBER_ACTOR, "subscriber.subscribe", "subscriber", inserted[0],
+        session, audit.SUBSCRIBER_ACTOR, "subscriber.subscribe", "subscriber", new_id,
         {"status": [None, SubscriberStatus.PENDING], "regions": [None, list(regions)], "source": SOURCE},
     )  # fmt: skip
-    return session.get(Subscriber, inserted[0])
+    return session.get(Subscriber, new_id)
 
 
 def request_subscription(
@@ -120,7 +116,7 @@ def request_subscription(
         return SubscribeResult(Outcome.QUIET)
     if not ratelimit_store.take(session, address_key, settings.SUBSCRIBE_LIMIT_PER_ADDRESS, window, now=now):
         return SubscribeResult(Outcome.QUIET)
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+    subscriber = subscriber_by_email(session, email)
     if subscriber is None:
         subscriber = _new_pending(session, email, name, regions, now)
         if subscriber is None:  # a concurrent request for the same address won: it sends

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from newsletter.accounts import LoginRefused, authenticate, revoke_sessions
-from newsletter.content.upcoming import last_sent, upcoming
+from newsletter.content.queries import last_sent, upcoming
 from newsletter.core import audit
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import CurrentUser, MaybeUser, log_in, log_out
