@@ -215,9 +215,9 @@ def peer_job(n: int, port: int, folder: str) -> dict[str, object]:
     variant = Renderer(settings).variant(content, content.region_codes)
     html, text = variant.html, variant.text
     for field, ph in variant.html_placeholders.items():
-        html = html.replace(ph, "{{ %s }}" % field)
+        html = html.replace(ph, "{{ " + field + " }}")
     for field, ph in variant.text_placeholders.items():
-        text = text.replace(ph, "{{ %s|safe }}" % field)
+        text = text.replace(ph, "{{ " + field + "|safe }}")
     return {
         "n": n,
         "port": port,
