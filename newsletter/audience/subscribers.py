@@ -343,21 +343,22 @@ def import_subscribers(
                 report.unchanged += 1
         report.created += len(new_rows)
 
-        if new_rows:
-            insert_many(session.connection(), sub, new_rows)
-            for sid, email in session.execute(
-                sa.select(sub.c.id, sub.c.email).where(one_of(dialect, sub.c.email, new_regions))
-            ):
-                region_sets[sid] = {region_ids[c] for c in new_regions[email]}
         if updates:
             session.execute(
                 sa.update(sub).where(sub.c.id == sa.bindparam("_id")),
                 [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
             )
-        if region_sets:
+        if region_sets:  # existing subscribers whose regions changed: their old choice goes first
             session.execute(
                 sa.delete(subscription).where(one_of(dialect, subscription.c.subscriber_id, region_sets))
             )
+        if new_rows:  # new subscribers have no subscription rows to delete
+            insert_many(session.connection(), sub, new_rows)
+            for sid, email in session.execute(
+                sa.select(sub.c.id, sub.c.email).where(one_of(dialect, sub.c.email, new_regions))
+            ):
+                region_sets[sid] = {region_ids[c] for c in new_regions[email]}
+        if region_sets:
             insert_many(
                 session.connection(),
                 subscription,
