@@ -40,7 +40,8 @@ from newsletter.content.render import Renderer
 from newsletter.core.config import default_subscribers_dir, get_settings
 from newsletter.core.db import make_engine, migrate
 from newsletter.core.status import BulletinStatus
-from newsletter.sending import dispatcher
+from newsletter.sending import lifecycle
+from newsletter.sending.summary import send_summary
 
 HERE = Path(__file__).resolve().parent
 PEER_VENV = HERE / ".peer-venv"
@@ -181,7 +182,7 @@ def run_ours(n: int, concurrency: int) -> tuple[float, float, int]:
         )
         start = time.perf_counter()
         with Session(engine) as session:
-            planned = dispatcher.send_now(session, bulletin_id)
+            planned = lifecycle.send_now(session, bulletin_id)
             session.commit()
         proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "worker", "--until-idle"], env=env, cwd=cwd
@@ -191,7 +192,7 @@ def run_ours(n: int, concurrency: int) -> tuple[float, float, int]:
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit("the worker failed")
         with Session(engine) as session:
-            summary = dispatcher.summary(session, bulletin_id)
+            summary = send_summary(session, bulletin_id)
         engine.dispose()
     accepted = sink.stop()
     print(f"  (sink CPU for our run: {sink.cpu / n * 1e3:.2f} ms/msg)", flush=True)
