@@ -274,8 +274,8 @@ def main() -> None:
     for n in options.n:
         ours_s, ours_cpu, ours_sink = run_ours(n, options.concurrency)
         line = f"{n:>8,} {ours_s:>8.1f} {n / ours_s:>10,.0f} {ours_cpu / n * 1e3:>6.2f}ms"
+        print(f"  (ours: {line.strip()}; load average {os.getloadavg()[0]:.1f})", flush=True)
         if options.no_peer:
-            print(line, flush=True)
             continue
         peer_s, peer_cpu, peer_sink = run_peer(n)
         print(
