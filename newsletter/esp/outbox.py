@@ -51,7 +51,7 @@ class OutboxBackend:
 
     def send(self, variant: RenderedVariant, recipients: Sequence[Recipient]) -> list[RecipientResult]:
         results = []
-        template = self._templates(variant)
+        template = self._templates(variant) if len(recipients) > 1 else None
         for recipient in recipients:
             values = self.links.values(recipient, fields=variant.html_placeholders)
             data, message_id = render_or_build(template, self.settings, variant, recipient, values)

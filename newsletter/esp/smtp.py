@@ -110,7 +110,7 @@ class SmtpBackend:
     # --- sending -----------------------------------------------------------------------------------
     def send(self, variant: RenderedVariant, recipients: Sequence[Recipient]) -> list[RecipientResult]:
         results: list[RecipientResult] = []
-        template = self._templates(variant)
+        template = self._templates(variant) if len(recipients) > 1 else None
         conn = self._connection()
         for index, recipient in enumerate(recipients):
             values = self.links.values(recipient, fields=variant.html_placeholders)

@@ -224,7 +224,10 @@ def render_or_build(
 
 
 def template_cache(settings: Settings) -> Callable[[RenderedVariant], MessageTemplate | None]:
-    """A per-backend memo of `MessageTemplate.for_variant` (a send uses at most a few dozen variants)."""
+    """A per-backend memo of `MessageTemplate.for_variant` (a send uses at most a few dozen variants).
+
+    Backends ask for a template only for a batch of two or more: making one costs about two slow
+    messages, and a confirmation email (a variant of its own per address) or a test send has one."""
     cache: dict[tuple[str, int | None, str, str, str], MessageTemplate | None] = {}
 
     def get(variant: RenderedVariant) -> MessageTemplate | None:
