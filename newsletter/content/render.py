@@ -2,7 +2,8 @@
 
 `Renderer.variant(content, regions)` runs Jinja2 (autoescaped HTML, plain text) on `templates/email/`
 and premailer on the HTML, then keeps the result: a send of 100,000 subscribers over five regions
-renders at most 31 times. Per-recipient values (PERSONAL_FIELDS) are placeholders:
+renders at most 31 times. Premailer runs once per bulletin, not once per variant: the whole bulletin
+is inlined and each variant cut from it at the section marks of the template (`_InlinedUnion`). Per-recipient values (PERSONAL_FIELDS) are placeholders:
 
     HTML part   ~nlh~<field>~     filled with HTML-escaped values
     text part   ~nlt~<field>~     filled with raw values
