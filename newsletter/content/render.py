@@ -35,7 +35,7 @@ import jinja2
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.content import markdown
+from newsletter.content import archive, markdown
 from newsletter.content.types import (
     PERSONAL_FIELDS,
     BulletinContent,
@@ -219,7 +219,17 @@ class Renderer:
             "preheader_pad": _PREHEADER_PAD,
             "section_mark": _SECTION_MARK,
             "sections_end": _SECTIONS_END,
+            "archive_url": self.archive_url(content, selected),
         }
+
+    def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
+        """The public archive page of exactly what this variant holds: the email's "view online" link,
+        the same for every recipient of the variant and safe to forward. "" when the archive is off
+        (`ARCHIVE_ENABLED`) or the content is not stored yet: then the link is the personal one."""
+        if not self.settings.ARCHIVE_ENABLED or content.id is None:
+            return ""
+        regions = selected if selected != content.region_codes else ()
+        return self.settings.BASE_URL.rstrip("/") + archive.path(content.id, content.title, regions)
 
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
         context = self._context(content, selected, test)
@@ -249,6 +259,8 @@ class Renderer:
         if union is None:
             context = self._context(content, content.region_codes, test)
             context.update(regions_label=_LABEL_MARK, preheader=_PREHEADER_MARK)
+            if context["archive_url"]:
+                context["archive_url"] = _ARCHIVE_MARK
             source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
             union = _InlinedUnion.cut(inline_css(source), len(content.sections))
             with self._lock:
@@ -292,6 +304,9 @@ _SECTION_MARK = _Mark(f"<!--{_MARK}-section~-->")
 _SECTIONS_END = _Mark(f"<!--{_MARK}-sections-end~-->")
 _LABEL_MARK = _Placeholder(f"{_MARK}v~regions_label~")
 _PREHEADER_MARK = _Placeholder(f"{_MARK}v~preheader~")
+_ARCHIVE_MARK = _Placeholder(f"{_MARK}v~archive_url~")
+# A URL lxml writes into an href exactly as given: nothing it would entity- or percent-escape.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9._~:/?#@!'()*+,;=%-]*")
 
 
 def inline_css_marked(html: str) -> str:
@@ -303,7 +318,7 @@ class _InlinedUnion:
     """A bulletin with all its sections, inlined once, cut at the template's section marks.
 
     Premailer is most of a render's time, and a bulletin has up to 31 variants that differ only in
-    which sections they hold, the regions named in the footer and the preheader. Inlining styles each
+    which sections they hold, the regions named in the footer, the preheader and the archive link. Inlining styles each
     element by the rules that match it, and the stylesheet has no rule that looks at siblings, so an
     inlined section does not depend on which others are present: a variant is the inlined head, its
     sections and the tail, with the label and preheader written in as the HTML serializer writes text.
@@ -335,6 +350,11 @@ class _InlinedUnion:
         html = self.head + body + self.tail
         for mark, value in ((_LABEL_MARK, context["regions_label"]), (_PREHEADER_MARK, context["preheader"])):
             html = html.replace(mark, _html_text(str(_finalize(value))))
+        if _ARCHIVE_MARK in html:
+            url = str(context["archive_url"])
+            if not _PLAIN_URL.fullmatch(url):
+                return None  # the serializer would escape it: let premailer write this variant itself
+            html = html.replace(_ARCHIVE_MARK, url)
         return html
 
 
