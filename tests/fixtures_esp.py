@@ -152,6 +152,16 @@ class _Recorder:
         return "250 Message accepted for delivery"
 
 
+class _PipeliningRecorder(_Recorder):
+    """Also offers PIPELINING (RFC 2920) in its EHLO reply; aiosmtpd reads pipelined commands in order."""
+
+    async def handle_EHLO(
+        self, server: SMTPServer, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def _authenticate(
     server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
 ) -> AuthResult:
@@ -172,11 +182,11 @@ def _free_port() -> int:
 class SmtpTestServer:
     """aiosmtpd on 127.0.0.1 that records messages; optional STARTTLS (`tls_context`) and AUTH."""
 
-    def __init__(self, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls_context: ssl.SSLContext | None = None, *, pipelining: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.tls_context = tls_context
-        self.recorder = _Recorder()
+        self.recorder = _PipeliningRecorder() if pipelining else _Recorder()
         self.controller: Controller | None = None
 
     def start(self) -> SmtpTestServer:

@@ -365,10 +365,13 @@ def import_subscribers(
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
         plan = _plan_chunk(chunk, known, region_ids, report, source, now)
-        for sid, email in queries.insert_subscribers(session, plan.new_rows).items():
-            plan.region_sets[sid] = {region_ids[c] for c in plan.new_regions[email]}
+        created = {
+            sid: {region_ids[c] for c in plan.new_regions[email]}
+            for sid, email in queries.insert_subscribers(session, plan.new_rows).items()
+        }
         queries.update_subscribers(session, plan.updates)
         queries.replace_regions(session, plan.region_sets)
+        queries.replace_regions(session, created, created=True)
         if progress:
             progress(len(chunk))
     if not dry_run:
