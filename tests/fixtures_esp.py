@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -34,6 +35,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from newsletter.content.render import html_placeholder, text_placeholder
 from newsletter.content.types import PERSONAL_FIELDS, Recipient, RenderedVariant
+from newsletter.mail.tokens import Purpose, read_token
 from newsletter.testing.fake_esp import FakeEsp
 
 FAKE_API_KEY = "SG.fake-api-key-for-tests"
@@ -240,3 +242,23 @@ def smtp_server() -> Iterator[SmtpTestServer]:
     server = SmtpTestServer().start()
     yield server
     server.stop()
+
+
+def unsubscribe_url_of(message: EmailMessage, settings: Any, recipient: Recipient) -> str:
+    """The one-click URL in `message`'s List-Unsubscribe, checked to carry a valid unsubscribe token for
+    `recipient` (read back, not rebuilt: a rebuilt token differs once the clock passes a second)."""
+    header = str(message["List-Unsubscribe"])
+    assert header.startswith("<") and header.endswith(">"), header
+    url = header[1:-1]
+    prefix = settings.BASE_URL.rstrip("/") + "/unsubscribe/"
+    assert url.startswith(prefix), url
+    token = url.removeprefix(prefix)
+    subscriber = read_token(
+        settings.secret_keys,
+        token,
+        Purpose.UNSUBSCRIBE,
+        max_age=timedelta(days=1),
+        secret=recipient.link_secret,
+    )
+    assert subscriber == recipient.subscriber_id
+    return url

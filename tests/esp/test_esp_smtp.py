@@ -21,7 +21,7 @@ from newsletter.core.config import Settings
 from newsletter.esp import backend_for
 from newsletter.esp.base import AuthFailed, RetryableError
 from newsletter.esp.smtp import SmtpBackend
-from newsletter.mail.links import Links
+from tests.fixtures_esp import unsubscribe_url_of
 
 if TYPE_CHECKING:
     from tests.fixtures_esp import SmtpTestServer
@@ -64,11 +64,9 @@ def test_each_recipient_gets_their_own_complete_message(
     received = smtp_server.messages
     assert [m.rcpt_tos for m in received] == [[r.email] for r in recipients]
     assert {m.mail_from for m in received} == {"bulletin@example.org"}
-    links = Links(basic_settings)
     for result, message in zip(results, smtp_server.parsed(), strict=True):
-        values = links.values(result.recipient)
         assert message["Message-ID"] == result.message_id
-        assert message["List-Unsubscribe"] == f"<{values['unsubscribe_url']}>"
+        unsubscribe_url_of(message, basic_settings, result.recipient)
         text = message.get_body(("plain",))
         assert text is not None and f"Dear {result.recipient.name}," in text.get_content()
 
