@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,11 +24,13 @@ from sqlmodel import Session
 from newsletter.cli import context
 from newsletter.cli.bulletins import bulletins_app, local_time
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
+from newsletter.esp.outbox import DIRECT_DIR
 from newsletter.sending import dispatcher
 from newsletter.sending.dispatcher import Dispatcher, SendSummary
 
 DEMO_BULLETIN = "sample-bulletin.txt"
 DEMO_SUBSCRIBERS = "sample.csv"
+DEMO_DATABASE = "newsletter.db"
 
 
 def register(app: typer.Typer) -> None:
@@ -166,11 +169,15 @@ def run_command(
     """Run the whole service in one process until Ctrl-C: the scheduler (weekly slot, send loop) and
     the web app (supporters' pages, admin, webhooks). `newsletter web` and `newsletter worker` run
     them apart."""
-    from newsletter.cli.web import serve
+    from newsletter.cli.web import serve, settings_for
     from newsletter.sending.scheduler import run_scheduler
 
     context.configure_logging()
     settings = context.settings()
+    host = host or settings.WEB_HOST
+    port = port or settings.WEB_PORT
+    if web:  # the scheduler's emails link to the web app this process serves
+        settings = settings_for(host, port)
     if not web:
         with _stop_on_signals() as stop:
             run_scheduler(settings, stop, engine=context.engine())
@@ -192,7 +199,7 @@ def run_command(
     # again for the handler it found: this one, so that the scheduler below still stops cleanly.
     previous = signal.signal(signal.SIGTERM, exit_cleanly)
     try:
-        serve(settings, host or settings.WEB_HOST, port or settings.WEB_PORT)
+        serve(settings, host, port)
     except KeyboardInterrupt:
         pass
     finally:
@@ -207,12 +214,8 @@ def run_command(
 def _fresh(directory: Path) -> tuple[Path, Path]:
     """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
     directory.mkdir(parents=True, exist_ok=True)
-    database = directory / "newsletter.core.db"
-    for path in (
-        database,
-        database.with_name("newsletter.core.db-wal"),
-        database.with_name("newsletter.core.db-shm"),
-    ):
+    database = directory / DEMO_DATABASE
+    for path in (database, database.with_name(DEMO_DATABASE + "-wal"), database.with_name(DEMO_DATABASE + "-shm")):
         path.unlink(missing_ok=True)
     outbox = directory / "outbox"
     if outbox.exists():
@@ -271,7 +274,7 @@ def demo_command(
         bulletin_id = bulletin.id
     assert bulletin_id is not None
     out.print(
-        f"demo database {directory / 'newsletter.core.db'}: {report.created} subscribers imported, "
+        f"demo database {directory / DEMO_DATABASE}: {report.created} subscribers imported, "
         f"bulletin {bulletin_id} {content.title!r} scheduled now"
     )
 
@@ -305,6 +308,22 @@ def demo_command(
     out.print(f"{len(files)} messages in {folder}/" + (f" (open one: {files[0]})" if files else ""))
     if summary.status != BulletinStatus.SENT:
         raise typer.Exit(1)
+    _print_next_steps(directory, settings)
+
+
+def _print_next_steps(directory: Path, settings: Settings) -> None:
+    """How to follow the links in the demo's messages: the web app and scheduler on the demo's database
+    and outbox, so that confirmation emails land beside the bulletin (in `outbox/direct/`)."""
+    out = context.console
+    env = f"DATABASE_URL={settings.DATABASE_URL} OUTBOX_DIR={settings.OUTBOX_DIR}"
+    out.print("\nto follow the links in those messages, serve the demo (mail from the web app lands in")
+    out.print(f"{Path(settings.OUTBOX_DIR) / DIRECT_DIR}/):")
+    if not os.environ.get("SECRET_KEY"):
+        out.print("  (first `export SECRET_KEY=…` and run the demo again: links are signed with it)")
+    command = sys.argv[0] if Path(sys.argv[0]).name == "newsletter" else "newsletter"
+    out.print(f"  export {env}")
+    out.print(f"  {command} users add you@example.org --role staff")
+    out.print(f"  {command} run     # scheduler and web app: {settings.BASE_URL}/admin for staff, / for the public")
 
 
 # --- bulletins schedule | pause | resume | cancel -------------------------------------------------------

@@ -54,9 +54,10 @@ PREHEADER_CHARS = 110
 # Invisible filler after the preheader, so that clients do not pull body text into the inbox preview.
 _PREHEADER_PAD = "\u034f\u00a0" * 60
 
-KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise"}
-TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] "}
+KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise", ItemKind.PLAIN: ""}
+"""The label above an item in HTML; a plain item has none."""
 TEXT_INDENT = " " * 9
+TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] ", ItemKind.PLAIN: TEXT_INDENT}
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")

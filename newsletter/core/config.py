@@ -205,6 +205,27 @@ class Settings(BaseSettings):
         return default_templates_dir()
 
 
+def served_base_url(settings: Settings, host: str, port: int) -> tuple[Settings, str]:
+    """The settings a web server on `host:port` should use, and a line saying where links point.
+
+    Unset `BASE_URL`: derived from the address actually served (a wildcard host becomes 127.0.0.1),
+    so `newsletter web --port 8080` does not send subscribers to a dead port. Set and different:
+    kept (a reverse proxy usually serves the public address), with a warning in the line.
+    """
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    served = f"http://{shown}:{port}"
+    if "BASE_URL" not in settings.model_fields_set:
+        derived = settings.model_copy(update={"BASE_URL": served})
+        return derived, f"BASE_URL is not set: links in emails and pages use {served}"
+    if settings.BASE_URL.rstrip("/") != served:
+        return settings, (
+            f"warning: BASE_URL is {settings.BASE_URL} but this server listens on {served}; "
+            "links in emails and pages use BASE_URL"
+        )
+    return settings, f"links in emails and pages use BASE_URL {settings.BASE_URL}"
+
+
 def default_templates_dir() -> Path:
     packaged = _PACKAGE / "templates"
     if packaged.is_dir():

@@ -10,6 +10,8 @@ statements:
     skip_locked(bind, select)       `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's BEGIN IMMEDIATE
                                     already serialises writers (see `newsletter.core.db`)
     insert_many(conn, table, rows)  bulk rows: COPY on PostgreSQL, a DB-API executemany on SQLite
+    with_name_words(bind, query, subscriber, words)   names containing words, case and accents ignored:
+                                    FTS5 on SQLite, a GIN full-text index on PostgreSQL
 
 Why one place: a dialect branch hidden in a service is a rule that only one database tests.
 """
@@ -17,6 +19,7 @@ Why one place: a dialect branch hidden in a service is a rule that only one data
 from __future__ import annotations
 
 import operator
+import re
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -115,3 +118,44 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         return
     marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", params)
+
+
+NAME_WORDS_FTS = "subscriber_name_words"
+"""SQLite's FTS5 index of subscriber names (built by the `name_search` migration, kept by triggers)."""
+SEARCH_OBJECTS = frozenset(
+    {NAME_WORDS_FTS, *(f"{NAME_WORDS_FTS}_{shadow}" for shadow in ("data", "idx", "docsize", "config", "content"))}
+    | {"ix_subscriber_name_words"}
+)
+"""Schema objects of the name search that the models cannot describe (a virtual table, a GIN expression
+index): the schema comparison leaves them out."""
+_WORD = re.compile(r"\w+")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search box, lower-cased: letters and digits only, so no query syntax gets through."""
+    return _WORD.findall(text.casefold())
+
+
+def with_name_words(
+    bind: Bind | str, query: sa.Select[Any], subscriber: sa.Table, words: list[str]
+) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
+    """`query` (over `subscriber`) kept to names with a word starting with each of `words`, ignoring case
+    and accents ("nai muller" finds "Priya Nair-Müller"); and the id column to order and page it by.
+
+    SQLite drives the query from the FTS5 index in rowid order, so `ORDER BY` that column `DESC LIMIT n`
+    stops after n matches however common the word; PostgreSQL's planner picks the GIN index or a
+    backward primary-key scan from its statistics on the indexed expression.
+    """
+    if is_pg(bind):
+        simple = sa.literal_column("'simple'::regconfig")
+        vector = sa.func.to_tsvector(simple, sa.func.newsletter_unaccent(subscriber.c.name))
+        terms = " & ".join(f"{w}:*" for w in words)
+        return query.where(vector.op("@@")(sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms)))), (
+            subscriber.c.id
+        )
+    fts = sa.table(NAME_WORDS_FTS, sa.column("rowid"))
+    terms = " ".join(f'"{w}"*' for w in words)
+    matched = query.join_from(subscriber, fts, fts.c.rowid == subscriber.c.id).where(
+        sa.literal_column(NAME_WORDS_FTS).op("MATCH")(terms)
+    )
+    return matched, fts.c.rowid
