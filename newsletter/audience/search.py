@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from newsletter.audience.subscribers import COLUMNS
-from newsletter.core.dialect import search_words, with_name_words
+from newsletter.core.dialect import rows_with_name_words, search_words
 from newsletter.core.models import REGION, SUBSCRIBER, SUBSCRIPTION
 
 PAGE_SIZE = 50
@@ -76,14 +76,23 @@ def filtered(query: sa.Select[Any], region: str, status: str) -> sa.Select[Any]:
     return query
 
 
-def _page_query(
-    bind: sa.Connection, filters: Filters, mode: str, cursor: str | None, limit: int
-) -> sa.Select[Any]:
-    query = filtered(
+def _base_query(filters: Filters) -> sa.Select[Any]:
+    return filtered(
         sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status, _sub.c.created_at),
         filters.region,
         filters.status,
     )
+
+
+def _rows(conn: sa.Connection, filters: Filters, mode: str, cursor: str | None, limit: int) -> list[Any]:
+    if mode == "name":
+        before = int(cursor) if cursor else None
+        return rows_with_name_words(conn, _base_query(filters), _sub, search_words(filters.q), before, limit)
+    return list(conn.execute(_page_query(filters, mode, cursor, limit)))
+
+
+def _page_query(filters: Filters, mode: str, cursor: str | None, limit: int) -> sa.Select[Any]:
+    query = _base_query(filters)
     text = filters.q.strip().lower()
     if mode == "browse":
         if cursor:
@@ -94,10 +103,7 @@ def _page_query(
         if cursor:
             query = query.where(_sub.c.email > cursor)
         return query.order_by(_sub.c.email).limit(limit)
-    query, order = with_name_words(bind, query, _sub, search_words(text))
-    if cursor:
-        query = query.where(order < int(cursor))
-    return query.order_by(order.desc()).limit(limit)
+    raise RuntimeError(f"mode {mode!r} has no single query (see _rows)")
 
 
 def _cursor(mode: str, row: Any) -> str:
@@ -120,13 +126,13 @@ def search_page(
     if mode == "name" and not search_words(filters.q):
         mode = "email"  # punctuation only: no word to look for
     try:
-        rows = list(conn.execute(_page_query(conn, filters, mode, cursor, limit + 1)))
+        rows = _rows(conn, filters, mode, cursor, limit + 1)
     except ValueError:  # a forged cursor
-        rows, cursor = list(conn.execute(_page_query(conn, filters, mode, None, limit + 1))), None
+        rows, cursor = _rows(conn, filters, mode, None, limit + 1), None
     notes = []
     if not rows and mode == "name" and cursor is None:
         mode = "email"
-        rows = list(conn.execute(_page_query(conn, filters, mode, None, limit + 1)))
+        rows = _rows(conn, filters, mode, None, limit + 1)
         notes.append("No name has those words; showing addresses that start with it.")
     more = len(rows) > limit
     rows = rows[:limit]

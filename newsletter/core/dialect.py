@@ -122,12 +122,16 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
 
 NAME_WORDS_FTS = "subscriber_name_words"
 """SQLite's FTS5 index of subscriber names (built by the `name_search` migration, kept by triggers)."""
+NAME_WORDS_COLUMN = "name_words"
+"""PostgreSQL's generated tsvector column of `subscriber` (same migration), with a GIN index."""
 SEARCH_OBJECTS = frozenset(
     {NAME_WORDS_FTS, *(f"{NAME_WORDS_FTS}_{shadow}" for shadow in ("data", "idx", "docsize", "config", "content"))}
-    | {"ix_subscriber_name_words"}
+    | {NAME_WORDS_COLUMN, "ix_subscriber_name_words"}
 )
-"""Schema objects of the name search that the models cannot describe (a virtual table, a GIN expression
-index): the schema comparison leaves them out."""
+"""Schema objects of the name search that the models cannot describe (a virtual table, a column and an
+index that exist on one database only): the schema comparison leaves them out."""
+RECENT_WINDOW = 5_000
+"""PostgreSQL's name search first looks among this many newest rows (see `rows_with_name_words`)."""
 _WORD = re.compile(r"\w+")
 
 
@@ -136,26 +140,57 @@ def search_words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def with_name_words(
-    bind: Bind | str, query: sa.Select[Any], subscriber: sa.Table, words: list[str]
-) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
-    """`query` (over `subscriber`) kept to names with a word starting with each of `words`, ignoring case
-    and accents ("nai muller" finds "Priya Nair-Müller"); and the id column to order and page it by.
+def rows_with_name_words(
+    conn: sa.Connection,
+    query: sa.Select[Any],
+    subscriber: sa.Table,
+    words: list[str],
+    before: int | None,
+    limit: int,
+) -> list[Any]:
+    """Rows of `query` (over `subscriber`) whose name has each of `words`, ignoring case and accents,
+    newest first, ids below `before`. The last word may be the start of a word, as typed so far
+    ("muller pri" finds "Priya Müller"); the others are whole words, which both indexes intersect
+    quickly (a prefix of a common word is a long list to read).
 
-    SQLite drives the query from the FTS5 index in rowid order, so `ORDER BY` that column `DESC LIMIT n`
-    stops after n matches however common the word; PostgreSQL's planner picks the GIN index or a
-    backward primary-key scan from its statistics on the indexed expression.
+    SQLite drives the query from the FTS5 index in rowid order, so it stops after `limit` matches however
+    common the word. PostgreSQL's planner cannot tell a rare word from a common one (a prefix query has
+    no statistics), and its wrong guess costs seconds either way, so the plan is fixed here: first the
+    `RECENT_WINDOW` newest rows one by one (a common word fills the page there), then, only if the page is
+    not full, the GIN index for the older rows (a word rare enough to get there has few matches).
     """
-    if is_pg(bind):
-        simple = sa.literal_column("'simple'::regconfig")
-        vector = sa.func.to_tsvector(simple, sa.func.newsletter_unaccent(subscriber.c.name))
-        terms = " & ".join(f"{w}:*" for w in words)
-        return query.where(vector.op("@@")(sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms)))), (
-            subscriber.c.id
+    order = subscriber.c.id
+    if not is_pg(conn):
+        fts = sa.table(NAME_WORDS_FTS, sa.column("rowid"))
+        terms = " ".join(f'"{w}"' for w in words[:-1]) + f' "{words[-1]}"*'
+        order = fts.c.rowid
+        query = query.join_from(subscriber, fts, fts.c.rowid == subscriber.c.id).where(
+            sa.literal_column(NAME_WORDS_FTS).op("MATCH")(terms)
         )
-    fts = sa.table(NAME_WORDS_FTS, sa.column("rowid"))
-    terms = " ".join(f'"{w}"*' for w in words)
-    matched = query.join_from(subscriber, fts, fts.c.rowid == subscriber.c.id).where(
-        sa.literal_column(NAME_WORDS_FTS).op("MATCH")(terms)
+        if before is not None:
+            query = query.where(order < before)
+        return list(conn.execute(query.order_by(order.desc()).limit(limit)))
+
+    simple = sa.literal_column("'simple'::regconfig")
+    terms = " & ".join([*words[:-1], f"{words[-1]}:*"])
+    matches = sa.literal_column(f"{subscriber.name}.{NAME_WORDS_COLUMN}").op("@@")(
+        sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms))
     )
-    return matched, fts.c.rowid
+    if before is not None:
+        query = query.where(order < before)
+    ids = sa.select(order).order_by(order.desc()).limit(RECENT_WINDOW)
+    if before is not None:
+        ids = ids.where(order < before)
+    window = ids.subquery()
+    floor = sa.select(sa.func.min(window.c.id)).scalar_subquery()
+    recent = list(conn.execute(query.where(matches, order >= floor).order_by(order.desc()).limit(limit)))
+    if len(recent) >= limit:
+        return recent
+    # The floor as a value, not a subquery: with an unknown bound the planner guesses "a third of the
+    # table" and scans the primary key; MATERIALIZED keeps it from sorting its way through the index.
+    lowest = conn.execute(sa.select(sa.func.min(window.c.id))).scalar()
+    if lowest is None:
+        return recent
+    older = query.where(matches, order < lowest).cte("older").prefix_with("MATERIALIZED")
+    rest = sa.select(older).order_by(older.c.id.desc()).limit(limit - len(recent))
+    return recent + list(conn.execute(rest))
