@@ -7,10 +7,11 @@ whole CLI at another database through the environment, and so the engine is made
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +24,20 @@ from newsletter.core.db import make_engine, session_scope
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")]
 """The `--json` option of commands whose JSON output scripts rely on."""
+
+
+def choice(values: type[StrEnum], help: str) -> Any:
+    """A typer option taking one value of an enum, as text. A wrong one gets click's plain "'admin' is
+    not one of 'staff', 'volunteer'"; an Enum annotation gets pydantic's "Value error, …" in recent Typer."""
+    names = [v.value for v in values]
+
+    def check(value: str) -> str:
+        if value not in names:
+            raise typer.BadParameter(f"{value!r} is not one of " + ", ".join(repr(n) for n in names))
+        return value
+
+    return typer.Option(help=help, metavar="|".join(names), callback=check)
+
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,6 +14,7 @@ from rich.table import Table
 from newsletter.audience.search import export_query, export_rows, regions_by_subscriber
 from newsletter.audience.subscribers import import_subscribers
 from newsletter.cli import context
+from newsletter.cli.output import is_stdout, open_output
 from newsletter.content.regions import RegionIndex
 from newsletter.core.errors import NewsletterError, NotFound
 from newsletter.core.status import SubscriberStatus
@@ -118,15 +119,16 @@ def list_command(
 
 @subscribers_app.command("export")
 def export_command(
-    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output.")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="Write here instead of standard output ('-' or nothing: stdout).")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="Only subscribers of this region.")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
     """Export subscribers as CSV in the import format (an export imports back unchanged)."""
     code = _check_filters(region, status)
-    out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     count = 0
-    try:
+    with open_output(file) as out:
         writer = csv.writer(out, lineterminator="\n")
         with context.engine().connect() as conn:
             rows = export_rows(conn, code, status)
@@ -134,8 +136,5 @@ def export_command(
             for row in rows:
                 writer.writerow(row)
                 count += 1
-    finally:
-        if file:
-            out.close()
-    if file:
+    if file and not is_stdout(file):
         context.console.print(f"{count} subscribers written to {file}")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.core.errors import ConfigError
@@ -240,6 +240,22 @@ def default_subscribers_dir() -> Path:
     return _PACKAGE.parent / "subscribers"
 
 
+def _setting_problem(error: Any) -> str:
+    """One pydantic error as "NAME: problem (got 'value')", without pydantic's "Value error, " prefix."""
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = repr(error.get("input"))
+    return f"{name}: {message}" if given in message else f"{name}: {message} (got {given})"
+
+
 def get_settings(**overrides: object) -> Settings:
-    """A fresh settings object; keyword arguments override the environment (tests, the demo)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """A fresh settings object; keyword arguments override the environment (tests, the demo).
+
+    A bad value raises `ConfigError` naming each setting and its problem on one line, so a command
+    stops with that line instead of pydantic's traceback.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(_setting_problem(error) for error in exc.errors())
+        raise ConfigError(f"bad setting: {problems}") from None

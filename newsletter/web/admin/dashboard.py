@@ -17,7 +17,7 @@ from newsletter.core.status import BulletinStatus, DeliveryStatus
 from newsletter.sending import dispatcher
 from newsletter.sending.dispatcher import SendSummary
 from newsletter.web.admin.bulletins import get_bulletin_or_404
-from newsletter.web.admin.pages import render
+from newsletter.web.admin.pages import duration_text, render
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep
 
@@ -70,6 +70,9 @@ def _progress(session: Session, bulletin: Bulletin, summary: SendSummary) -> dic
         "recent_rate": recent_rate,
         "average_rate": summary.rate or 0.0,
         "duration": summary.duration,
+        "duration_text": duration_text(summary.duration),
+        # A finished send has no "last minute": its figures are the whole run's.
+        "finished": summary.finished_at is not None and not summary.open,
         "eta": summary.open / recent_rate if recent and summary.open else None,
     }
 

@@ -1,0 +1,65 @@
+"""The admin for everyday work: readable times, a finished send's figures (over HTTP, both databases)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter.core.models import AuditEntry, Bulletin
+from tests.web.test_admin import STAFF, login
+
+
+@pytest.fixture
+def staff_client(live_server, session):
+    from newsletter.accounts import create_user
+    from newsletter.core.status import Role
+    from tests.web.test_admin import PASSWORD
+
+    create_user(session, STAFF, PASSWORD, Role.STAFF)
+    session.commit()
+    with login(live_server, STAFF) as client:
+        yield client
+
+
+def test_audit_times_are_local_readable_and_exact_on_hover(staff_client, session):
+    at = datetime(2026, 7, 8, 21, 35, 55, 929420, tzinfo=UTC)  # summer: London is UTC+1
+    changes = {"confirmed_at": [None, str(at)], "name": ["A", "B"]}
+    session.add(AuditEntry(actor="cli", action="subscriber.update", entity_type="subscriber", entity_id=None,
+                           changes=json.dumps(changes), at=at))
+    session.commit()
+    page = staff_client.get("/admin/audit").text
+    tag = (
+        '<time datetime="2026-07-08T21:35:55+00:00" '
+        'title="Wednesday 08 July 2026, 22:35:55 BST (UTC+0100)">08 Jul 2026, 22:35 BST</time>'
+    )
+    assert page.count(tag) == 2  # when it happened, and the time in its changes
+    assert "21:35:55.929420" not in page
+    assert "<strong>name</strong>: A → B" in page
+
+
+def test_a_finished_send_shows_its_duration_and_average_rate(
+    staff_client, make_bulletin, make_subscribers, session, settings
+):
+    from newsletter.core.db import make_engine
+    from newsletter.sending import dispatcher
+
+    make_subscribers(20)
+    bulletin = make_bulletin()
+    dispatcher.send_now(session, bulletin.id)
+    session.commit()
+    engine = make_engine(settings.DATABASE_URL)
+    dispatcher.Dispatcher(settings, engine).run_until_done(bulletin.id)
+    engine.dispose()
+    start = datetime(2026, 7, 8, 7, 0, tzinfo=UTC)
+    session.execute(
+        sa.update(Bulletin)
+        .where(Bulletin.id == bulletin.id)  # type: ignore[arg-type]
+        .values(started_at=start, finished_at=start + timedelta(seconds=130))
+    )
+    session.commit()
+    page = staff_client.get(f"/admin/bulletins/{bulletin.id}/dashboard").text
+    assert "Took 2 min 10 s: 0.2 recipients/s on average." in page
+    assert "over the last minute" not in page
