@@ -116,6 +116,7 @@ def load_content(session: Session, bulletin_id: int) -> BulletinContent:
         scripture_reference=bulletin.scripture_reference,
         intro=bulletin.intro,
         sections=tuple(sections),
+        send_time=bulletin.started_at or bulletin.send_at,
     )
 
 

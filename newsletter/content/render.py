@@ -26,6 +26,7 @@ import html as html_lib
 import logging
 import re
 import threading
+from datetime import UTC, date, datetime
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -41,7 +42,7 @@ from newsletter.content.types import (
     RenderedVariant,
     variant_key,
 )
-from newsletter.core.config import Settings
+from newsletter.core.config import Settings, render_subject
 from newsletter.core.status import ItemKind
 
 _MARK = "~nl"
@@ -192,6 +193,8 @@ class Renderer:
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
         preheader = markdown.excerpt(first, PREHEADER_CHARS)
         context = {
+            **self._brand_context(),
+            "dateline": self._dateline(content),
             "lang": "en",
             "title": content.title,
             "content": content,
@@ -210,9 +213,43 @@ class Renderer:
         text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
         return html, _tidy_text(text), preheader
 
+    def _brand_context(self) -> dict[str, Any]:
+        """The branding settings every email template sees (`brand.*`)."""
+        s = self.settings
+        return {
+            "brand": {
+                "logo_url": s.LOGO_URL,
+                "logo_alt": s.LOGO_ALT,
+                "accent": s.ACCENT_COLOUR,
+                "donate_url": s.DONATE_URL,
+                "donate_label": s.DONATE_LABEL,
+            }
+        }
+
+    def issue_date(self, content: BulletinContent) -> date:
+        """The day the bulletin is (or was) sent, in `TIMEZONE`; today for one not planned yet."""
+        when = content.send_time or datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(self.settings.tz).date()
+
+    def _dateline(self, content: BulletinContent) -> str:
+        """The line under the title: the date ("7 December 2026"), the issue number, or nothing."""
+        if self.settings.DATELINE == "issue":
+            return f"Issue {content.id}" if content.id else ""
+        if self.settings.DATELINE == "date":
+            day = self.issue_date(content)
+            return f"{day.day} {day:%B %Y}"
+        return ""
+
+    def subject(self, content: BulletinContent) -> str:
+        """The subject line: `SUBJECT_TEMPLATE` filled in, or the bulletin's subject as written."""
+        title = content.subject or content.title
+        return render_subject(self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0)
+
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
         html, text, preheader = self.sources(content, selected, test)
-        subject = content.subject or content.title
+        subject = self.subject(content)
         return RenderedVariant(
             key=variant_key(selected),
             regions=selected,
@@ -231,6 +268,7 @@ class Renderer:
         name = display_name(name)
         org = self.settings.ORG_NAME
         context = {
+            **self._brand_context(),
             "lang": "en",
             "title": f"Confirm your subscription to {org}",
             "test": False,

@@ -8,12 +8,14 @@ command that does not need a secret (importing a CSV, say) still runs without on
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.core.errors import ConfigError
@@ -62,6 +64,15 @@ class Settings(BaseSettings):
     LIST_ID: str = "prayer-bulletin.example.org"
     BASE_URL: str = "http://127.0.0.1:8000"
     UNSUBSCRIBE_MAILTO: str = ""
+
+    # --- branding (no template editing needed) -------------------------------------------------
+    LOGO_URL: str = ""
+    LOGO_ALT: str = ""
+    ACCENT_COLOUR: str = "#1d4e89"
+    DONATE_URL: str = ""
+    DONATE_LABEL: str = "Give to our work"
+    DATELINE: Literal["date", "issue", "none"] = "date"
+    SUBJECT_TEMPLATE: str = ""
 
     # --- secrets ---------------------------------------------------------------------------------
     SECRET_KEY: str = ""
@@ -126,6 +137,39 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {name!r}") from exc
         return name
+
+    @field_validator("ACCENT_COLOUR")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()):
+            raise ValueError(f"expected a colour like #1d4e89, got {value!r}")
+        return value.strip().lower()
+
+    @field_validator("LOGO_URL", "DONATE_URL")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"https?://[^\s\"'<>]+$", value):
+            raise ValueError(f"expected an http(s):// address, got {value!r}")
+        return value
+
+    @field_validator("SUBJECT_TEMPLATE")
+    @classmethod
+    def _subject_template(cls, template: str) -> str:
+        """Tried once here, so a typo stops the start-up instead of a send."""
+        try:
+            render_subject(template, "Title", date(2026, 12, 7), 1)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"cannot use {template!r}: {exc!r} (fields: {{title}}, {{date:%d %B %Y}}, {{issue}})"
+            ) from None
+        return template
+
+    @model_validator(mode="after")
+    def _logo_needs_alt(self) -> Settings:
+        if self.LOGO_URL and not self.LOGO_ALT.strip():
+            raise ValueError("LOGO_ALT is required with LOGO_URL (what a reader without images is told)")
+        return self
 
     # --- derived values --------------------------------------------------------------------------
     @property
@@ -203,6 +247,13 @@ class Settings(BaseSettings):
         if self.TEMPLATES_DIR is not None:
             return self.TEMPLATES_DIR
         return default_templates_dir()
+
+
+def render_subject(template: str, title: str, issue_date: date, issue: int) -> str:
+    """A subject from `SUBJECT_TEMPLATE` (empty: the title itself), e.g. "{title} – {date:%d %B %Y}"."""
+    if not template:
+        return title
+    return template.format(title=title, date=issue_date, issue=issue)
 
 
 def served_base_url(settings: Settings, host: str, port: int) -> tuple[Settings, str]:
