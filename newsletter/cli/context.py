@@ -67,6 +67,12 @@ def session() -> Iterator[Session]:
         yield s
 
 
+def warn_about_sender() -> None:
+    """Print the settings' sender warnings (no postal address…) on stderr before work that sends."""
+    for warning in settings().sender_warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+
+
 def progress(transient: bool = False) -> Progress:
     """A progress bar on stderr, so that stdout stays clean for JSON and CSV output."""
     return Progress(

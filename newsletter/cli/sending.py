@@ -108,6 +108,7 @@ def send_command(
     """Send a bulletin now, with a live progress bar. Ctrl-C stops after the batches in flight;
     running the command again (or the scheduler) carries on where it stopped."""
     _logging_with_progress()
+    context.warn_about_sender()
     settings = context.settings()
     engine = context.engine()
     with context.session() as session:
@@ -152,6 +153,7 @@ def worker_command(
     from newsletter.sending.scheduler import run_scheduler, run_until_idle
 
     context.configure_logging()
+    context.warn_about_sender()
     with _stop_on_signals() as stop:
         if until_idle:
             run_until_idle(context.settings(), stop, engine=context.engine())
@@ -173,6 +175,7 @@ def run_command(
     from newsletter.sending.scheduler import run_scheduler
 
     context.configure_logging()
+    context.warn_about_sender()
     settings = context.settings()
     host = host or settings.WEB_HOST
     port = port or settings.WEB_PORT

@@ -238,6 +238,28 @@ class Settings(BaseSettings):
         return "outbox"
 
     @property
+    def sender_warnings(self) -> list[str]:
+        """What is legal or sensible to fix before a bulk send, in words for staff (empty: nothing).
+
+        Shown on the admin home page and logged when the scheduler or a send starts.
+        """
+        warnings = []
+        if not self.ORG_POSTAL_ADDRESS.strip():
+            warnings.append(
+                "ORG_POSTAL_ADDRESS is empty: bulk-mail law (CAN-SPAM, PECR) requires the sender's postal "
+                "address in every bulletin"
+            )
+        if self.FROM_EMAIL.endswith(("@example.org", "@example.com")):
+            warnings.append(f"FROM_EMAIL is still the example address {self.FROM_EMAIL}")
+        return warnings
+
+    @property
+    def branding(self) -> dict[str, str]:
+        """The branding settings as staff see them in the admin (setting name → value, empty ones too)."""
+        names = ("LOGO_URL", "LOGO_ALT", "ACCENT_COLOUR", "DONATE_URL", "DONATE_LABEL", "DATELINE", "SUBJECT_TEMPLATE")
+        return {name: str(getattr(self, name)) for name in ("ORG_NAME", "ORG_POSTAL_ADDRESS", *names)}
+
+    @property
     def staff_test_recipients(self) -> list[str]:
         return [a.strip() for a in self.STAFF_TEST_RECIPIENTS.split(",") if a.strip()]
 

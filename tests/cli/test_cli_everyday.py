@@ -84,3 +84,11 @@ def test_help_shows_no_bool_types_and_reflows_paragraphs(cli):
     # paragraphs are re-flowed to the terminal (80 columns here), not broken where the source is
     assert "  Run the whole service in one process until Ctrl-C: the scheduler (weekly slot," in lines
     assert "  --web / --no-web  Serve the web app beside the scheduler.  [default: web]" in lines
+
+
+def test_sending_commands_warn_when_the_postal_address_is_empty(cli, monkeypatch, make_bulletin, session):
+    monkeypatch.setenv("ORG_POSTAL_ADDRESS", "")
+    bulletin = make_bulletin()
+    session.commit()
+    result = cli("send", str(bulletin.id))
+    assert "warning: ORG_POSTAL_ADDRESS is empty: bulk-mail law" in result.stderr

@@ -83,3 +83,10 @@ def test_bad_branding_stops_at_start_up_with_one_line(basic_settings, monkeypatc
     with pytest.raises(ConfigError) as caught:
         get_settings()
     assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_empty_postal_address_is_warned_about(basic_settings, monkeypatch):
+    assert basic_settings.sender_warnings == ["FROM_EMAIL is still the example address bulletin@example.org"]
+    monkeypatch.setenv("ORG_POSTAL_ADDRESS", "  ")
+    monkeypatch.setenv("FROM_EMAIL", "bulletin@charity.example")
+    assert [w.split(":")[0] for w in get_settings().sender_warnings] == ["ORG_POSTAL_ADDRESS is empty"]

@@ -63,3 +63,25 @@ def test_a_finished_send_shows_its_duration_and_average_rate(
     page = staff_client.get(f"/admin/bulletins/{bulletin.id}/dashboard").text
     assert "Took 2 min 10 s: 0.2 recipients/s on average." in page
     assert "over the last minute" not in page
+
+
+def test_staff_see_branding_and_the_missing_postal_address_on_the_home_page(staff_client):
+    page = staff_client.get("/admin").text
+    # the test settings have an address: only the example sender is warned about
+    assert "ORG_POSTAL_ADDRESS is empty" not in page
+    assert "FROM_EMAIL is still the example address bulletin@example.org" in page
+    assert "<dt>ACCENT_COLOUR</dt>" in page and "#1d4e89" in page
+    assert "<dt>ORG_POSTAL_ADDRESS</dt><dd>1 Example Street" in page
+
+
+def test_the_home_page_warns_when_the_postal_address_is_empty(live_server, session, monkeypatch):
+    from newsletter.accounts import create_user
+    from newsletter.core.status import Role
+    from tests.web.test_admin import PASSWORD
+
+    live_server.app.state.settings = live_server.app.state.settings.model_copy(update={"ORG_POSTAL_ADDRESS": ""})
+    create_user(session, STAFF, PASSWORD, Role.STAFF)
+    session.commit()
+    with login(live_server, STAFF) as client:
+        page = client.get("/admin").text
+    assert "ORG_POSTAL_ADDRESS is empty: bulk-mail law (CAN-SPAM, PECR) requires" in page

@@ -85,4 +85,14 @@ def home(request: Request, user: CurrentUser, session: SessionDep) -> Response:
         .order_by(col(Bulletin.finished_at).desc(), col(Bulletin.id).desc())
         .limit(1)
     ).first()
-    return render(request, "home.html", {"upcoming": upcoming, "last_sent": last_sent})
+    settings = request.app.state.settings
+    return render(
+        request,
+        "home.html",
+        {
+            "upcoming": upcoming,
+            "last_sent": last_sent,
+            "sender_warnings": settings.sender_warnings,
+            "branding": settings.branding,
+        },
+    )
