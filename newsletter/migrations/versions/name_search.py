@@ -1,7 +1,7 @@
 """Search any word of a subscriber's name, ignoring case and accents.
 
-SQLite: an FTS5 index over `subscriber.name` (external content, `unicode61 remove_diacritics 2`), kept
-current by triggers, so bulk imports and every other writer need not know it exists.
+SQLite: an FTS5 index over `subscriber.name` (external content, `unicode61 remove_diacritics 2`, prefix
+indexes for 2 and 3 characters), kept current by triggers, so bulk imports and every other writer need not know it exists.
 PostgreSQL: a generated column `name_words` = `to_tsvector('simple', newsletter_unaccent(name))` with a
 GIN index; `newsletter_unaccent` is the `unaccent` extension's function declared IMMUTABLE, which a
 generated column requires.
@@ -22,7 +22,9 @@ depends_on = None
 
 _SQLITE_UP = [
     "CREATE VIRTUAL TABLE subscriber_name_words USING fts5("
-    "name, content='subscriber', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "name, content='subscriber', content_rowid='id', tokenize='unicode61 remove_diacritics 2', "
+    # Prefix indexes: "mu"/"mul" typed so far read one list instead of merging every word's.
+    "prefix='2 3')",
     "CREATE TRIGGER subscriber_name_words_insert AFTER INSERT ON subscriber BEGIN "
     "INSERT INTO subscriber_name_words(rowid, name) VALUES (new.id, new.name); END",
     "CREATE TRIGGER subscriber_name_words_delete AFTER DELETE ON subscriber BEGIN "
