@@ -166,25 +166,25 @@ def rows_with_name_words(
 
     simple = sa.literal_column("'simple'::regconfig")
     terms = " & ".join([*words[:-1], f"{words[-1]}:*"])
-    matches = sa.literal_column(f"{subscriber.name}.{NAME_WORDS_COLUMN}").op("@@")(
-        sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms))
-    )
+    tsquery = sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms))
+    column = sa.literal_column(f"{subscriber.name}.{NAME_WORDS_COLUMN}")
     if before is not None:
         query = query.where(order < before)
     ids = sa.select(order).order_by(order.desc()).limit(RECENT_WINDOW)
     if before is not None:
         ids = ids.where(order < before)
     window = ids.subquery()
-    floor = sa.select(sa.func.min(window.c.id)).scalar_subquery()
-    recent = list(conn.execute(query.where(matches, order >= floor).order_by(order.desc()).limit(limit)))
-    if len(recent) >= limit:
+    # Values, not subqueries: with an unknown bound the planner guesses "a third of the table".
+    lowest, size = conn.execute(sa.select(sa.func.min(window.c.id), sa.func.count())).one()
+    if not size:
+        return []
+    # `|| ''` hides the column from its GIN index: the newest rows are read one by one, always.
+    one_by_one = (column.op("||")(sa.literal_column("''::tsvector"))).op("@@")(tsquery)
+    recent = list(conn.execute(query.where(one_by_one, order >= lowest).order_by(order.desc()).limit(limit)))
+    if len(recent) >= limit or size < RECENT_WINDOW:
         return recent
-    # The floor as a value, not a subquery: with an unknown bound the planner guesses "a third of the
-    # table" and scans the primary key; MATERIALIZED keeps it from sorting its way through the index.
-    lowest = conn.execute(sa.select(sa.func.min(window.c.id))).scalar()
-    if lowest is None:
-        return recent
-    older = query.where(matches, order < lowest).cte("older").prefix_with("MATERIALIZED")
+    # MATERIALIZED: the older matches come from the GIN index, never from scanning the older rows.
+    older = query.where(column.op("@@")(tsquery), order < lowest).cte("older").prefix_with("MATERIALIZED")
     rest = sa.select(older).order_by(older.c.id.desc()).limit(limit - len(recent))
     return recent + list(conn.execute(rest))
 
