@@ -28,7 +28,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session, select
 
-from newsletter.audience import optin, preferences, suppressions
+from newsletter.audience import optin, preferences, suppressions, welcome
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.content.bulletins import load_content
 from newsletter.content.regions import RegionIndex
@@ -216,8 +216,7 @@ def confirm(
         subscriber = _subscriber_for(session, settings, token, Purpose.CONFIRM)
     except _BadLink as problem:
         return _bad_link(request, templates, settings, problem, Purpose.CONFIRM)
-    outcome = optin.confirm(session, subscriber)
-    session.commit()
+    outcome = welcome.confirm_with_welcome(session, settings, get_renderer(request), subscriber)
     assert subscriber.id is not None
     context = {
         "outcome": str(outcome),
