@@ -216,7 +216,11 @@ class ImportReport:
     def summary(self) -> str:
         parts = [f"{self.created} new", f"{self.updated} updated", f"{self.unchanged} unchanged"]
         rows = f"{self.stored} row" if self.stored == 1 else f"{self.stored} rows"
-        verb = ("would be" if self.dry_run else "was") if self.stored == 1 else ("would be" if self.dry_run else "were")
+        verb = (
+            ("would be" if self.dry_run else "was")
+            if self.stored == 1
+            else ("would be" if self.dry_run else "were")
+        )
         text = f"{', '.join(parts)} ({rows} {verb} stored)"
         if self.kept_status:
             text += f"; {self.kept_status} kept their status (an import never re-activates a lost address)"

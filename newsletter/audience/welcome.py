@@ -116,7 +116,9 @@ def confirm_with_welcome(
     The confirmation and the claimed delivery commit together before anything is sent.
     """
     outcome = optin.confirm(session, subscriber)
-    welcome = claim_welcome(session, settings, subscriber) if outcome is optin.Confirmation.CONFIRMED else None
+    welcome = (
+        claim_welcome(session, settings, subscriber) if outcome is optin.Confirmation.CONFIRMED else None
+    )
     session.commit()
     if welcome is not None:
         send_welcome(session, settings, renderer, welcome)

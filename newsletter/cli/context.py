@@ -7,9 +7,9 @@ whole CLI at another database through the environment, and so the engine is made
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any
 

@@ -218,7 +218,11 @@ def _fresh(directory: Path) -> tuple[Path, Path]:
     """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / DEMO_DATABASE
-    for path in (database, database.with_name(DEMO_DATABASE + "-wal"), database.with_name(DEMO_DATABASE + "-shm")):
+    for path in (
+        database,
+        database.with_name(DEMO_DATABASE + "-wal"),
+        database.with_name(DEMO_DATABASE + "-shm"),
+    ):
         path.unlink(missing_ok=True)
     outbox = directory / "outbox"
     if outbox.exists():
@@ -326,7 +330,9 @@ def _print_next_steps(directory: Path, settings: Settings) -> None:
     command = sys.argv[0] if Path(sys.argv[0]).name == "newsletter" else "newsletter"
     out.print(f"  export {env}")
     out.print(f"  {command} users add you@example.org --role staff")
-    out.print(f"  {command} run     # scheduler and web app: {settings.BASE_URL}/admin for staff, / for the public")
+    out.print(
+        f"  {command} run     # scheduler and web app: {settings.BASE_URL}/admin for staff, / for the public"
+    )
 
 
 # --- bulletins schedule | pause | resume | cancel -------------------------------------------------------

@@ -27,6 +27,7 @@ _md = (
     .enable("linkify")
     .disable(["code", "heading", "lheading"])
 )
+assert _md.linkify is not None  # the linkify-it-py extra is installed (a dependency)
 _md.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
 
 

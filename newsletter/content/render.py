@@ -26,8 +26,8 @@ import html as html_lib
 import logging
 import re
 import threading
-from datetime import UTC, date, datetime
 from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -245,7 +245,9 @@ class Renderer:
     def subject(self, content: BulletinContent) -> str:
         """The subject line: `SUBJECT_TEMPLATE` filled in, or the bulletin's subject as written."""
         title = content.subject or content.title
-        return render_subject(self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0)
+        return render_subject(
+            self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0
+        )
 
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
         html, text, preheader = self.sources(content, selected, test)

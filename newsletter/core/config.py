@@ -257,7 +257,15 @@ class Settings(BaseSettings):
     @property
     def branding(self) -> dict[str, str]:
         """The branding settings as staff see them in the admin (setting name → value, empty ones too)."""
-        names = ("LOGO_URL", "LOGO_ALT", "ACCENT_COLOUR", "DONATE_URL", "DONATE_LABEL", "DATELINE", "SUBJECT_TEMPLATE")
+        names = (
+            "LOGO_URL",
+            "LOGO_ALT",
+            "ACCENT_COLOUR",
+            "DONATE_URL",
+            "DONATE_LABEL",
+            "DATELINE",
+            "SUBJECT_TEMPLATE",
+        )
         return {name: str(getattr(self, name)) for name in ("ORG_NAME", "ORG_POSTAL_ADDRESS", *names)}
 
     @property

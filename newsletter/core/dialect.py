@@ -125,7 +125,10 @@ NAME_WORDS_FTS = "subscriber_name_words"
 NAME_WORDS_COLUMN = "name_words"
 """PostgreSQL's generated tsvector column of `subscriber` (same migration), with a GIN index."""
 SEARCH_OBJECTS = frozenset(
-    {NAME_WORDS_FTS, *(f"{NAME_WORDS_FTS}_{shadow}" for shadow in ("data", "idx", "docsize", "config", "content"))}
+    {
+        NAME_WORDS_FTS,
+        *(f"{NAME_WORDS_FTS}_{shadow}" for shadow in ("data", "idx", "docsize", "config", "content")),
+    }
     | {NAME_WORDS_COLUMN, "ix_subscriber_name_words"}
 )
 """Schema objects of the name search that the models cannot describe (a virtual table, a column and an
@@ -164,10 +167,10 @@ def rows_with_name_words(
     if not is_pg(conn):
         return _fts_rows(conn, query, subscriber, words, before, limit)
 
-    simple = sa.literal_column("'simple'::regconfig")
+    simple: sa.ColumnElement[Any] = sa.literal_column("'simple'::regconfig")
     terms = " & ".join([*words[:-1], f"{words[-1]}:*"])
     tsquery = sa.func.to_tsquery(simple, sa.func.newsletter_unaccent(terms))
-    column = sa.literal_column(f"{subscriber.name}.{NAME_WORDS_COLUMN}")
+    column: sa.ColumnElement[Any] = sa.literal_column(f"{subscriber.name}.{NAME_WORDS_COLUMN}")
     if before is not None:
         query = query.where(order < before)
     ids = sa.select(order).order_by(order.desc()).limit(RECENT_WINDOW)
@@ -190,7 +193,12 @@ def rows_with_name_words(
 
 
 def _fts_rows(
-    conn: sa.Connection, query: sa.Select[Any], subscriber: sa.Table, words: list[str], before: int | None, limit: int
+    conn: sa.Connection,
+    query: sa.Select[Any],
+    subscriber: sa.Table,
+    words: list[str],
+    before: int | None,
+    limit: int,
 ) -> list[Any]:
     """SQLite's half of `rows_with_name_words`: whole words first, then the last word as a prefix.
 

@@ -57,9 +57,14 @@ def test_dash_means_standard_output_for_the_export(cli, tmp_path):
 def test_one_row_is_one_row(cli, tmp_path):
     (tmp_path / "one.csv").write_text(csv_for([("ada@example.org", "Ada", ["africa"], "active")]))
     assert "(1 row was stored)" in cli("subscribers", "import", str(tmp_path / "one.csv")).stdout
-    assert "(1 row would be stored)" in cli("subscribers", "import", "--dry-run", str(tmp_path / "one.csv")).stdout
+    assert (
+        "(1 row would be stored)"
+        in cli("subscribers", "import", "--dry-run", str(tmp_path / "one.csv")).stdout
+    )
     (tmp_path / "two.csv").write_text(
-        csv_for([("bo@example.org", "Bo", ["africa"], "active"), ("cy@example.org", "Cy", ["africa"], "active")])
+        csv_for(
+            [("bo@example.org", "Bo", ["africa"], "active"), ("cy@example.org", "Cy", ["africa"], "active")]
+        )
     )
     assert "(2 rows were stored)" in cli("subscribers", "import", str(tmp_path / "two.csv")).stdout
 

@@ -51,7 +51,10 @@ def test_the_subscribe_form_posts_to_the_port_served(settings, monkeypatch):
     )
     try:
         first_line = server.stderr.readline() if server.stderr else ""
-        assert first_line.strip() == f"BASE_URL is not set: links in emails and pages use http://127.0.0.1:{port}"
+        assert (
+            first_line.strip()
+            == f"BASE_URL is not set: links in emails and pages use http://127.0.0.1:{port}"
+        )
         deadline = time.monotonic() + 30
         while True:
             try:

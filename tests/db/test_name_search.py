@@ -62,7 +62,9 @@ def test_renamed_and_deleted_people_are_found_by_their_current_name(session, mak
 
 def test_word_search_pages_newest_first_and_respects_filters(session, make_subscriber):
     for n in range(7):
-        make_subscriber(email=f"nair{n}@example.org", name=f"Nair {n}", regions=["africa" if n % 2 else "global"])
+        make_subscriber(
+            email=f"nair{n}@example.org", name=f"Nair {n}", regions=["africa" if n % 2 else "global"]
+        )
     page = search_page(session.connection(), Filters(q="nair"), limit=3)
     seen = [r.name for r in page.rows]
     while page.next_cursor:

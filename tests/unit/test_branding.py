@@ -20,7 +20,12 @@ SENT = datetime(2026, 12, 6, 23, 30, tzinfo=UTC)  # already Monday 7 December in
 def content(send_time: datetime | None = SENT) -> BulletinContent:
     items = (ItemContent(ItemKind.PRAY, "Pray for the team."),)
     return BulletinContent(
-        "Weekly Prayer", "Weekly Prayer", "Verse", "Ref 1:1", (Section("africa", "Africa", items),), id=42,
+        "Weekly Prayer",
+        "Weekly Prayer",
+        "Verse",
+        "Ref 1:1",
+        (Section("africa", "Africa", items),),
+        id=42,
         send_time=send_time,
     )
 

@@ -37,7 +37,7 @@ def test_item_text_has_padding_on_the_right_as_on_the_left(basic_settings):
     doc, _ = render(basic_settings)
     style = doc.xpath("//td[contains(@class, 'item-pray')]")[0].get("style")
     padding = re.search(r"padding:\s*([^;]+)", style).group(1).split()
-    top, right, bottom, left = (padding * 4)[:4] if len(padding) == 1 else padding
+    _top, right, _bottom, left = (padding * 4)[:4] if len(padding) == 1 else padding
     assert right == left and right != "0"
 
 

@@ -27,14 +27,42 @@ def verse_of(verse_block: str, *, markdown: bool = False) -> tuple[str, str]:
         # inner quotes: the marks around the whole line belong to two separate quotations
         (f"{JEREMIAH}\n- Jeremiah 29:11", JEREMIAH, "Jeremiah 29:11"),
         # an enclosing pair goes, the quotation inside it stays
-        ('"He said, \'Let justice roll down.\'"\n- Amos 5:24', "He said, 'Let justice roll down.'", "Amos 5:24"),
-        ("“Seek justice, defend the oppressed.”\n— Isaiah 1:17", "Seek justice, defend the oppressed.", "Isaiah 1:17"),
+        (
+            "\"He said, 'Let justice roll down.'\"\n- Amos 5:24",
+            "He said, 'Let justice roll down.'",
+            "Amos 5:24",
+        ),
+        (
+            "“Seek justice, defend the oppressed.”\n— Isaiah 1:17",
+            "Seek justice, defend the oppressed.",
+            "Isaiah 1:17",
+        ),
         ("“The LORD’s “justice” stands.”\n– Psalm 9:7", "The LORD’s “justice” stands.", "Psalm 9:7"),
-        ("“I will,” says the LORD, “rescue.”\n- Psalm 12:5", "“I will,” says the LORD, “rescue.”", "Psalm 12:5"),
-        ("Learn to do right; seek justice.\n- Isaiah 1:17", "Learn to do right; seek justice.", "Isaiah 1:17"),
-        ('"Do justice."\n- Micah 6:8 ("the LORD’s requirement")', "Do justice.", 'Micah 6:8 ("the LORD’s requirement")'),
+        (
+            "“I will,” says the LORD, “rescue.”\n- Psalm 12:5",
+            "“I will,” says the LORD, “rescue.”",
+            "Psalm 12:5",
+        ),
+        (
+            "Learn to do right; seek justice.\n- Isaiah 1:17",
+            "Learn to do right; seek justice.",
+            "Isaiah 1:17",
+        ),
+        (
+            '"Do justice."\n- Micah 6:8 ("the LORD’s requirement")',
+            "Do justice.",
+            'Micah 6:8 ("the LORD’s requirement")',
+        ),
     ],
-    ids=["inner-straight", "nested", "curly", "curly-inner", "curly-two-quotes", "no-quotes", "quote-in-reference"],
+    ids=[
+        "inner-straight",
+        "nested",
+        "curly",
+        "curly-inner",
+        "curly-two-quotes",
+        "no-quotes",
+        "quote-in-reference",
+    ],
 )
 def test_only_a_pair_of_quotes_enclosing_the_whole_verse_is_removed(block, text, reference):
     assert verse_of(block) == (text, reference)
@@ -45,7 +73,7 @@ def test_a_markdown_verse_block_keeps_its_inner_quotes():
     assert verse_of("> Seek justice.\n> — Isaiah 1:17", markdown=True) == ("Seek justice.", "Isaiah 1:17")
 
 
-@given(st.text(alphabet=st.sampled_from('ab ,."“”‘’\''), max_size=30))
+@given(st.text(alphabet=st.sampled_from("ab ,.\"“”‘’'"), max_size=30))
 def test_stripping_never_unbalances_straight_quotes(text):
     out = strip_enclosing_quotes(text)
     assert out in text  # only removes from the ends
@@ -74,7 +102,10 @@ def test_the_kind_rule(body, kind):
 
 @pytest.mark.parametrize("marker", ["[plain]", "[PLAIN]", " [Plain] "])
 def test_a_marker_says_the_kind_outright_and_is_removed(marker):
-    assert item_kind(f"{marker}Pray-a-thon results are in.") == (ItemKind.PLAIN, "Pray-a-thon results are in.")
+    assert item_kind(f"{marker}Pray-a-thon results are in.") == (
+        ItemKind.PLAIN,
+        "Pray-a-thon results are in.",
+    )
     assert item_kind("[praise] The case was won.") == (ItemKind.PRAISE, "The case was won.")
     assert item_kind("[pray] The case is on Monday.") == (ItemKind.PRAY, "The case is on Monday.")
 

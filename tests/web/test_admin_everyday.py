@@ -27,8 +27,16 @@ def staff_client(live_server, session):
 def test_audit_times_are_local_readable_and_exact_on_hover(staff_client, session):
     at = datetime(2026, 7, 8, 21, 35, 55, 929420, tzinfo=UTC)  # summer: London is UTC+1
     changes = {"confirmed_at": [None, str(at)], "name": ["A", "B"]}
-    session.add(AuditEntry(actor="cli", action="subscriber.update", entity_type="subscriber", entity_id=None,
-                           changes=json.dumps(changes), at=at))
+    session.add(
+        AuditEntry(
+            actor="cli",
+            action="subscriber.update",
+            entity_type="subscriber",
+            entity_id=None,
+            changes=json.dumps(changes),
+            at=at,
+        )
+    )
     session.commit()
     page = staff_client.get("/admin/audit").text
     tag = (
@@ -79,7 +87,9 @@ def test_the_home_page_warns_when_the_postal_address_is_empty(live_server, sessi
     from newsletter.core.status import Role
     from tests.web.test_admin import PASSWORD
 
-    live_server.app.state.settings = live_server.app.state.settings.model_copy(update={"ORG_POSTAL_ADDRESS": ""})
+    live_server.app.state.settings = live_server.app.state.settings.model_copy(
+        update={"ORG_POSTAL_ADDRESS": ""}
+    )
     create_user(session, STAFF, PASSWORD, Role.STAFF)
     session.commit()
     with login(live_server, STAFF) as client:

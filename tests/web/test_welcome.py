@@ -11,7 +11,14 @@ from newsletter.core.config import get_settings
 from newsletter.core.models import DELIVERY
 from newsletter.core.status import DeliveryStatus
 from tests.fixtures_web import start_live_server
-from tests.web.test_web_public import confirmation_emails, headings, link_in, read_eml, send_bulletin, subscriber
+from tests.web.test_web_public import (
+    confirmation_emails,
+    headings,
+    link_in,
+    read_eml,
+    send_bulletin,
+    subscriber,
+)
 
 
 @pytest.fixture
