@@ -88,11 +88,16 @@ def preview(
         typer.echo(f"Subject: {variant.subject}\n")
         typer.echo(text_part, nl=False)
     if open_browser:
-        page = html
-        if page is None or is_stdout(page):
-            with tempfile.NamedTemporaryFile(
-                "w", suffix=".html", prefix=f"bulletin-{bulletin_id}-", delete=False, encoding="utf-8"
-            ) as handle:
-                handle.write(html_part)
-            page = Path(handle.name)
-        webbrowser.open(page.resolve().as_uri())
+        _open(html_part, html, bulletin_id)
+
+
+def _open(html_part: str, written: Path | None, bulletin_id: int) -> None:
+    """Open the HTML part in a browser: the file written, or a temporary one."""
+    page = written
+    if page is None or is_stdout(page):
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".html", prefix=f"bulletin-{bulletin_id}-", delete=False, encoding="utf-8"
+        ) as handle:
+            handle.write(html_part)
+        page = Path(handle.name)
+    webbrowser.open(page.resolve().as_uri())

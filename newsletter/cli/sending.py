@@ -19,11 +19,13 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 from rich.table import Table
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from newsletter.cli import context
 from newsletter.cli.bulletins import bulletins_app, local_time
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
+from newsletter.core.errors import NewsletterError
 from newsletter.esp.outbox import DIRECT_DIR
 from newsletter.sending import dispatcher
 from newsletter.sending.dispatcher import Dispatcher, SendSummary
@@ -241,30 +243,16 @@ def demo_settings(directory: Path) -> Settings:
     )
 
 
-def demo_command(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path(
-        "demo"
-    ),
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
-) -> None:
-    """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
-    scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
+def _demo_data(engine: Engine, settings: Settings) -> tuple[int, int, str]:
+    """The sample subscribers and bulletin in a fresh database, the bulletin due now:
+    (bulletin id, subscribers imported, bulletin title)."""
     from newsletter.audience.subscribers import import_subscribers
     from newsletter.content.bulletins import read_bulletin_file, store_bulletin
     from newsletter.content.regions import RegionIndex, seed_regions
-    from newsletter.core.db import make_engine, migrate, session_scope
+    from newsletter.core.db import migrate, session_scope
     from newsletter.core.models import utcnow
     from newsletter.core.status import BulletinStatus
-    from newsletter.sending.scheduler import SendScheduler
 
-    logging.basicConfig(
-        level=logging.WARNING,
-        handlers=[RichHandler(console=context.err_console, show_path=False)],
-        force=True,
-    )
-    settings = demo_settings(directory)
-    out = context.console
-    engine = make_engine(settings.DATABASE_URL)
     migrate(engine)
     samples = default_subscribers_dir()
     with session_scope(engine) as session:
@@ -280,9 +268,33 @@ def demo_command(
         bulletin = store_bulletin(session, content, status=BulletinStatus.READY, send_at=utcnow())
         bulletin_id = bulletin.id
     assert bulletin_id is not None
+    return bulletin_id, report.created, content.title
+
+
+def demo_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path(
+        "demo"
+    ),
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
+    scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
+    from newsletter.core.db import make_engine
+    from newsletter.core.status import BulletinStatus
+    from newsletter.sending.scheduler import SendScheduler
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        handlers=[RichHandler(console=context.err_console, show_path=False)],
+        force=True,
+    )
+    settings = demo_settings(directory)
+    out = context.console
+    engine = make_engine(settings.DATABASE_URL)
+    bulletin_id, created, title = _demo_data(engine, settings)
     out.print(
-        f"demo database {directory / DEMO_DATABASE}: {report.created} subscribers imported, "
-        f"bulletin {bulletin_id} {content.title!r} scheduled now"
+        f"demo database {directory / DEMO_DATABASE}: {created} subscribers imported, "
+        f"bulletin {bulletin_id} {title!r} scheduled now"
     )
 
     scheduler = SendScheduler(settings, engine)
@@ -314,7 +326,7 @@ def demo_command(
     files = sorted(folder.glob("*.eml"))
     out.print(f"{len(files)} messages in {folder}/" + (f" (open one: {files[0]})" if files else ""))
     if summary.status != BulletinStatus.SENT:
-        raise typer.Exit(1)
+        raise NewsletterError(f"the demo bulletin is {summary.status}, not sent, after {timeout:.0f}s")
     _print_next_steps(directory, settings)
 
 

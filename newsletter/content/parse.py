@@ -180,6 +180,43 @@ def _take_verse(paragraphs: list[_Paragraph], markdown: bool, problems: list[Pro
     return strip_enclosing_quotes("\n".join(verse_lines)), ref.group("ref") if ref else ""
 
 
+def _sections(
+    paragraphs: list[_Paragraph],
+    regions: RegionIndex,
+    default_region: str,
+    markdown: bool,
+    problems: list[Problem],
+) -> dict[str, list[ItemContent]]:
+    """Items by region code: headings switch the region (unknown ones are problems), the rest are items."""
+    items: dict[str, list[ItemContent]] = {}
+    region = default_region
+    for paragraph in paragraphs:
+        body = paragraph.text
+        md_heading = MD_HEADING.match(body) if markdown else None
+        if md_heading or (not markdown and _looks_like_heading(body)):
+            name = md_heading.group("text") if md_heading else body.strip()
+            code = regions.resolve(name)
+            if code is None:
+                problems.append(
+                    Problem(
+                        paragraph.line,
+                        f"unknown region heading {name!r} (known: {', '.join(regions.codes)}; "
+                        "add an alias with REGION_ALIASES)",
+                    )
+                )
+                continue
+            region = code
+            continue
+        if not markdown and (code := regions.resolve(body)) is not None and "\n" not in body:
+            region = code
+            continue
+        pattern = MD_BULLET if markdown else BULLET
+        body = pattern.sub("", body, count=1) if pattern.match(body) else body
+        kind, body = item_kind(body)
+        items.setdefault(region, []).append(ItemContent(kind, body))
+    return items
+
+
 def parse_bulletin(
     text: str, regions: RegionIndex, default_region: str, *, source: str = "bulletin"
 ) -> BulletinContent:
@@ -208,34 +245,7 @@ def parse_bulletin(
 
     scripture_text, scripture_reference = _take_verse(paragraphs, markdown, problems)
 
-    # Sections.
-    items: dict[str, list[ItemContent]] = {}
-    region = default_region
-    for paragraph in paragraphs:
-        body = paragraph.text
-        md_heading = MD_HEADING.match(body) if markdown else None
-        if md_heading or (not markdown and _looks_like_heading(body)):
-            name = md_heading.group("text") if md_heading else body.strip()
-            code = regions.resolve(name)
-            if code is None:
-                problems.append(
-                    Problem(
-                        paragraph.line,
-                        f"unknown region heading {name!r} (known: {', '.join(regions.codes)}; "
-                        "add an alias with REGION_ALIASES)",
-                    )
-                )
-                continue
-            region = code
-            continue
-        if not markdown and (code := regions.resolve(body)) is not None and "\n" not in body:
-            region = code
-            continue
-        pattern = MD_BULLET if markdown else BULLET
-        body = pattern.sub("", body, count=1) if pattern.match(body) else body
-        kind, body = item_kind(body)
-        items.setdefault(region, []).append(ItemContent(kind, body))
-
+    items = _sections(paragraphs, regions, default_region, markdown, problems)
     if not items and not problems:
         problems.append(Problem(0, "no items found: a bulletin needs at least one prayer item"))
     if problems:
