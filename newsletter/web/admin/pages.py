@@ -23,9 +23,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
-    # Inline styles are allowed for the preview widths; nothing else runs on admin pages.
+    # Inline styles are allowed for the preview widths. Scripts only from our own /static (the preview's
+    # frame sizing): never inline, so nothing a user typed can run.
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; "
-    "frame-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'",
 }
 
