@@ -70,3 +70,25 @@ def test_the_preview_frame_is_as_tall_as_the_email(staff_page, make_bulletin):
         frame, content = frame_fits(page)
         assert content > 900 and abs(frame - content) <= 1, (width, frame, content)  # no scroll inside
     shoot(page, "admin-preview-fitted")
+
+
+PAGES = ["/admin", "/admin/subscribers", "/admin/bulletins", "/admin/bulletins/{b}", "/admin/audit",
+         "/admin/bulletins/{b}/preview?width=phone", "/admin/bulletins/{b}/dashboard", "/admin/users"]
+
+
+def test_the_admin_fits_a_phone(staff_page, make_bulletin, make_subscriber):
+    bulletin = make_bulletin()
+    make_subscriber(email="a.very.long.address.for.testing@example.org", name="Priyadarshini Ramanathan-Nair")
+    page = staff_page(PHONE)
+    for path in PAGES:
+        page.goto(path.format(b=bulletin.id))
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (path, width)
+    page.goto("/admin/subscribers")
+    name = page.get_by_text("Priyadarshini Ramanathan-Nair")
+    expect(name).to_be_visible()
+    box = name.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    shoot(page, "admin-subscribers-phone")
+    page.goto(f"/admin/bulletins/{bulletin.id}")
+    shoot(page, "admin-bulletin-editor-phone")
