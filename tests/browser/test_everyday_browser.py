@@ -36,7 +36,9 @@ def staff_page(browser, live_server, session):
     session.commit()
 
     def open_page(viewport: dict[str, int] | None = None):
-        context = browser.new_context(base_url=live_server.url, viewport=viewport or {"width": 1280, "height": 900})
+        context = browser.new_context(
+            base_url=live_server.url, viewport=viewport or {"width": 1280, "height": 900}
+        )
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.goto("/admin/login")
@@ -72,8 +74,16 @@ def test_the_preview_frame_is_as_tall_as_the_email(staff_page, make_bulletin):
     shoot(page, "admin-preview-fitted")
 
 
-PAGES = ["/admin", "/admin/subscribers", "/admin/bulletins", "/admin/bulletins/{b}", "/admin/audit",
-         "/admin/bulletins/{b}/preview?width=phone", "/admin/bulletins/{b}/dashboard", "/admin/users"]
+PAGES = [
+    "/admin",
+    "/admin/subscribers",
+    "/admin/bulletins",
+    "/admin/bulletins/{b}",
+    "/admin/audit",
+    "/admin/bulletins/{b}/preview?width=phone",
+    "/admin/bulletins/{b}/dashboard",
+    "/admin/users",
+]
 
 
 def test_the_admin_fits_a_phone(staff_page, make_bulletin, make_subscriber):

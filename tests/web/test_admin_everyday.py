@@ -95,3 +95,53 @@ def test_the_home_page_warns_when_the_postal_address_is_empty(live_server, sessi
     with login(live_server, STAFF) as client:
         page = client.get("/admin").text
     assert "ORG_POSTAL_ADDRESS is empty: bulk-mail law (CAN-SPAM, PECR) requires" in page
+
+
+def csrf(client, path: str) -> str:
+    from tests.web.test_admin import csrf_of
+
+    return csrf_of(client, path)
+
+
+def test_cancel_asks_first_and_changes_nothing_until_confirmed(staff_client, make_bulletin, session):
+    bulletin = make_bulletin(status="draft")
+    token = csrf(staff_client, f"/admin/bulletins/{bulletin.id}")
+    url = f"/admin/bulletins/{bulletin.id}/status"
+    asked = staff_client.post(url, data={"csrf_token": token, "action": "cancel"})
+    assert asked.status_code == 200 and f"Cancel “{bulletin.title}”?" in asked.text
+    assert 'name="confirmed" value="yes"' in asked.text and 'name="action" value="cancel"' in asked.text
+    session.expire_all()
+    assert session.get(Bulletin, bulletin.id).status == "draft"
+    session.commit()
+    done = staff_client.post(url, data={"csrf_token": token, "action": "cancel", "confirmed": "yes"})
+    assert done.status_code == 303
+    session.expire_all()
+    assert session.get(Bulletin, bulletin.id).status == "cancelled"
+
+
+def test_deleting_an_item_asks_first(staff_client, make_bulletin, session):
+    from sqlmodel import select
+
+    from newsletter.core.models import Item
+
+    bulletin = make_bulletin(status="draft")
+    item_id = session.exec(select(Item.id).where(Item.bulletin_id == bulletin.id)).first()
+    session.commit()
+    token = csrf(staff_client, f"/admin/bulletins/{bulletin.id}")
+    url = f"/admin/bulletins/{bulletin.id}/items/{item_id}/delete"
+    asked = staff_client.post(url, data={"csrf_token": token})
+    assert asked.status_code == 200 and "Delete this item?" in asked.text and "Keep it" in asked.text
+    assert session.get(Item, item_id) is not None
+    session.commit()
+    assert staff_client.post(url, data={"csrf_token": token, "confirmed": "yes"}).status_code == 303
+    session.expire_all()
+    assert session.get(Item, item_id) is None
+
+
+def test_duplicate_makes_a_new_draft_and_opens_it(staff_client, make_bulletin, session):
+    bulletin = make_bulletin(status="draft")
+    token = csrf(staff_client, f"/admin/bulletins/{bulletin.id}")
+    answer = staff_client.post(f"/admin/bulletins/{bulletin.id}/duplicate", data={"csrf_token": token})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/admin/bulletins/{bulletin.id + 1}"
+    page = staff_client.get(answer.headers["location"]).text
+    assert f"a new draft copied from bulletin {bulletin.id}" in page

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.content.bulletins import (
     change_status,
+    duplicate_bulletin,
     list_bulletins,
     parse_bulletin,
     parse_send_at,
@@ -360,14 +361,49 @@ def move_item(
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
+def confirm_page(
+    request: Request, question: str, action_url: str, back_url: str, **extra: object
+) -> Response:
+    """The step between a destructive button and its effect: the same form again, with `confirmed=yes`.
+    Works without JavaScript; nothing has changed until the second button is pressed."""
+    context: dict[str, object] = {
+        "question": question,
+        "action_url": action_url,
+        "back_url": back_url,
+        "fields": {},
+        "detail": "",
+        "quote": "",
+        "confirm_label": "Yes",
+        "back_label": "No, go back",
+    }
+    context.update(extra)
+    return render(request, "confirm.html", context)
+
+
 @router.post("/{bulletin_id}/items/{item_id}/delete")
 def delete_item(
-    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int
+    request: Request,
+    user: StaffUser,
+    session: SessionDep,
+    bulletin_id: int,
+    item_id: int,
+    confirmed: Annotated[str, Form()] = "",
 ) -> Response:
     bulletin = get_bulletin_or_404(session, bulletin_id)
     item = _item(session, bulletin_id, item_id)
     if not _editable(request, bulletin):
         return see_other(f"/admin/bulletins/{bulletin_id}")
+    if confirmed != "yes":
+        return confirm_page(
+            request,
+            "Delete this item?",
+            f"/admin/bulletins/{bulletin_id}/items/{item_id}/delete",
+            f"/admin/bulletins/{bulletin_id}#item-{item_id}",
+            quote=item.body,
+            detail="It is removed from the bulletin for good.",
+            confirm_label="Delete the item",
+            back_label="Keep it",
+        )
     audit.record(
         session,
         user.email,
@@ -382,6 +418,15 @@ def delete_item(
     return see_other(f"/admin/bulletins/{bulletin_id}")
 
 
+@router.post("/{bulletin_id}/duplicate")
+def duplicate(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+    """A new draft with this bulletin's heading, verse and items (listmonk's Clone, Mailchimp's Replicate)."""
+    copy = duplicate_bulletin(session, bulletin_id, actor=user.email)
+    session.commit()
+    flash(request, f"This is a new draft copied from bulletin {bulletin_id}: edit it and mark it ready.")
+    return see_other(f"/admin/bulletins/{copy.id}")
+
+
 @router.post("/{bulletin_id}/status")
 def change(
     request: Request,
@@ -391,11 +436,24 @@ def change(
     bulletin_id: int,
     action: Annotated[str, Form()],
     send_at: Annotated[str, Form()] = "",
+    confirmed: Annotated[str, Form()] = "",
 ) -> Response:
     """Lifecycle actions. Scheduling sets `send_at` and makes the bulletin ready; "ready" alone leaves
-    it for the next slot of the weekly schedule."""
+    it for the next slot of the weekly schedule. Cancelling asks first (it cannot be undone)."""
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
+    if action == "cancel" and confirmed != "yes":
+        return confirm_page(
+            request,
+            f"Cancel “{bulletin.title}”?",
+            f"/admin/bulletins/{bulletin_id}/status",
+            f"/admin/bulletins/{bulletin_id}",
+            fields={"action": "cancel"},
+            detail="A cancelled bulletin is never sent, and this cannot be undone"
+            + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
+            confirm_label="Cancel the bulletin",
+            back_label="Keep it",
+        )
     try:
         if action in {"ready", "schedule"}:
             has_items = session.exec(select(Item.id).where(Item.bulletin_id == bulletin_id).limit(1)).first()
