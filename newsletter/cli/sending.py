@@ -225,7 +225,11 @@ def _fresh(directory: Path) -> tuple[Path, Path]:
     """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / DEMO_DATABASE
-    for path in (database, database.with_name(DEMO_DATABASE + "-wal"), database.with_name(DEMO_DATABASE + "-shm")):
+    for path in (
+        database,
+        database.with_name(DEMO_DATABASE + "-wal"),
+        database.with_name(DEMO_DATABASE + "-shm"),
+    ):
         path.unlink(missing_ok=True)
     outbox = directory / "outbox"
     if outbox.exists():

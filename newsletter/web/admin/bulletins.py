@@ -274,7 +274,9 @@ def move_item(
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
-def confirm_page(request: Request, question: str, action_url: str, back_url: str, **extra: object) -> Response:
+def confirm_page(
+    request: Request, question: str, action_url: str, back_url: str, **extra: object
+) -> Response:
     """The step between a destructive button and its effect: the same form again, with `confirmed=yes`.
     Works without JavaScript; nothing has changed until the second button is pressed."""
     context: dict[str, object] = {
