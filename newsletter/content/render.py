@@ -236,7 +236,7 @@ class Renderer:
     def _dateline(self, content: BulletinContent) -> str:
         """The line under the title: the date ("7 December 2026"), the issue number, or nothing."""
         if self.settings.DATELINE == "issue":
-            return f"Issue {content.id}" if content.id else ""
+            return f"Issue no. {content.id}" if content.id else ""
         if self.settings.DATELINE == "date":
             day = self.issue_date(content)
             return f"{day.day} {day:%B %Y}"

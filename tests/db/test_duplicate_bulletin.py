@@ -7,7 +7,7 @@ from sqlmodel import select
 from newsletter.content.bulletins import duplicate_bulletin, load_content
 from newsletter.core.models import AuditEntry, Bulletin, Delivery
 from newsletter.core.status import BulletinStatus
-from newsletter.sending import dispatcher
+from newsletter.sending import lifecycle
 
 
 def test_a_finished_bulletin_becomes_a_new_draft_with_the_same_items(
@@ -15,7 +15,7 @@ def test_a_finished_bulletin_becomes_a_new_draft_with_the_same_items(
 ):
     make_subscribers(3)
     original = planned_bulletin()
-    dispatcher.cancel(session, original.id)  # any status can be copied, even a finished one
+    lifecycle.cancel(session, original.id)  # any status can be copied, even a finished one
     session.commit()
     copy = duplicate_bulletin(session, original.id, actor="staff@example.org")
     session.commit()

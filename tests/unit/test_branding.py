@@ -66,7 +66,7 @@ def test_the_dateline_can_be_the_issue_number_or_nothing(basic_settings, monkeyp
     monkeypatch.setenv("DATELINE", "issue")
     monkeypatch.setenv("SUBJECT_TEMPLATE", "{title} (no. {issue})")
     variant, doc, _ = render(get_settings())
-    assert doc.xpath("string(//p[@class='dateline'])") == "Issue 42"
+    assert doc.xpath("string(//p[@class='dateline'])") == "Issue no. 42"
     assert variant.subject == "Weekly Prayer (no. 42)"
     monkeypatch.setenv("DATELINE", "none")
     assert not render(get_settings())[1].xpath("//p[@class='dateline']")

@@ -52,11 +52,11 @@ def test_a_finished_send_shows_its_duration_and_average_rate(
     staff_client, make_bulletin, make_subscribers, session, settings
 ):
     from newsletter.core.db import make_engine
-    from newsletter.sending import dispatcher
+    from newsletter.sending import dispatcher, lifecycle
 
     make_subscribers(20)
     bulletin = make_bulletin()
-    dispatcher.send_now(session, bulletin.id)
+    lifecycle.send_now(session, bulletin.id)
     session.commit()
     engine = make_engine(settings.DATABASE_URL)
     dispatcher.Dispatcher(settings, engine).run_until_done(bulletin.id)
