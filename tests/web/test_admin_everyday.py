@@ -145,3 +145,30 @@ def test_duplicate_makes_a_new_draft_and_opens_it(staff_client, make_bulletin, s
     assert answer.status_code == 303 and answer.headers["location"] == f"/admin/bulletins/{bulletin.id + 1}"
     page = staff_client.get(answer.headers["location"]).text
     assert f"a new draft copied from bulletin {bulletin.id}" in page
+
+
+def test_after_a_dry_run_the_checked_file_imports_without_a_second_upload(staff_client, session):
+    import re
+
+    from sqlmodel import select
+
+    from newsletter.core.models import Subscriber
+    from tests.factories import csv_for
+
+    token = csrf(staff_client, "/admin/subscribers/import")
+    data = csv_for([("ada@example.org", "Ada", ["africa"], "active"), ("bad", "X", ["africa"], "active")])
+    checked = staff_client.post(
+        "/admin/subscribers/import",
+        data={"csrf_token": token, "dry_run": "true"},
+        files={"file": ("people.csv", data.encode(), "text/csv")},
+    )
+    assert "(1 row would be stored)" in checked.text and "Import these rows now" in checked.text
+    assert session.exec(select(Subscriber)).all() == []
+    staged = re.search(r'name="staged" value="([^"]+)"', checked.text).group(1)
+    session.commit()
+    done = staff_client.post("/admin/subscribers/import", data={"csrf_token": token, "staged": staged})
+    assert done.status_code == 200 and "(1 row was stored)" in done.text
+    assert [s.email for s in session.exec(select(Subscriber)).all()] == ["ada@example.org"]
+    session.commit()
+    again = staff_client.post("/admin/subscribers/import", data={"csrf_token": token, "staged": staged})
+    assert again.status_code == 400 and "no longer available: upload it again" in again.text
