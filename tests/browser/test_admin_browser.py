@@ -120,8 +120,8 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(
         latin.get_by_label("Text (Markdown)").first.fill(
             "Praise God for **2,600** officers trained in Guatemala."
         )
-        latin.get_by_role("button", name="Save item").first.click()
-        expect(page.get_by_text("Item saved.")).to_be_visible()
+        page.get_by_role("button", name="Save all changes").click()
+        expect(page.get_by_text("Saved.")).to_be_visible()
         shoot(page, "bulletin-editor")
 
         page.get_by_role("link", name="Preview & test send").click()

@@ -102,3 +102,55 @@ def test_the_admin_fits_a_phone(staff_page, make_bulletin, make_subscriber):
     shoot(page, "admin-subscribers-phone")
     page.goto(f"/admin/bulletins/{bulletin.id}")
     shoot(page, "admin-bulletin-editor-phone")
+
+
+def test_the_editor_saves_every_item_in_one_form_and_asks_before_deleting(staff_page, make_bulletin, session):
+    from sqlmodel import select
+
+    from newsletter.core.models import Bulletin, Item
+
+    bulletin = make_bulletin(status="draft")
+    page = staff_page()
+    page.goto(f"/admin/bulletins/{bulletin.id}")
+    assert page.locator("form#editor textarea").count() >= 4  # heading + every item in one form
+    page.get_by_label("Title").fill("Edited title")
+    bodies = page.locator("textarea[name^='body-']")
+    bodies.nth(0).fill("First item, edited")
+    bodies.nth(1).fill("Second item, edited")
+    page.locator("select[name^='kind-']").nth(1).select_option("plain")
+    page.get_by_label("Text (Markdown; left blank, nothing is added)").fill("A new item")
+    page.get_by_role("button", name="Save all changes").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    session.expire_all()
+    stored = [(i.body, i.kind) for i in session.exec(select(Item).where(Item.bulletin_id == bulletin.id))]
+    assert "First item, edited" in [b for b, _ in stored]
+    assert ("Second item, edited", "plain") in stored and ("A new item", "pray") in stored
+    assert session.get(Bulletin, bulletin.id).title == "Edited title"
+    session.commit()
+    shoot(page, "admin-bulletin-editor")
+
+    # Delete asks first; "Keep it" keeps it, and the other edits made meanwhile are saved.
+    second = session.exec(select(Item.id).where(Item.body == "Second item, edited")).one()
+    session.commit()
+    page.locator("textarea[name^='body-']").nth(0).fill("First item, edited again")
+    page.locator(f"#item-{second}").get_by_role("button", name="Delete…").click()
+    expect(page.get_by_role("heading", name="Delete this item?")).to_be_visible()
+    shoot(page, "admin-confirm-delete")
+    page.get_by_role("link", name="Keep it").click()
+    session.expire_all()
+    assert session.exec(select(Item).where(Item.body == "Second item, edited")).first() is not None
+    assert session.exec(select(Item).where(Item.body == "First item, edited again")).first() is not None
+    session.commit()
+    page.locator(f"#item-{second}").get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Delete the item").click()
+    expect(page.get_by_text("Item deleted.")).to_be_visible()
+    session.expire_all()
+    assert session.exec(select(Item).where(Item.body == "Second item, edited")).first() is None
+    session.commit()
+
+    # Cancelling the bulletin asks first too.
+    page.get_by_role("button", name="Cancel bulletin").click()
+    expect(page.get_by_role("heading", name=re.compile("^Cancel “"))).to_be_visible()
+    shoot(page, "admin-confirm-cancel")
+    page.get_by_role("button", name="Cancel the bulletin").click()
+    expect(page.get_by_text("Cancelled: it will not be sent.")).to_be_visible()

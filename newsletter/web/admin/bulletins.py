@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
@@ -188,6 +188,60 @@ def _edited(
     session.commit()
     if changed is not False:
         flash(request, done)
+
+
+def _editor_form(form: Any) -> tuple[items.HeaderEdit, list[items.ItemEdit], items.ItemEdit]:
+    """The editor's one form as edits: the header, each item (`body-<id>`…), the new item."""
+
+    def text(name: str) -> str:
+        value = form.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    header = items.HeaderEdit(
+        text("title"), text("subject"), text("scripture_text"), text("scripture_reference"), text("intro")
+    )
+    edits = [
+        items.ItemEdit(int(i), text(f"body-{i}"), text(f"kind-{i}") or ItemKind.PRAY, text(f"region-{i}"))
+        for i in form.getlist("item")
+        if isinstance(i, str) and i.isdigit()
+    ]
+    new = items.ItemEdit(0, text("new_body"), text("new_kind") or ItemKind.PRAY, text("new_region"))
+    return header, edits, new
+
+
+@router.post("/{bulletin_id}/edit")
+async def save_editor(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+    """The editor's single form: every field saved together, then the button's own step (move an item,
+    or ask before deleting one). Works without JavaScript: each button is a submit button of the form."""
+    form = await request.form()
+    header, edits, new = _editor_form(form)
+    op = form.get("op", "save")
+    op = op if isinstance(op, str) else "save"
+    action, _, target = op.partition(":")
+    saved: list[bool] = []
+
+    def save() -> bool:
+        saved.append(bool(items.save_editor(session, bulletin_id, header, edits, new, actor=user.email)))
+        if action in ("up", "down") and target.isdigit():
+            way: items.Direction = "down" if action == "down" else "up"
+            items.move_item(session, bulletin_id, int(target), way, actor=user.email)
+        return True
+
+    _edited(request, session, bulletin_id, save, "Saved.")
+    if action == "delete" and target.isdigit() and saved:
+        item = items.find_item(session, bulletin_id, int(target))
+        return confirm_page(
+            request,
+            "Delete this item?",
+            f"/admin/bulletins/{bulletin_id}/items/{target}/delete",
+            f"/admin/bulletins/{bulletin_id}#item-{target}",
+            quote=item.body,
+            detail="Your other changes are saved. The item is removed from the bulletin for good.",
+            confirm_label="Delete the item",
+            back_label="Keep it",
+        )
+    anchor = f"#item-{target}" if target.isdigit() else ""
+    return see_other(f"/admin/bulletins/{bulletin_id}{anchor}")
 
 
 @router.post("/{bulletin_id}")
