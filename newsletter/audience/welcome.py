@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -109,13 +110,17 @@ def send_welcome(session: Session, settings: Settings, renderer: Renderer, welco
 
 
 def confirm_with_welcome(
-    session: Session, settings: Settings, renderer: Renderer, subscriber: Subscriber
+    session: Session,
+    settings: Settings,
+    renderer: Renderer,
+    subscriber: Subscriber,
+    *,
+    issued_at: datetime,
 ) -> optin.Confirmation:
-    """Confirm `subscriber` (`optin.confirm`) and, when it made them active, send the welcome bulletin.
-
-    The confirmation and the claimed delivery commit together before anything is sent.
-    """
-    outcome = optin.confirm(session, subscriber)
+    """Confirm `subscriber` (`optin.confirm`, with its link's `issued_at`) and, when that made them
+    active, send the welcome bulletin. The confirmation and the claimed delivery commit together
+    before anything is sent."""
+    outcome = optin.confirm(session, subscriber, issued_at=issued_at)
     welcome = (
         claim_welcome(session, settings, subscriber) if outcome is optin.Confirmation.CONFIRMED else None
     )
