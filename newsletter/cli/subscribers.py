@@ -14,7 +14,7 @@ from newsletter.audience import staff
 from newsletter.audience.search import export_rows, listing
 from newsletter.audience.subscribers import export_csv, import_subscribers
 from newsletter.cli import context
-from newsletter.cli.output import is_stdout, open_output
+from newsletter.cli.output import is_stdout
 from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import NewsletterError, NotFound

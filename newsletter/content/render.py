@@ -249,6 +249,7 @@ class Renderer:
         return render_subject(
             self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0
         )
+
     def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
         """The public archive page of exactly what this variant holds: the email's "view online" link,
         the same for every recipient of the variant and safe to forward. "" when the archive is off

@@ -326,6 +326,8 @@ def served_base_url(settings: Settings, host: str, port: int) -> tuple[Settings,
             "links in emails and pages use BASE_URL"
         )
     return settings, f"links in emails and pages use BASE_URL {settings.BASE_URL}"
+
+
 MIN_KEY_LENGTH = 16
 MIN_KEY_DISTINCT_CHARACTERS = 8
 

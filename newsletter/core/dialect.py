@@ -230,6 +230,8 @@ def _fts_rows(
         if len(rows) >= limit:
             break
     return rows
+
+
 def lock_key(session: Session, key: str) -> None:
     """Hold a transaction-scoped lock named by `key` until this transaction ends (PostgreSQL).
 

@@ -8,7 +8,7 @@ generated column requires.
 `newsletter.audience.search` is the only code that queries them (names in `newsletter.core.dialect`).
 
 Revision ID: name_search
-Revises: 0001
+Revises: engagement
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "name_search"
-down_revision = "0001"
+down_revision = "engagement"
 branch_labels = None
 depends_on = None
 

@@ -95,12 +95,20 @@ async def _read_upload(file: UploadFile | None, cap: int) -> tuple[str, str, str
     raw = await file.read(cap + 1)
     filename = file.filename or "upload.csv"
     if len(raw) > cap:
-        return filename, "", f"The file is larger than {cap // (1024 * 1024)} MB; split it or use the command line."
+        return (
+            filename,
+            "",
+            f"The file is larger than {cap // (1024 * 1024)} MB; split it or use the command line.",
+        )
     try:
         return filename, raw.decode("utf-8-sig"), ""
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        return filename, "", f"Line {line} is not valid UTF-8: save the file as “CSV UTF-8” and upload it again."
+        return (
+            filename,
+            "",
+            f"Line {line} is not valid UTF-8: save the file as “CSV UTF-8” and upload it again.",
+        )
 
 
 @router.post("/import")
