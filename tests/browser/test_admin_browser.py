@@ -66,7 +66,7 @@ def test_volunteer_finds_a_subscriber_among_10k_and_changes_their_regions(
     shoot(page, "home-volunteer")
     page.get_by_role("link", name="Subscribers").click()
     shoot(page, "subscribers")
-    page.get_by_label("Name or email starts with").fill("user4242@")
+    page.get_by_label("Any word of the name, or the start of the email").fill("user4242@")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="user4242@example.org").click()
     expect(page.get_by_role("heading", name="user4242@example.org")).to_be_visible()
