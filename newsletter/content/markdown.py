@@ -107,12 +107,14 @@ def to_text(source: str, width: int = WIDTH, *, first_prefix: str = "", indent: 
                 blocks.append("\n".join((first if i == 0 else rest) + line for i, line in enumerate(lines)))
                 tight.append(None)
             hidden = False
-    if not blocks:
-        return first_prefix.rstrip()
+    return _join_blocks(blocks, tight) if blocks else first_prefix.rstrip()
+
+
+def _join_blocks(blocks: list[str], tight: list[int | None]) -> str:
+    """Blocks one blank line apart, except paragraphs of the same tight list (one line break)."""
     out = [blocks[0]]
     for n in range(1, len(blocks)):
-        same_list = tight[n] is not None and tight[n] == tight[n - 1]
-        out.append("\n" if same_list else "\n\n")
+        out.append("\n" if tight[n] is not None and tight[n] == tight[n - 1] else "\n\n")
         out.append(blocks[n])
     return "".join(out)
 

@@ -391,6 +391,20 @@ def duplicate(request: Request, user: StaffUser, session: SessionDep, bulletin_i
     return see_other(f"/admin/bulletins/{copy.id}")
 
 
+def _confirm_cancel(request: Request, bulletin: Bulletin) -> Response:
+    return confirm_page(
+        request,
+        f"Cancel “{bulletin.title}”?",
+        f"/admin/bulletins/{bulletin.id}/status",
+        f"/admin/bulletins/{bulletin.id}",
+        fields={"action": "cancel"},
+        detail="A cancelled bulletin is never sent, and this cannot be undone"
+        + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
+        confirm_label="Cancel the bulletin",
+        back_label="Keep it",
+    )
+
+
 @router.post("/{bulletin_id}/status")
 def change(
     request: Request,
@@ -407,17 +421,7 @@ def change(
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
     if action == "cancel" and confirmed != "yes":
-        return confirm_page(
-            request,
-            f"Cancel “{bulletin.title}”?",
-            f"/admin/bulletins/{bulletin_id}/status",
-            f"/admin/bulletins/{bulletin_id}",
-            fields={"action": "cancel"},
-            detail="A cancelled bulletin is never sent, and this cannot be undone"
-            + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
-            confirm_label="Cancel the bulletin",
-            back_label="Keep it",
-        )
+        return _confirm_cancel(request, bulletin)
     try:
         if action == "ready":
             items.mark_ready(session, bulletin_id, actor=user.email)
