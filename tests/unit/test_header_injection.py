@@ -104,7 +104,15 @@ def test_sendgrid_json_names_and_subjects_hold_no_encoded_word_or_line_break(mai
     for text in texts:
         assert "=?" not in text and not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", text)
     assert [to["email"] for p in request["personalizations"] for to in p["to"]] == ["eve@example.org"]
-    assert set(request) <= {"personalizations", "from", "subject", "content", "reply_to", "headers"}
+    assert set(request) <= {
+        "personalizations",
+        "from",
+        "subject",
+        "content",
+        "reply_to",
+        "headers",
+        "tracking_settings",
+    }
 
 
 def test_an_encoded_word_reads_back_literally() -> None:
