@@ -242,15 +242,21 @@ class ImportReport:
         return not self.problems
 
     def summary(self) -> str:
-        verb = "would be" if self.dry_run else "were"
         parts = [f"{self.created} new", f"{self.updated} updated", f"{self.unchanged} unchanged"]
-        text = f"{', '.join(parts)} ({self.stored} rows {verb} stored)"
+        rows = f"{self.stored} row" if self.stored == 1 else f"{self.stored} rows"
+        verb = (
+            ("would be" if self.dry_run else "was")
+            if self.stored == 1
+            else ("would be" if self.dry_run else "were")
+        )
+        text = f"{', '.join(parts)} ({rows} {verb} stored)"
         if self.kept_status:
             text += f"; {self.kept_status} kept their status (an import never re-activates a lost address)"
         if self.suppressed:
             text += f"; {self.suppressed} suppressed addresses skipped"
         if self.problems:
-            text += f"; {len(self.problems)} bad rows"
+            bad = len(self.problems)
+            text += f"; {bad} bad row" if bad == 1 else f"; {bad} bad rows"
         return text
 
 

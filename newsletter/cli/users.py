@@ -45,8 +45,8 @@ def _password(from_stdin: bool) -> str:
 def add_command(
     email: Annotated[str, typer.Argument(help="The account's email address (its login).")],
     role: Annotated[
-        Role, typer.Option(help="staff: everything; volunteer: subscribers only.")
-    ] = Role.VOLUNTEER,
+        str, context.choice(Role, "staff: everything; volunteer: subscribers only.")
+    ] = Role.VOLUNTEER.value,
     password_stdin: Annotated[
         bool,
         typer.Option("--password-stdin", help="Read the password from the first line of standard input."),
@@ -56,7 +56,7 @@ def add_command(
     password = _password(password_stdin)
     accounts.check_password_strength(password)
     with context.session() as session:
-        user = accounts.create_user(session, email, password, role)
+        user = accounts.create_user(session, email, password, Role(role))
         address, role_name = user.email, user.role
     context.console.print(f"added {role_name} {address}")
 

@@ -28,6 +28,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -42,7 +43,7 @@ from newsletter.content.types import (
     RenderedVariant,
     variant_key,
 )
-from newsletter.core.config import Settings
+from newsletter.core.config import Settings, render_subject
 from newsletter.core.status import ItemKind
 
 _MARK = "~nl"
@@ -55,9 +56,10 @@ PREHEADER_CHARS = 110
 # Invisible filler after the preheader, so that clients do not pull body text into the inbox preview.
 _PREHEADER_PAD = "\u034f\u00a0" * 60
 
-KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise"}
-TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] "}
+KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise", ItemKind.PLAIN: ""}
+"""The label above an item in HTML; a plain item has none."""
 TEXT_INDENT = " " * 9
+TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] ", ItemKind.PLAIN: TEXT_INDENT}
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -204,6 +206,8 @@ class Renderer:
         sections = content.only(frozenset(selected))
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
         return {
+            **self._brand_context(),
+            "dateline": self._dateline(content),
             "lang": "en",
             "title": content.title,
             "content": content,
@@ -222,6 +226,42 @@ class Renderer:
             "archive_url": self.archive_url(content, selected),
         }
 
+    def _brand_context(self) -> dict[str, Any]:
+        """The branding settings every email template sees (`brand.*`)."""
+        s = self.settings
+        return {
+            "brand": {
+                "logo_url": s.LOGO_URL,
+                "logo_alt": s.LOGO_ALT,
+                "accent": s.ACCENT_COLOUR,
+                "donate_url": s.DONATE_URL,
+                "donate_label": s.DONATE_LABEL,
+            }
+        }
+
+    def issue_date(self, content: BulletinContent) -> date:
+        """The day the bulletin is (or was) sent, in `TIMEZONE`; today for one not planned yet."""
+        when = content.send_time or datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(self.settings.tz).date()
+
+    def _dateline(self, content: BulletinContent) -> str:
+        """The line under the title: the date ("7 December 2026"), the issue number, or nothing."""
+        if self.settings.DATELINE == "issue":
+            return f"Issue no. {content.id}" if content.id else ""
+        if self.settings.DATELINE == "date":
+            day = self.issue_date(content)
+            return f"{day.day} {day:%B %Y}"
+        return ""
+
+    def subject(self, content: BulletinContent) -> str:
+        """The subject line: `SUBJECT_TEMPLATE` filled in, or the bulletin's subject as written."""
+        title = content.subject or content.title
+        return render_subject(
+            self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0
+        )
+
     def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
         """The public archive page of exactly what this variant holds: the email's "view online" link,
         the same for every recipient of the variant and safe to forward. "" when the archive is off
@@ -238,7 +278,7 @@ class Renderer:
         if html is None:
             source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
             html = inline_css_marked(source)
-        subject = content.subject or content.title
+        subject = self.subject(content)
         return RenderedVariant(
             key=variant_key(selected),
             regions=selected,
@@ -275,6 +315,7 @@ class Renderer:
         name = display_name(name)
         org = self.settings.ORG_NAME
         context = {
+            **self._brand_context(),
             "lang": "en",
             "title": f"Confirm your subscription to {org}",
             "test": False,

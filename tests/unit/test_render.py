@@ -249,7 +249,8 @@ def test_markup_and_template_syntax_in_content_show_as_text(basic_settings, valu
     expected = "Alert <script>alert('x')</script> then {{ name }} and {% if x %} Fish & chips at https://example.org/a?b=1&c=2"
     assert expected in seen and expected in words(text)
     assert "Title <i>with</i> & tags" in seen and "Verse {{ 7 * 7 }}" in seen and "Ref & co" in seen
-    assert not doc.xpath("//div[@class='body']//a")  # a bare URL is text (mail clients link it)
+    # a bare URL becomes a link, and only it
+    assert [a.get("href") for a in doc.xpath("//div[@class='body']//a")] == ["https://example.org/a?b=1&c=2"]
     assert "https://example.org/a?b=1&c=2" in text.split()
 
 
