@@ -190,9 +190,11 @@ class Renderer:
         sections = content.only(frozenset(selected))
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
         preheader = markdown.excerpt(first, PREHEADER_CHARS)
+        subject = content.subject or content.title
         context = {
             "lang": "en",
             "title": content.title,
+            "subject": (TEST_PREFIX + subject) if test else subject,
             "content": content,
             "sections": sections,
             "test": test,
@@ -232,6 +234,7 @@ class Renderer:
         context = {
             "lang": "en",
             "title": f"Confirm your subscription to {org}",
+            "subject": f"Please confirm your subscription to {org}",
             "test": False,
             "org_name": org,
             "postal_address": self.settings.ORG_POSTAL_ADDRESS.strip(),
@@ -253,6 +256,22 @@ class Renderer:
             text_placeholders=dict(text_ph),
             preheader=str(context["preheader"]),
         )
+
+
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def as_web_page(html: str) -> str:
+    """A rendered email as a page of our site (view online): its body inside a `<main>` landmark.
+
+    The email itself is an `article` labelled with its subject (what mail clients expect); a web page
+    needs a main landmark as well, so that "skip to main" and landmark navigation work.
+    """
+    opened = _BODY_OPEN.search(html)
+    closing = html.rfind("</body>")
+    if opened is None or closing < opened.end():
+        return html
+    return html[: opened.end()] + "<main>" + html[opened.end() : closing] + "</main>" + html[closing:]
 
 
 def personalize(variant: RenderedVariant, values: Mapping[str, str]) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from newsletter.audience import optin, preferences, suppressions
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.content.bulletins import load_content
 from newsletter.content.regions import RegionIndex
-from newsletter.content.render import Renderer, personalize
+from newsletter.content.render import Renderer, as_web_page, personalize
 from newsletter.content.types import Recipient
 from newsletter.core.config import Settings
 from newsletter.core.models import Bulletin, Delivery, Subscriber
@@ -40,11 +40,14 @@ from newsletter.core.status import BulletinStatus, SubscriberStatus
 from newsletter.mail.links import Links
 from newsletter.mail.tokens import Purpose, TokenError, read_token
 from newsletter.web.deps import SessionDep, SettingsDep, TemplatesDep
+from newsletter.web.form_errors import FormErrors
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+SUBSCRIBE_FIELD_PREFIX = "nl-"
+"""Ids of the subscription form's fields start with this: the form is also pasted into other sites."""
 HONEYPOT_FIELD = "website"
 """Hidden from people (CSS and aria-hidden), filled in by form-filling bots."""
 
@@ -140,7 +143,7 @@ def _form_context(
         "values": values,
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
-        "errors": {},
+        "form_errors": FormErrors(prefix=SUBSCRIBE_FIELD_PREFIX),
     }
 
 
@@ -181,7 +184,12 @@ def subscribe(
     if errors:
         context = _form_context(session, settings, {"email": email, "name": name, "regions": list(codes)})
         return _page(
-            request, templates, settings, "subscribe.html", {**context, "errors": errors}, status=400
+            request,
+            templates,
+            settings,
+            "subscribe.html",
+            {**context, "form_errors": FormErrors(errors, prefix=SUBSCRIBE_FIELD_PREFIX)},
+            status=400,
         )
 
     result = optin.request_subscription(
@@ -238,11 +246,11 @@ def _preferences_page(
     notice: str = "",
     errors: Mapping[str, str] | None = None,
     chosen: list[str] | None = None,
+    values: Mapping[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     index = RegionIndex.from_db(session, settings)
     messages = [("ok", notice)] if notice else []
-    messages += [("error", text) for text in (errors or {}).values()]
     context = {
         "subscriber": subscriber,
         "regions": index.regions,
@@ -250,7 +258,8 @@ def _preferences_page(
         "paused": preferences.is_paused(subscriber),
         "paused_until": _date(subscriber.paused_until) if subscriber.paused_until else "",
         "max_pause_weeks": preferences.MAX_PAUSE_WEEKS,
-        "errors": errors or {},
+        "form_errors": FormErrors(errors),
+        "values": values or {},
         "messages": messages,
         "active": subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
         "can_resubscribe": subscriber.status == SubscriberStatus.UNSUBSCRIBED,
@@ -302,7 +311,7 @@ def preferences_change(
             until = preferences.pause(session, subscriber, int(weeks))
         except ValueError:
             text = f"Please choose a number of weeks between 1 and {preferences.MAX_PAUSE_WEEKS}."
-            return page(errors={"weeks": text}, status=400)
+            return page(errors={"weeks": text}, values={"weeks": weeks}, status=400)
         session.commit()
         return page(notice=f"Paused: we will not email you until {_date(until)}.")
     if action == "resume":
@@ -421,4 +430,4 @@ def view_online(
         bulletin_id=bulletin_id,
     )
     html, _ = personalize(variant, Links(settings).values(recipient))
-    return HTMLResponse(html, headers=_TOKEN_PAGE_HEADERS)
+    return HTMLResponse(as_web_page(html), headers=_TOKEN_PAGE_HEADERS)

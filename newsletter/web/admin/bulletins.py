@@ -20,6 +20,7 @@ from newsletter.content.bulletins import (
 )
 from newsletter.content.types import BulletinContent
 from newsletter.core import audit
+from newsletter.core.config import Settings
 from newsletter.core.errors import ImportFailed, NewsletterError
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
@@ -27,6 +28,7 @@ from newsletter.sending import dispatcher
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/bulletins")
 
@@ -83,7 +85,17 @@ def create(
 
 @router.get("/import")
 def import_page(request: Request, user: StaffUser) -> Response:
-    return render(request, "bulletin_import.html", {"text": "", "problems": []})
+    return render(request, "bulletin_import.html", {"text": "", "problems": [], "form_errors": FormErrors()})
+
+
+def _import_refused(request: Request, field: str, text: str, problems: list[str]) -> Response:
+    """The import form again with what was pasted, the problems listed and the field marked."""
+    if len(problems) == 1:
+        message = f"Nothing was stored: {problems[0]}"
+    else:
+        message = f"Nothing was stored: {len(problems)} problems, listed under the field."
+    context = {"text": text, "problems": problems, "form_errors": FormErrors({field: message})}
+    return render(request, "bulletin_import.html", context, status_code=400)
 
 
 @router.post("/import")
@@ -102,28 +114,16 @@ async def import_submit(
         try:
             text = raw[:MAX_TEXT_BYTES].decode("utf-8-sig")
         except UnicodeDecodeError:
-            return render(
-                request,
-                "bulletin_import.html",
-                {"text": "", "problems": [f"{source} is not UTF-8 text; save it as UTF-8."]},
-                status_code=400,
-            )
+            return _import_refused(request, "file", "", [f"{source} is not UTF-8 text; save it as UTF-8."])
     try:
         content = parse_bulletin(text, settings, source=source)
         bulletin = store_bulletin(session, content, actor=user.email)
     except ImportFailed as exc:
         session.rollback()
-        return render(
-            request,
-            "bulletin_import.html",
-            {"text": text, "problems": [str(p) for p in exc.problems]},
-            status_code=400,
-        )
+        return _import_refused(request, "text", text, [str(p) for p in exc.problems])
     except NewsletterError as exc:
         session.rollback()
-        return render(
-            request, "bulletin_import.html", {"text": text, "problems": [str(exc)]}, status_code=400
-        )
+        return _import_refused(request, "text", text, [str(exc)])
     session.commit()
     flash(request, f"Imported “{bulletin.title}” as a draft.")
     return see_other(f"/admin/bulletins/{bulletin.id}")
@@ -140,7 +140,19 @@ def items_by_region(session: Session, bulletin_id: int) -> list[tuple[Region, li
 def editor(
     request: Request, user: StaffUser, session: SessionDep, settings: SettingsDep, bulletin_id: int
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
+    return _editor_page(request, session, settings, get_bulletin_or_404(session, bulletin_id))
+
+
+def _editor_page(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    bulletin: Bulletin,
+    form_errors: FormErrors | None = None,
+    typed: dict[str, str] | None = None,
+) -> Response:
+    """The editor; after a refused submit (`form_errors`), with what was typed and status 400."""
+    assert bulletin.id is not None
     local = (
         bulletin.send_at.astimezone(settings.tz)
         if bulletin.send_at
@@ -151,13 +163,16 @@ def editor(
         "bulletin.html",
         {
             "bulletin": bulletin,
-            "sections": items_by_region(session, bulletin_id),
+            "sections": items_by_region(session, bulletin.id),
             "regions": _regions(session),
             "kinds": [k.value for k in ItemKind],
             "editable": bulletin.status in EDITABLE_BULLETIN,
             "send_at_value": local.strftime("%Y-%m-%dT%H:%M"),
             "actions": _actions(bulletin),
+            "form_errors": form_errors or FormErrors(),
+            "typed": typed or {},
         },
+        status_code=400 if form_errors else 200,
     )
 
 
@@ -230,6 +245,7 @@ def add_item(
     request: Request,
     user: StaffUser,
     session: SessionDep,
+    settings: SettingsDep,
     bulletin_id: int,
     region: Annotated[str, Form()],
     body: Annotated[str, Form()] = "",
@@ -239,8 +255,8 @@ def add_item(
     if not _editable(request, bulletin):
         return see_other(f"/admin/bulletins/{bulletin_id}")
     if not body.strip():
-        flash(request, "An item needs some text.", "error")
-        return see_other(f"/admin/bulletins/{bulletin_id}#add-item")
+        errors = FormErrors({"new_body": "Write the item's text (Markdown), then add it."})
+        return _editor_page(request, session, settings, bulletin, errors, {"region": region, "kind": kind})
     last = session.exec(
         select(Item.position).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position).desc())
     ).first()
@@ -284,6 +300,7 @@ def save_item(
     request: Request,
     user: StaffUser,
     session: SessionDep,
+    settings: SettingsDep,
     bulletin_id: int,
     item_id: int,
     body: Annotated[str, Form()] = "",
@@ -295,8 +312,8 @@ def save_item(
     if not _editable(request, bulletin):
         return see_other(f"/admin/bulletins/{bulletin_id}")
     if not body.strip():
-        flash(request, "An item needs some text (use Delete to remove it).", "error")
-        return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
+        errors = FormErrors({f"body_{item_id}": "Write the item's text, or use Delete to remove the item."})
+        return _editor_page(request, session, settings, bulletin, errors)
     before = {"body": item.body, "kind": item.kind, "region_id": item.region_id}
     after = {
         "body": body.strip(),
@@ -396,6 +413,7 @@ def change(
     it for the next slot of the weekly schedule."""
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
+    problem_with = ""  # the form field a refusal is about, if any
     try:
         if action in {"ready", "schedule"}:
             has_items = session.exec(select(Item.id).where(Item.bulletin_id == bulletin_id).limit(1)).first()
@@ -408,9 +426,11 @@ def change(
             change_status(session, bulletin, B.DRAFT, actor=user.email)
             message = "Back to draft."
         elif action == "schedule":
+            problem_with = "send_at"
             when = parse_send_at(send_at, settings)
             if when < utcnow() - SCHEDULE_SLACK:
                 raise NewsletterError("that time has passed; choose a time in the future")
+            problem_with = ""
             dispatcher.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
@@ -433,6 +453,9 @@ def change(
             raise NewsletterError(f"unknown action {action!r}")
     except NewsletterError as exc:
         session.rollback()
+        if problem_with == "send_at":
+            errors = FormErrors({"send_at": f"Choose another send time: {exc}."})
+            return _editor_page(request, session, settings, bulletin, errors, {"send_at": send_at})
         flash(request, f"Not changed: {exc}.", "error")
         return back
     session.commit()

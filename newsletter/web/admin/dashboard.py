@@ -1,5 +1,6 @@
 """The delivery dashboard of one bulletin, for staff: counts per delivery status, progress and rate
-while sending (the page refreshes itself), failures with their reasons, bounces and complaints, and
+while sending (a Refresh link; automatic refresh only on request, `?live=1`, with a link that stops it:
+WCAG 2.2.1 forbids a page that reloads under the reader, and the admin's CSP forbids scripts), failures with their reasons, bounces and complaints, and
 opens and clicks from the ESP's events."""
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def _progress(session: Session, bulletin: Bulletin, summary: SendSummary) -> dic
 
 
 @router.get("/{bulletin_id}/dashboard")
-def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+def dashboard(
+    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, live: str = ""
+) -> Response:
     bulletin = get_bulletin_or_404(session, bulletin_id)
     summary = dispatcher.summary(session, bulletin_id)
     problems = session.exec(
@@ -91,7 +94,7 @@ def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_i
         .order_by(col(TestSend.id).desc())
         .limit(20)
     ).all()
-    live = bulletin.status == BulletinStatus.SENDING or (
+    is_live = bulletin.status == BulletinStatus.SENDING or (
         bulletin.status == BulletinStatus.READY
         and bulletin.send_at is not None
         and bulletin.send_at - utcnow() < timedelta(minutes=10)
@@ -107,6 +110,8 @@ def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_i
             "events": event_counts(session, bulletin_id),
             "problems": problems,
             "tests": tests,
-            "refresh": REFRESH_SECONDS if live else None,
+            "live": is_live,
+            "refresh_every": REFRESH_SECONDS,
+            "refresh": REFRESH_SECONDS if is_live and live == "1" else None,
         },
     )

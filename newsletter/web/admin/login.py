@@ -16,6 +16,7 @@ from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import CurrentUser, MaybeUser, log_in, log_out
 from newsletter.web.csrf import check_csrf
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter()
 
@@ -27,11 +28,20 @@ def _safe_next(target: str | None) -> str:
     return "/admin"
 
 
+def _login_errors(exc: LoginRefused) -> FormErrors:
+    """The refusal on the address; the password field is marked too when it may be the wrong one."""
+    errors = FormErrors({"email": str(exc)})
+    if exc.locked_until is None:
+        errors.add("password", "Type your password again: it is not kept after a failed attempt.")
+    return errors
+
+
 @router.get("/login")
 def login_page(request: Request, user: MaybeUser, next: str | None = None) -> Response:
     if user is not None:
         return see_other(_safe_next(next))
-    return render(request, "login.html", {"next": _safe_next(next), "email": "", "error": ""}, user=None)
+    context = {"next": _safe_next(next), "email": "", "form_errors": FormErrors()}
+    return render(request, "login.html", context, user=None)
 
 
 @router.post("/login")
@@ -51,7 +61,7 @@ async def login_submit(
         return render(
             request,
             "login.html",
-            {"next": _safe_next(next), "email": email, "error": str(exc)},
+            {"next": _safe_next(next), "email": email, "form_errors": _login_errors(exc)},
             user=None,
             status_code=401,
         )

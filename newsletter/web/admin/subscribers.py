@@ -38,6 +38,7 @@ from newsletter.core.status import (
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/subscribers")
 
@@ -115,7 +116,8 @@ def export(
 
 @router.get("/import")
 def import_page(request: Request, user: VolunteerUser) -> Response:
-    return render(request, "subscribers_import.html", {"report": None, "filename": ""})
+    context = {"report": None, "filename": "", "form_errors": FormErrors()}
+    return render(request, "subscribers_import.html", context)
 
 
 @router.post("/import")
@@ -142,7 +144,7 @@ async def import_upload(
         return render(
             request,
             "subscribers_import.html",
-            {"report": None, "filename": filename, "error": error},
+            {"report": None, "filename": filename, "form_errors": FormErrors({"file": error})},
             status_code=400,
         )
     report = import_subscribers(
@@ -157,7 +159,8 @@ async def import_upload(
         session.rollback()
     else:
         session.commit()
-    return render(request, "subscribers_import.html", {"report": report, "filename": filename})
+    context = {"report": report, "filename": filename, "form_errors": FormErrors()}
+    return render(request, "subscribers_import.html", context)
 
 
 def _get(session: Session, subscriber_id: int) -> Subscriber:
@@ -209,10 +212,17 @@ def _changes(raw: str) -> dict[str, Any]:
 
 
 def _detail(
-    request: Request, session: Session, subscriber: Subscriber, status_code: int = 200, error: str = ""
+    request: Request,
+    session: Session,
+    subscriber: Subscriber,
+    status_code: int = 200,
+    form_errors: FormErrors | None = None,
+    typed: dict[str, Any] | None = None,
 ) -> Response:
+    """The subscriber's page; after a refused edit, with the problems and what was typed (`typed`)."""
     assert subscriber.id is not None
-    current = subscriber_regions(session, [subscriber.id])[subscriber.id]
+    typed = typed or {}
+    current = typed.get("regions", subscriber_regions(session, [subscriber.id])[subscriber.id])
     allowed = [subscriber.status, *sorted(SUBSCRIBER_TRANSITIONS[SubscriberStatus(subscriber.status)])]
     context = {
         "subscriber": subscriber,
@@ -220,7 +230,9 @@ def _detail(
         "current_regions": current,
         "allowed_statuses": allowed,
         "suppression": suppressions.find(session, subscriber.email),
-        "error": error,
+        "form_errors": form_errors or FormErrors(),
+        "name_value": typed.get("name", subscriber.name),
+        "status_value": typed.get("status", subscriber.status),
         **_history(session, subscriber),
     }
     return render(request, "subscriber.html", context, status_code=status_code)
@@ -244,16 +256,19 @@ async def update(
     """Change name, regions and status; a status the lifecycle forbids is refused and nothing changes."""
     subscriber = _get(session, subscriber_id)
     assert subscriber.id is not None
+    typed = {"name": name, "status": status or subscriber.status, "regions": regions or []}
     try:
         new_name = validate_name(name)
     except ValueError as exc:
-        return _detail(request, session, subscriber, 400, str(exc))
+        errors = FormErrors({"name": f"Check the name: {exc}. Nothing was saved."})
+        return _detail(request, session, subscriber, 400, errors, typed)
     new_status = status or subscriber.status
     try:
         SubscriberStatus(new_status)
         check_subscriber(subscriber.status, new_status)
     except (ValueError, InvalidTransition) as exc:
-        return _detail(request, session, subscriber, 400, f"Status not changed: {exc}.")
+        errors = FormErrors({"status": f"Choose another status ({exc}). Nothing was saved."})
+        return _detail(request, session, subscriber, 400, errors, typed)
     all_regions = {r.code: r for r in _regions(session)}
     wanted = [code for code in all_regions if code in set(regions or [])]
     before_regions = subscriber_regions(session, [subscriber.id])[subscriber.id]
