@@ -80,11 +80,9 @@ def log_in(page, origin: str, email: str) -> None:
     page.get_by_role("heading", name=re.compile("Welcome")).wait_for()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(
-    browser, live_server, session, settings, make_subscriber, make_subscribers, make_bulletin, planned_bulletin
-):
-    require_axe()
+@pytest.fixture
+def seeds(live_server, session, settings, make_subscriber, make_subscribers, make_bulletin, planned_bulletin):
+    """Accounts, subscribers, a bulletin being sent and a draft; the crawl's start pages per role."""
     create_user(session, "staff@example.org", PASSWORD, Role.STAFF)
     create_user(session, "vol@example.org", PASSWORD, Role.VOLUNTEER)
     session.commit()
@@ -102,8 +100,7 @@ def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(
         links.confirm_url(pending.id),
         "/preferences/not-a-real-token",
     ]
-    origin = live_server.url
-    roles = {
+    return {
         "visitor": (None, ["/", "/subscribe", "/subscribe/embed", "/admin"]),
         "supporter": (None, [live_server.local(u) for u in emailed]),
         "volunteer": ("vol@example.org", ["/admin", "/admin/bulletins"]),
@@ -112,17 +109,23 @@ def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(
             ["/admin", f"/admin/bulletins/{draft.id}", f"/admin/bulletins/{sending.id}/dashboard"],
         ),
     }
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(browser, live_server, seeds):
+    require_axe()
+    origin = live_server.url
     pages: list[str] = []
     report = AxeReport()
     scrolling: dict[str, int] = {}
-    for who, (email, seeds) in roles.items():
+    for who, (email, start) in seeds.items():
         context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(20_000)
         try:
             if email:
                 log_in(page, origin, email)
-            visited, found, scrollers = crawl(page, origin, seeds, who)
+            visited, found, scrollers = crawl(page, origin, start, who)
         finally:
             context.close()
         pages += visited

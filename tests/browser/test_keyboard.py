@@ -36,9 +36,7 @@ def page(browser, live_server):
     context = browser.new_context(
         base_url=live_server.url, viewport={"width": 1280, "height": 900}, bypass_csp=True
     )
-    # Forms post to BASE_URL (the public address in emails and the embeddable form): send it here.
-    base = live_server.base_url
-    context.route(f"{base}/**", lambda route: route.continue_(url=live_server.local(route.request.url)))
+    live_server.route_base_url(context)  # the subscription form posts to BASE_URL
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page

@@ -399,6 +399,22 @@ def delete_item(
     return see_other(f"/admin/bulletins/{bulletin_id}")
 
 
+def _refused(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    bulletin: Bulletin,
+    exc: NewsletterError,
+    send_at: str | None,
+) -> Response:
+    """A refused status change: on the send time field when that was the problem, else as a message."""
+    if send_at is not None:
+        errors = FormErrors({"send_at": f"Choose another send time: {exc}."})
+        return _editor_page(request, session, settings, bulletin, errors, {"send_at": send_at})
+    flash(request, f"Not changed: {exc}.", "error")
+    return see_other(f"/admin/bulletins/{bulletin.id}")
+
+
 @router.post("/{bulletin_id}/status")
 def change(
     request: Request,
@@ -453,11 +469,7 @@ def change(
             raise NewsletterError(f"unknown action {action!r}")
     except NewsletterError as exc:
         session.rollback()
-        if problem_with == "send_at":
-            errors = FormErrors({"send_at": f"Choose another send time: {exc}."})
-            return _editor_page(request, session, settings, bulletin, errors, {"send_at": send_at})
-        flash(request, f"Not changed: {exc}.", "error")
-        return back
+        return _refused(request, session, settings, bulletin, exc, send_at if problem_with else None)
     session.commit()
     flash(request, message)
     if action in {"schedule", "resume"} and bulletin.status in {B.READY, B.SENDING}:

@@ -243,6 +243,21 @@ def detail(request: Request, user: VolunteerUser, session: SessionDep, subscribe
     return _detail(request, session, _get(session, subscriber_id))
 
 
+def _edit_errors(subscriber: Subscriber, name: str, new_status: str) -> FormErrors:
+    """What is wrong with an edit, field by field (empty when it may be saved)."""
+    errors = FormErrors()
+    try:
+        validate_name(name)
+    except ValueError as exc:
+        errors.add("name", f"Check the name: {exc}. Nothing was saved.")
+    try:
+        SubscriberStatus(new_status)
+        check_subscriber(subscriber.status, new_status)
+    except (ValueError, InvalidTransition) as exc:
+        errors.add("status", f"Choose another status ({exc}). Nothing was saved.")
+    return errors
+
+
 @router.post("/{subscriber_id}")
 async def update(
     request: Request,
@@ -256,19 +271,12 @@ async def update(
     """Change name, regions and status; a status the lifecycle forbids is refused and nothing changes."""
     subscriber = _get(session, subscriber_id)
     assert subscriber.id is not None
-    typed = {"name": name, "status": status or subscriber.status, "regions": regions or []}
-    try:
-        new_name = validate_name(name)
-    except ValueError as exc:
-        errors = FormErrors({"name": f"Check the name: {exc}. Nothing was saved."})
-        return _detail(request, session, subscriber, 400, errors, typed)
     new_status = status or subscriber.status
-    try:
-        SubscriberStatus(new_status)
-        check_subscriber(subscriber.status, new_status)
-    except (ValueError, InvalidTransition) as exc:
-        errors = FormErrors({"status": f"Choose another status ({exc}). Nothing was saved."})
+    errors = _edit_errors(subscriber, name, new_status)
+    if errors:
+        typed = {"name": name, "status": new_status, "regions": regions or []}
         return _detail(request, session, subscriber, 400, errors, typed)
+    new_name = validate_name(name)
     all_regions = {r.code: r for r in _regions(session)}
     wanted = [code for code in all_regions if code in set(regions or [])]
     before_regions = subscriber_regions(session, [subscriber.id])[subscriber.id]

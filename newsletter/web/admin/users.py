@@ -27,7 +27,10 @@ def users_page(request: Request, user: StaffUser, session: SessionDep) -> Respon
 
 
 def _page(
-    request: Request, session: Session, form_errors: FormErrors | None = None, typed: dict[str, str] | None = None
+    request: Request,
+    session: Session,
+    form_errors: FormErrors | None = None,
+    typed: dict[str, str] | None = None,
 ) -> Response:
     """The accounts page; after a refused form, with its problems and what was typed (never a password)."""
     context = {
