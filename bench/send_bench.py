@@ -13,7 +13,7 @@ to exit), and end to end; requests made; duplicates; peak RSS of each worker (`w
 The baseline (same run, `--naive` recipients): per recipient, render the template, inline the CSS with
 premailer and make one API call with one personalization.
 
-Targets (issue 4, 2 cores): ≥ 20,000 recipients/s end to end at 1M on SQLite, and on PostgreSQL with
+Targets (2 cores): ≥ 20,000 recipients/s end to end at 1M on SQLite, and on PostgreSQL with
 2 workers; peak RSS ≤ 150 MB and flat from 100k to 1M.
 """
 
@@ -44,7 +44,8 @@ from newsletter.core.config import Settings, default_subscribers_dir, get_settin
 from newsletter.core.db import make_engine, migrate
 from newsletter.core.status import BulletinStatus
 from newsletter.esp.sendgrid import SendGridBackend
-from newsletter.sending import dispatcher
+from newsletter.sending import lifecycle
+from newsletter.sending.summary import send_summary
 from newsletter.testing.fake_esp import RemoteFakeEsp, spawn_fake_esp
 
 API_KEY = "SG.bench-key"
@@ -186,7 +187,7 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
 
         t1 = time.perf_counter()
         with Session(engine) as session:
-            planned = dispatcher.send_now(session, bulletin_id)
+            planned = lifecycle.send_now(session, bulletin_id)
             session.commit()
         plan_s = time.perf_counter() - t1
 
@@ -195,7 +196,7 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
         send_s = time.perf_counter() - t2
 
         with Session(engine) as session:
-            summary = dispatcher.summary(session, bulletin_id)
+            summary = send_summary(session, bulletin_id)
         engine.dispose()
     stats = fake.stats()
     assert summary.status == "sent" and summary.sent == planned, summary.line()

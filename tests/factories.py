@@ -16,6 +16,7 @@ from newsletter.content.regions import RegionIndex
 from newsletter.core.config import Settings
 from newsletter.core.models import Bulletin, Subscriber
 from newsletter.core.status import BulletinStatus, SubscriberStatus
+from newsletter.sending import lifecycle
 
 REGION_CODES = ("africa", "latin-america", "south-asia", "southeast-asia", "global")
 SAMPLE = Path(__file__).parent / "data" / "prayer-bulletin.txt"
@@ -98,12 +99,11 @@ def make_bulletin(session: Session, settings: Settings) -> MakeBulletin:
 @pytest.fixture
 def planned_bulletin(session: Session, make_bulletin: MakeBulletin) -> MakeBulletin:
     """A bulletin (the sample by default) already started: `sending`, its deliveries planned (committed)."""
-    from newsletter.sending import dispatcher
 
     def make(text: str | None = None) -> Bulletin:
         bulletin = make_bulletin(text)
         assert bulletin.id is not None
-        dispatcher.send_now(session, bulletin.id)
+        lifecycle.send_now(session, bulletin.id)
         session.commit()
         return bulletin
 

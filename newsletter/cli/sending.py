@@ -22,9 +22,12 @@ from sqlmodel import Session
 
 from newsletter.cli import context
 from newsletter.cli.bulletins import bulletins_app, local_time
+from newsletter.content.bulletins import parse_send_at
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
-from newsletter.sending import dispatcher
-from newsletter.sending.dispatcher import Dispatcher, SendSummary
+from newsletter.core.status import BulletinStatus
+from newsletter.sending import lifecycle
+from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.summary import SendSummary, send_summary
 
 DEMO_BULLETIN = "sample-bulletin.txt"
 DEMO_SUBSCRIBERS = "sample.csv"
@@ -108,9 +111,9 @@ def send_command(
     settings = context.settings()
     engine = context.engine()
     with context.session() as session:
-        planned = dispatcher.send_now(session, bulletin_id)
+        planned = lifecycle.send_now(session, bulletin_id)
     with Session(engine) as session:
-        start = dispatcher.summary(session, bulletin_id)
+        start = send_summary(session, bulletin_id)
     if planned:
         context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients planned")
     with _stop_on_signals() as stop, context.progress() as progress:
@@ -119,7 +122,7 @@ def send_command(
         result = worker.run_until_done(bulletin_id)
         progress.update(task, completed=result.done)
     _print_summary(result)
-    if result.status == "sending":
+    if result.status == BulletinStatus.SENDING:
         context.console.print(f"stopped; run `newsletter send {bulletin_id}` to carry on")
 
 
@@ -129,7 +132,7 @@ def status_command(
 ) -> None:
     """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
     with context.session() as session:
-        summary = dispatcher.summary(session, bulletin_id)
+        summary = send_summary(session, bulletin_id)
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -146,6 +149,7 @@ def worker_command(
 ) -> None:
     """Send: the schedule slots and the tick (lease recovery, due bulletins, the send loop). Run as many
     as you like on PostgreSQL; they share the work."""
+    # APScheduler loads only in the commands that schedule: every other command starts faster.
     from newsletter.sending.scheduler import run_scheduler, run_until_idle
 
     context.configure_logging()
@@ -166,6 +170,7 @@ def run_command(
     """Run the whole service in one process until Ctrl-C: the scheduler (weekly slot, send loop) and
     the web app (supporters' pages, admin, webhooks). `newsletter web` and `newsletter worker` run
     them apart."""
+    # The web stack and APScheduler load only in the commands that serve and schedule.
     from newsletter.cli.web import serve
     from newsletter.sending.scheduler import run_scheduler
 
@@ -239,12 +244,12 @@ def demo_command(
 ) -> None:
     """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
     scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
+    # What only the demo needs (importing, storing, the scheduler) loads only when it runs.
     from newsletter.audience.subscribers import import_subscribers
     from newsletter.content.bulletins import read_bulletin_file, store_bulletin
     from newsletter.content.regions import RegionIndex, seed_regions
     from newsletter.core.db import make_engine, migrate, session_scope
     from newsletter.core.models import utcnow
-    from newsletter.core.status import BulletinStatus
     from newsletter.sending.scheduler import SendScheduler
 
     logging.basicConfig(
@@ -283,7 +288,7 @@ def demo_command(
             task = progress.add_task("sending", total=None)
             while time.monotonic() - began < timeout:
                 with Session(engine) as session:
-                    summary = dispatcher.summary(session, bulletin_id)
+                    summary = send_summary(session, bulletin_id)
                 progress.update(task, total=summary.total or None, completed=summary.done)
                 if summary.status == BulletinStatus.SENT:
                     break
@@ -320,11 +325,9 @@ def schedule_command(
     ],
 ) -> None:
     """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready)."""
-    from newsletter.content.bulletins import parse_send_at
-
     when = parse_send_at(at, context.settings())
     with context.session() as session:
-        dispatcher.schedule(session, bulletin_id, when)
+        lifecycle.schedule(session, bulletin_id, when)
     context.console.print(f"bulletin {bulletin_id} will be sent {local_time(when)}")
 
 
@@ -332,7 +335,7 @@ def schedule_command(
 def pause_command(bulletin_id: Id) -> None:
     """Stop a ready or sending bulletin; batches already at the ESP are recorded, nothing else is sent."""
     with context.session() as session:
-        dispatcher.pause(session, bulletin_id)
+        lifecycle.pause(session, bulletin_id)
     context.console.print(
         f"bulletin {bulletin_id} paused; `newsletter bulletins resume {bulletin_id}` goes on"
     )
@@ -342,7 +345,7 @@ def pause_command(bulletin_id: Id) -> None:
 def resume_command(bulletin_id: Id) -> None:
     """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
     with context.session() as session:
-        bulletin = dispatcher.resume(session, bulletin_id)
+        bulletin = lifecycle.resume(session, bulletin_id)
         status = bulletin.status
     context.console.print(f"bulletin {bulletin_id} is {status} again")
 
@@ -351,5 +354,5 @@ def resume_command(bulletin_id: Id) -> None:
 def cancel_command(bulletin_id: Id) -> None:
     """Cancel a bulletin for good; deliveries not yet sent are skipped."""
     with context.session() as session:
-        skipped = dispatcher.cancel(session, bulletin_id)
+        skipped = lifecycle.cancel(session, bulletin_id)
     context.console.print(f"bulletin {bulletin_id} cancelled; {skipped} deliveries not sent")

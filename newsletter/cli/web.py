@@ -20,6 +20,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     `proxy_headers` with `forwarded_allow_ips` left at uvicorn's default (127.0.0.1) trusts
     X-Forwarded-For only from a proxy on the same host, so the per-IP subscribe limit sees real clients.
     """
+    # uvicorn and the app load only when serving: the other commands start faster without them.
     import uvicorn
 
     from newsletter.web.app import create_app

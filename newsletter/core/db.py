@@ -16,8 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from newsletter.core.config import Settings
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -52,10 +50,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return sa.create_engine(url, **kwargs)
 
 
-def engine_for(settings: Settings) -> Engine:
-    return make_engine(settings.DATABASE_URL)
-
-
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits when the block ends normally and rolls back when it raises."""
@@ -69,6 +63,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Any:
+    # Alembic loads only when migrating or checking the revision: every other command starts faster.
     from alembic.config import Config
 
     cfg = Config()
@@ -79,7 +74,7 @@ def alembic_config(url: str) -> Any:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
-    from alembic import command
+    from alembic import command  # loaded only when migrating (see alembic_config)
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
@@ -88,7 +83,7 @@ def migrate(engine: Engine) -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # see alembic_config
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

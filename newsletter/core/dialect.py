@@ -48,6 +48,12 @@ def insert(bind: Bind | str, table: sa.Table) -> Any:
     return (postgresql.insert if is_pg(bind) else sqlite.insert)(table)
 
 
+def bind_time(value: Any, column: sa.Column[Any]) -> Any:
+    """A datetime bound through `column`'s type (UTCDateTime) rather than the driver's own adaptation, so
+    both databases store, and compare against, one format."""
+    return sa.literal(value, type_=column.type)
+
+
 def insert_ignoring_duplicates(bind: Bind | str, table: sa.Table) -> Any:
     """`INSERT … ON CONFLICT DO NOTHING` on `table`."""
     return insert(bind, table).on_conflict_do_nothing()

@@ -70,7 +70,6 @@ SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
 }
 """Where a subscriber may go from each status. Nothing, not even an import, re-activates a lost address."""
 
-INACTIVE_SUBSCRIBER = frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED})
 
 B = BulletinStatus
 BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {
@@ -101,9 +100,10 @@ DELIVERY_RANK: dict[DeliveryStatus, int] = {
 """Delivery events only move a delivery forward in this order; rank ≥ 10 is final (a complaint may still
 follow a delivery or a bounce, which is why it ranks highest)."""
 
-FINAL_DELIVERY = frozenset(s for s, r in DELIVERY_RANK.items() if r >= 10)
 OPEN_DELIVERY = frozenset({D.PENDING, D.SENDING})
 """Deliveries that still need work: a bulletin is finished when none of these remain."""
+SENT_DELIVERY = frozenset({D.ACCEPTED, D.DEFERRED, D.DELIVERED, D.BOUNCED, D.DROPPED, D.COMPLAINED})
+"""Deliveries the ESP took (whatever its events moved them to since): what the send rate counts."""
 
 
 def check_subscriber(current: str, new: str) -> None:

@@ -48,6 +48,7 @@ def backend_for(settings: Settings, *, links: Links | None = None) -> EspBackend
     Raises ConfigError when the chosen backend lacks what it needs (an API key, an SMTP host).
     """
     name = settings.esp_backend
+    # Each backend is imported only when chosen (see the module docstring).
     if name == "sendgrid":
         from newsletter.esp.sendgrid import SendGridBackend
 

@@ -150,3 +150,32 @@ class Throttle:
         self.bucket.acquire(recipients)
         with self.in_flight:
             yield
+
+
+class Gate:
+    """A pause shared by every sending thread of a process: after a 429, nobody sends until the ESP's
+    reset time, not just the thread that was told."""
+
+    def __init__(self, stop: threading.Event, clock: Callable[[], float] = time.monotonic) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+        self._stop = stop
+        self._clock = clock
+
+    def close_for(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def wait(self) -> None:
+        """Return when the gate is open (or `stop` is set)."""
+        while not self._stop.is_set():
+            wait = self._until - self._clock()
+            if wait <= 0:
+                return
+            self._stop.wait(min(wait, 1.0))
+
+
+def backoff(attempts: int, base: float, cap: float, random: Callable[[], float]) -> float:
+    """Exponential backoff with jitter: base·2^attempts, capped, times a random factor in [0.5, 1]."""
+    ceiling = min(cap, base * (2 ** min(attempts, 30)))
+    return ceiling * (0.5 + 0.5 * random())

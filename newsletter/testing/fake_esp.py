@@ -1,7 +1,7 @@
 """A fake SendGrid: `POST /v3/mail/send` on loopback, strict about bodies, told how to fail.
 
-Every body is checked against the rules of SendGrid's published Mail Send schema (a copy is in
-`shared/specs/sendgrid-mail-v3.openapi.json`) and the limits its documentation adds: required fields,
+Every body is checked against the rules of the Mail Send OpenAPI schema SendGrid publishes (v3
+`POST /mail/send`) and the limits its documentation adds: required fields,
 at most 1000 personalizations and 1000 recipients, valid addresses, string-only substitutions of at most
 10,000 bytes per personalization, string custom_args of at most 10,000 bytes, no reserved headers,
 non-empty content with text/plain first. A violation answers 400 with SendGrid's error shape

@@ -18,7 +18,8 @@ from sqlmodel import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.status import BulletinStatus, DeliveryStatus
-from newsletter.sending import dispatcher, queries
+from newsletter.sending import lifecycle, queries
+from newsletter.sending.summary import send_summary
 from newsletter.testing.fake_esp import FakeEsp
 from tests.db.test_dispatch import deliveries
 from tests.factories import MakeBulletin
@@ -83,7 +84,7 @@ def test_a_worker_killed_mid_send_and_restarted_loses_nobody(
     make_subscribers(800)
     bulletin = make_bulletin(AFRICA_ONLY)
     assert bulletin.id is not None
-    planned = dispatcher.send_now(session, bulletin.id)
+    planned = lifecycle.send_now(session, bulletin.id)
     session.commit()
     assert planned > 300
     fake_esp.configure(latency=0.08)  # each request takes a while: kills land mid-send
@@ -115,7 +116,7 @@ def test_a_worker_killed_mid_send_and_restarted_loses_nobody(
     last = start_worker(env, log)
     assert last.wait(timeout=120) == 0, log.read_text()[-3000:]
 
-    summary = dispatcher.summary(session, bulletin.id)
+    summary = send_summary(session, bulletin.id)
     assert summary.status == BulletinStatus.SENT and summary.open == 0, "nothing left behind"
     ledger = deliveries(session, bulletin.id)
     sent = Counter(fake_esp.delivery_ids())

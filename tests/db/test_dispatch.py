@@ -18,10 +18,11 @@ from sqlmodel import Session, select
 from newsletter.audience import suppressions
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import Bulletin, Delivery, Subscriber, utcnow
+from newsletter.core.models import DELIVERY, Bulletin, Delivery, Subscriber, utcnow
 from newsletter.core.status import BulletinStatus, DeliveryStatus, SubscriberStatus, SuppressionReason
-from newsletter.sending import dispatcher, queries
+from newsletter.sending import lifecycle, queries
 from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.summary import send_summary, variant_counts
 from newsletter.testing.fake_esp import FakeEsp
 from tests.factories import MakeBulletin, MakeSubscriber, MakeSubscribers
 from tests.fixtures_esp import FAKE_API_KEY
@@ -124,7 +125,7 @@ def test_variant_counts_follow_the_planning_rule(
 ) -> None:
     bulletin = make_bulletin(THREE_REGIONS)
     assert bulletin.id is not None
-    assert dispatcher.variant_counts(session, bulletin.id) == dict(Counter(EXPECTED.values()))
+    assert variant_counts(session, bulletin.id) == dict(Counter(EXPECTED.values()))
 
 
 def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their_sections(
@@ -274,7 +275,7 @@ def test_refused_credentials_pause_the_bulletin_with_nothing_lost(
     assert result.counts == {DeliveryStatus.PENDING: 30}
 
     fake_esp.configure(api_key=FAKE_API_KEY)
-    dispatcher.resume(session, bulletin.id)
+    lifecycle.resume(session, bulletin.id)
     session.commit()
     result = Dispatcher(sendgrid(settings, fake_esp, BATCH_SIZE=10), engine).run_until_done(bulletin.id)
     assert result.status == BulletinStatus.SENT and result.counts == {DeliveryStatus.ACCEPTED: 30}
@@ -291,19 +292,19 @@ def test_pause_stops_claims_and_cancel_skips_what_is_left(
     make_subscribers(20)
     bulletin = make_bulletin()
     assert bulletin.id is not None
-    dispatcher.send_now(session, bulletin.id)
-    dispatcher.pause(session, bulletin.id)
+    lifecycle.send_now(session, bulletin.id)
+    lifecycle.pause(session, bulletin.id)
     session.commit()
     assert Dispatcher(settings, engine).work().recipients == 0
     with engine.begin() as conn:
         assert queries.claim_batch(conn, bulletin.id, 10, "t", utcnow(), utcnow()) is None
 
-    assert dispatcher.cancel(session, bulletin.id) == 20
+    assert lifecycle.cancel(session, bulletin.id) == 20
     session.commit()
-    summary = dispatcher.summary(session, bulletin.id)
+    summary = send_summary(session, bulletin.id)
     assert summary.status == BulletinStatus.CANCELLED and summary.counts == {DeliveryStatus.SKIPPED: 20}
     with pytest.raises(InvalidTransition):
-        dispatcher.resume(session, bulletin.id)
+        lifecycle.resume(session, bulletin.id)
 
 
 def test_schedule_sets_the_send_time_and_the_tick_starts_it_when_due(
@@ -317,8 +318,8 @@ def test_schedule_sets_the_send_time_and_the_tick_starts_it_when_due(
     later = make_bulletin(status=BulletinStatus.DRAFT)
     due = make_bulletin(status=BulletinStatus.DRAFT)
     assert later.id is not None and due.id is not None
-    dispatcher.schedule(session, later.id, utcnow() + timedelta(hours=1))
-    dispatcher.schedule(session, due.id, utcnow() - timedelta(minutes=1))
+    lifecycle.schedule(session, later.id, utcnow() + timedelta(hours=1))
+    lifecycle.schedule(session, due.id, utcnow() - timedelta(minutes=1))
     session.commit()
     report = Dispatcher(settings, engine).tick()
     assert report.finished == [due.id]
@@ -425,8 +426,8 @@ def test_summary_reports_rate_and_errors(
     make_subscribers(4)
     bulletin = planned_bulletin()
     with engine.begin() as conn:
-        conn.execute(sa.update(queries.DELIVERY).where(queries.DELIVERY.c.id == 1).values(last_error="boom"))
-    summary = dispatcher.summary(session, bulletin.id)
+        conn.execute(sa.update(DELIVERY).where(DELIVERY.c.id == 1).values(last_error="boom"))
+    summary = send_summary(session, bulletin.id)
     assert summary.total == 4 and summary.open == 4 and summary.sent == 0
     assert [(e.status, e.error, e.count) for e in summary.errors] == [("pending", "boom", 1)]
     data = summary.as_dict()

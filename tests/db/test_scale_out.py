@@ -11,7 +11,8 @@ from sqlmodel import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.status import BulletinStatus, DeliveryStatus
-from newsletter.sending import dispatcher
+from newsletter.sending import lifecycle
+from newsletter.sending.summary import send_summary
 from newsletter.testing.fake_esp import FakeEsp
 from tests.db.test_crash_recovery import start_worker, worker_env
 from tests.db.test_dispatch import deliveries
@@ -34,7 +35,7 @@ def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
     make_subscribers(1500)
     bulletin = make_bulletin()
     assert bulletin.id is not None
-    planned = dispatcher.send_now(session, bulletin.id)
+    planned = lifecycle.send_now(session, bulletin.id)
     session.commit()
     fake_esp.configure(latency=0.02)
     env = worker_env(settings, fake_esp, BATCH_SIZE=20, SEND_CONCURRENCY=2)
@@ -44,7 +45,7 @@ def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
     codes = [w.wait(timeout=180) for w in workers]
     assert codes == [0] * WORKERS, log.read_text()[-3000:]
 
-    summary = dispatcher.summary(session, bulletin.id)
+    summary = send_summary(session, bulletin.id)
     assert summary.status == BulletinStatus.SENT
     assert summary.counts == {DeliveryStatus.ACCEPTED: planned}
     ledger = deliveries(session, bulletin.id)

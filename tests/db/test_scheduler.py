@@ -19,9 +19,10 @@ from newsletter.core.config import Settings
 from newsletter.core.db import make_engine
 from newsletter.core.models import Bulletin, ScheduleSlot, Subscriber, utcnow
 from newsletter.core.status import BulletinStatus, DeliveryStatus
-from newsletter.sending import dispatcher
-from newsletter.sending.dispatcher import Dispatcher, PassReport
+from newsletter.sending.batch import PassReport
+from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.scheduler import SendScheduler, latest_slot, run_scheduler, send_trigger
+from newsletter.sending.summary import send_summary
 from tests.db.test_dispatch import EXPECTED, THREE_REGIONS, people  # noqa: F401  (people is a fixture)
 from tests.factories import MakeBulletin, MakeSubscribers
 
@@ -103,7 +104,7 @@ def test_a_bulletin_scheduled_in_the_past_is_sent_by_the_running_scheduler(
     assert received == {people[key].email: [variant] for key, variant in EXPECTED.items()}, (
         "each eligible subscriber gets exactly one email with exactly their regions; nobody else gets any"
     )
-    summary = dispatcher.summary(session, bulletin.id)
+    summary = send_summary(session, bulletin.id)
     assert summary.status == BulletinStatus.SENT
     assert summary.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED)}
     assert summary.sent == len(EXPECTED) and summary.finished_at is not None and summary.rate

@@ -11,7 +11,8 @@ from newsletter.audience import suppressions
 from newsletter.core.db import session_scope
 from newsletter.core.models import AuditEntry, Delivery, Suppression
 from newsletter.core.status import SuppressionReason
-from newsletter.sending.dispatcher import Dispatcher, send_now
+from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.lifecycle import send_now
 from tests.factories import MakeBulletin, MakeSubscriber
 
 

@@ -18,6 +18,7 @@ from newsletter.accounts import create_user
 from newsletter.audience.subscribers import subscriber_regions
 from newsletter.core.models import AuditEntry, Bulletin, Delivery, Item, Subscriber, TestSend
 from newsletter.core.status import Role
+from newsletter.sending import lifecycle
 
 PASSWORD = "correct horse battery"
 STAFF = "staff@example.org"
@@ -445,7 +446,7 @@ def test_dashboard_counts_the_ledger(staff, make_bulletin, make_subscribers, ses
 
     make_subscribers(20)
     bulletin = make_bulletin()
-    dispatcher.send_now(session, bulletin.id)
+    lifecycle.send_now(session, bulletin.id)
     session.commit()
     engine = make_engine(settings.DATABASE_URL)
     dispatcher.Dispatcher(settings, engine).run_until_done(bulletin.id)

@@ -26,7 +26,8 @@ from newsletter.core.db import session_scope
 from newsletter.core.models import AuditEntry, Delivery, Subscriber, Suppression, email_hash
 from newsletter.core.status import SubscriberStatus, SuppressionReason
 from newsletter.mail.tokens import Purpose, make_token
-from newsletter.sending.dispatcher import Dispatcher, send_now
+from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.lifecycle import send_now
 from tests.factories import MakeBulletin, MakeSubscriber, csv_for
 from tests.fixtures_web import LiveServer, start_live_server
 

@@ -24,7 +24,7 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import ImportFailed, NewsletterError
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
-from newsletter.sending import dispatcher
+from newsletter.sending import lifecycle
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
@@ -447,7 +447,7 @@ def change(
             if when < utcnow() - SCHEDULE_SLACK:
                 raise NewsletterError("that time has passed; choose a time in the future")
             problem_with = ""
-            dispatcher.schedule(session, bulletin_id, when, actor=user.email)
+            lifecycle.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
             change_status(
@@ -455,13 +455,13 @@ def change(
             )
             message = "No longer scheduled for a set time: it goes out at the next weekly slot."
         elif action == "pause":
-            dispatcher.pause(session, bulletin_id, actor=user.email)
+            lifecycle.pause(session, bulletin_id, actor=user.email)
             message = "Paused: nothing more is sent until you resume."
         elif action == "resume":
-            dispatcher.resume(session, bulletin_id, actor=user.email)
+            lifecycle.resume(session, bulletin_id, actor=user.email)
             message = "Resumed."
         elif action == "cancel":
-            skipped = dispatcher.cancel(session, bulletin_id, actor=user.email)
+            skipped = lifecycle.cancel(session, bulletin_id, actor=user.email)
             message = "Cancelled: it will not be sent" + (
                 f" ({skipped} pending deliveries skipped)." if skipped else "."
             )

@@ -2,7 +2,7 @@
 
 The preview shows the exact email a region mix receives (subject, HTML in a sandboxed iframe at phone or
 desktop width, plain text), rendered by the same `Renderer` as the send. The preview matrix lists every
-variant the bulletin's real subscribers will get, with how many get it (`dispatcher.variant_counts`, the
+variant the bulletin's real subscribers will get, with how many get it (`sending.summary.variant_counts`, the
 planning rule's own answer), each a click from its preview.
 
 A test send goes to the logged-in user or typed addresses, as any variant or all of them, with "[TEST]"
@@ -28,6 +28,7 @@ from newsletter.core.config import Settings
 from newsletter.core.models import TestSend, User
 from newsletter.esp import EspError, backend_for
 from newsletter.mail.links import Links
+from newsletter.sending.summary import variant_counts
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
@@ -46,12 +47,6 @@ def renderer_for(request: Request) -> Renderer:
         renderer = Renderer(request.app.state.settings)
         request.app.state.admin_renderer = renderer
     return renderer
-
-
-def variant_counts(session: Session, bulletin_id: int) -> dict[str, int]:
-    from newsletter.sending import dispatcher
-
-    return dispatcher.variant_counts(session, bulletin_id)
 
 
 def preview_url(bulletin_id: int, codes: list[str] | tuple[str, ...], width: str = "desktop") -> str:

@@ -1,0 +1,344 @@
+"""One sending thread's work: claim a leased batch, render its variant, send it, record every outcome.
+
+A `work` pass of the dispatcher runs `SEND_CONCURRENCY` threads; each owns one ESP backend and one
+`BatchSender`, and they share a `Pass` (the bulletins, their content, the report). What happens to a
+batch depends on what the ESP answers:
+
+- accepted → `accepted` with the ESP's message id;
+- `RateLimited` → back to `pending` after the reset time, not counted as an attempt, and the whole
+  process waits (the shared `Gate`);
+- `RetryableError` (and anything unexpected) → `pending` after exponential backoff with jitter, `failed`
+  after `MAX_ATTEMPTS`;
+- `BadRequest` → the batch is split in halves until the recipients at fault are alone; only they fail;
+- `AuthFailed` → the batch goes back to `pending` and the bulletin is `paused` with the reason.
+
+Every outcome is recorded in its own transaction right after the ESP answers, fenced by the lease
+token, so a crash leaves at most one batch per thread with an unknown outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from newsletter.content.bulletins import change_status, load_content
+from newsletter.content.render import Renderer
+from newsletter.content.types import BulletinContent, Recipient, RenderedVariant
+from newsletter.core import audit
+from newsletter.core.config import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.status import BulletinStatus
+from newsletter.esp.base import (
+    AuthFailed,
+    BadRequest,
+    EspBackend,
+    RateLimited,
+    RecipientResult,
+    RetryableError,
+)
+from newsletter.sending import queries
+from newsletter.sending.lifecycle import locked
+from newsletter.sending.throttle import Gate, Throttle
+
+log = logging.getLogger(__name__)
+
+B = BulletinStatus
+
+
+@dataclass
+class PassReport:
+    """What one `work` pass did, per bulletin."""
+
+    accepted: Counter[int] = field(default_factory=Counter)
+    retried: Counter[int] = field(default_factory=Counter)
+    failed: Counter[int] = field(default_factory=Counter)
+    skipped: Counter[int] = field(default_factory=Counter)
+    requests: int = 0
+    finished: list[int] = field(default_factory=list)
+
+    @property
+    def recipients(self) -> int:
+        return sum(self.accepted.values()) + sum(self.failed.values()) + sum(self.skipped.values())
+
+
+@dataclass
+class Batch:
+    """Deliveries of one bulletin and one variant, leased together under `token`."""
+
+    bulletin_id: int
+    token: str
+    variant_key: str
+    rows: list[queries.ClaimedRow]
+    attempts: int
+
+
+class Pass:
+    """Shared state of one `work` pass: the bulletins, their content, the report and its lock."""
+
+    def __init__(self, bulletin_ids: Sequence[int]) -> None:
+        self.bulletin_ids = list(bulletin_ids)
+        self.stopped: set[int] = set()
+        self.contents: dict[int, BulletinContent] = {}
+        self.report = PassReport()
+        self.lock = threading.Lock()
+
+    def count(self, counter: Counter[int], bulletin_id: int, n: int) -> None:
+        """Add `n` to one of the report's counters (`self.report.accepted`…) for a bulletin."""
+        if n:
+            with self.lock:
+                counter[bulletin_id] += n
+
+
+class Host(Protocol):
+    """What a sender needs from the dispatcher that runs it (shared by all its threads)."""
+
+    settings: Settings
+    engine: Engine
+    renderer: Renderer
+    throttle: Throttle
+    gate: Gate
+    worker: str
+    stop: threading.Event
+    write_lock: AbstractContextManager[object]
+    clock: Callable[[], datetime]
+
+    def transaction(self) -> AbstractContextManager[sa.Connection]: ...
+
+    def backoff(self, attempts: int) -> float: ...
+
+    def progress(self, n: int) -> None: ...
+
+
+class BatchSender:
+    """Sends batches for one thread of a pass until none is left (or the dispatcher stops)."""
+
+    def __init__(self, host: Host, state: Pass, backend: EspBackend) -> None:
+        self.host = host
+        self.state = state
+        self.backend = backend
+
+    def run(self) -> None:
+        """Claim and send batches until none is ready. An unexpected error with a batch retries it (it
+        counts as an attempt) rather than losing it."""
+        limit = max(1, min(self.host.settings.BATCH_SIZE, self.backend.max_batch))
+        while not self.host.stop.is_set():
+            self.host.gate.wait()
+            self.host.throttle.bucket.acquire(limit)
+            batch = self.claim(limit)
+            if batch is None:
+                return
+            try:
+                self.process(batch)
+            except Exception:
+                log.exception("bulletin %s: unexpected error with a batch", batch.bulletin_id)
+                self._retry(batch, None, "internal error (see the worker's log)", count_attempt=True)
+
+    def claim(self, limit: int) -> Batch | None:
+        """Lease the next batch of any bulletin of the pass; rows no longer eligible are skipped here."""
+        while not self.host.stop.is_set():
+            claimed_any = False
+            for bulletin_id in self.state.bulletin_ids:
+                if bulletin_id in self.state.stopped:
+                    continue
+                batch = self._claim_one(bulletin_id, limit)
+                if batch is None:
+                    continue
+                claimed_any = True
+                if batch.rows:
+                    return batch
+                break  # every row was skipped: claim again
+            if not claimed_any:
+                return None
+        return None
+
+    def _claim_one(self, bulletin_id: int, limit: int) -> Batch | None:
+        token = f"{self.host.worker}:{secrets.token_hex(6)}"
+        now = self.host.clock()
+        lease_until = now + timedelta(seconds=self.host.settings.LEASE_SECONDS)
+        skipped: dict[str, list[int]] = defaultdict(list)
+        with self.host.transaction() as conn:
+            claimed = queries.claim_batch(conn, bulletin_id, limit, token, now, lease_until)
+            if claimed is None:
+                return None
+            variant, rows = claimed
+            for row in rows:
+                if not row.eligible:
+                    skipped[row.reason].append(row.delivery_id)
+            for reason, ids in skipped.items():
+                queries.record_skipped(conn, bulletin_id, token, ids, reason, now)
+        n_skipped = sum(len(v) for v in skipped.values())
+        if n_skipped:
+            self.state.count(self.state.report.skipped, bulletin_id, n_skipped)
+            self.host.progress(n_skipped)
+            log.info(
+                "bulletin %s: %d recipients skipped at claim (%s)",
+                bulletin_id,
+                n_skipped,
+                ", ".join(f"{len(v)} {k}" for k, v in skipped.items()),
+            )
+        good = [r for r in rows if r.eligible]
+        return Batch(bulletin_id, token, variant, good, max((r.attempts for r in good), default=0))
+
+    def _content(self, bulletin_id: int) -> BulletinContent:
+        content = self.state.contents.get(bulletin_id)
+        if content is None:
+            with Session(self.host.engine) as session:
+                content = load_content(session, bulletin_id)
+            with self.state.lock:
+                self.state.contents[bulletin_id] = content
+        return content
+
+    def process(self, batch: Batch) -> None:
+        variant = self.host.renderer.variant(self._content(batch.bulletin_id), batch.variant_key)
+        recipients = [
+            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id)
+            for r in batch.rows
+        ]
+        self._send(batch, variant, recipients, first=True)
+
+    def _send(
+        self,
+        batch: Batch,
+        variant: RenderedVariant,
+        recipients: list[Recipient],
+        *,
+        first: bool,
+    ) -> None:
+        ids = [r.delivery_id for r in recipients if r.delivery_id is not None]
+        if not first:
+            self.host.throttle.bucket.acquire(len(recipients))  # a split resends: it costs tokens again
+        try:
+            with self.host.throttle.in_flight:
+                with self.state.lock:
+                    self.state.report.requests += 1
+                results = self.backend.send(variant, recipients)
+        except RateLimited as exc:
+            wait = exc.retry_after if exc.retry_after is not None else self.host.backoff(batch.attempts)
+            self.host.gate.close_for(wait)
+            self._retry(batch, ids, str(exc), count_attempt=False, delay=wait)
+        except AuthFailed as exc:
+            self._auth_failed(batch, str(exc))
+        except BadRequest as exc:
+            if len(recipients) == 1:
+                self._fail(batch, ids, str(exc))
+                return
+            middle = len(recipients) // 2
+            log.info(
+                "bulletin %s: the ESP refused a batch of %d (%s); splitting it to find the bad recipients",
+                batch.bulletin_id,
+                len(recipients),
+                exc,
+            )
+            for half in (recipients[:middle], recipients[middle:]):
+                if self.host.stop.is_set() or batch.bulletin_id in self.state.stopped:
+                    break
+                self._send(batch, variant, half, first=False)
+        except RetryableError as exc:
+            delay = self.host.backoff(batch.attempts)
+            if exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+            self._retry(batch, ids, str(exc), count_attempt=True, delay=delay)
+        else:
+            self._record(batch, results, whole_batch=first)
+
+    def _record(self, batch: Batch, results: list[RecipientResult], *, whole_batch: bool) -> None:
+        accepted = [
+            (r.recipient.delivery_id, r.message_id)
+            for r in results
+            if r.accepted and r.recipient.delivery_id is not None
+        ]
+        refused = [r for r in results if not r.accepted]
+        now = self.host.clock()
+        with self.host.transaction() as conn:
+            n = queries.record_accepted(
+                conn,
+                batch.bulletin_id,
+                batch.token,
+                accepted,
+                now,
+                whole_batch=whole_batch and len(accepted) == len(batch.rows),
+            )
+        self.state.count(self.state.report.accepted, batch.bulletin_id, n)
+        self.host.progress(n)
+        permanent: dict[str, list[int]] = defaultdict(list)
+        later: dict[str, list[int]] = defaultdict(list)
+        for r in refused:
+            if r.recipient.delivery_id is not None:
+                (permanent if r.permanent else later)[r.error or "refused"].append(r.recipient.delivery_id)
+        for error, ids in permanent.items():
+            self._fail(batch, ids, error)
+        for error, ids in later.items():
+            self._retry(batch, ids, error, count_attempt=True)
+
+    def _retry(
+        self,
+        batch: Batch,
+        ids: list[int] | None,
+        error: str,
+        *,
+        count_attempt: bool,
+        delay: float | None = None,
+    ) -> None:
+        now = self.host.clock()
+        if delay is None:
+            delay = self.host.backoff(batch.attempts)
+        with self.host.transaction() as conn:
+            retried, failed = queries.record_retry(
+                conn,
+                batch.bulletin_id,
+                batch.token,
+                ids,
+                error,
+                now + timedelta(seconds=delay),
+                self.host.settings.MAX_ATTEMPTS,
+                now,
+                count_attempt=count_attempt,
+            )
+        self.state.count(self.state.report.retried, batch.bulletin_id, retried)
+        self.state.count(self.state.report.failed, batch.bulletin_id, failed)
+        self.host.progress(failed)
+        if failed:
+            log.warning(
+                "bulletin %s: %d recipients failed after %d attempts: %s",
+                batch.bulletin_id,
+                failed,
+                self.host.settings.MAX_ATTEMPTS,
+                error,
+            )
+        if retried:
+            log.info(
+                "bulletin %s: %d recipients to retry in %.1fs: %s", batch.bulletin_id, retried, delay, error
+            )
+
+    def _fail(self, batch: Batch, ids: list[int], error: str) -> None:
+        with self.host.transaction() as conn:
+            n = queries.record_failed(conn, batch.bulletin_id, batch.token, ids, error, self.host.clock())
+        self.state.count(self.state.report.failed, batch.bulletin_id, n)
+        self.host.progress(n)
+        log.warning("bulletin %s: %d recipients failed for good: %s", batch.bulletin_id, n, error)
+
+    def _auth_failed(self, batch: Batch, error: str) -> None:
+        now = self.host.clock()
+        reason = (
+            f"paused: the ESP refused our credentials ({error}). Fix the ESP settings, then run "
+            f"`newsletter bulletins resume {batch.bulletin_id}`"
+        )
+        with self.state.lock:
+            self.state.stopped.add(batch.bulletin_id)
+        with self.host.write_lock, session_scope(self.host.engine) as session:
+            queries.release(session.connection(), batch.bulletin_id, batch.token, now)
+            bulletin = locked(session, batch.bulletin_id)
+            if bulletin.status == B.SENDING:
+                change_status(session, bulletin, B.PAUSED, actor=audit.SYSTEM_ACTOR, reason=reason)
+                log.error("bulletin %s %s", batch.bulletin_id, reason)

@@ -1,0 +1,95 @@
+"""What people do to a bulletin's send, from the CLI or the admin: send now, schedule, pause, resume,
+cancel. Each takes the bulletin's row lock, moves it through `core.status`'s transition table (audited),
+and plans deliveries when it starts sending. The caller's session commits.
+
+Machines start bulletins too (a due `send_at`, a schedule slot): that is the dispatcher's job
+(`newsletter.sending.dispatcher`), through the same planning statement.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlmodel import Session
+
+from newsletter.content.bulletins import change_status, get_bulletin
+from newsletter.core import audit
+from newsletter.core.errors import InvalidTransition
+from newsletter.core.models import Bulletin, utcnow
+from newsletter.core.status import BulletinStatus
+from newsletter.sending import queries
+
+log = logging.getLogger(__name__)
+
+B = BulletinStatus
+CANCELLED_REASON = "bulletin cancelled"
+
+
+def locked(session: Session, bulletin_id: int) -> Bulletin:
+    """The bulletin, read afresh under its row lock (FOR UPDATE on PostgreSQL), or NotFound."""
+    bulletin = session.get(Bulletin, bulletin_id, with_for_update=True, populate_existing=True)
+    if bulletin is None:
+        return get_bulletin(session, bulletin_id)  # raises NotFound
+    return bulletin
+
+
+def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime) -> int:
+    change_status(session, bulletin, B.SENDING, actor=actor)
+    if bulletin.started_at is None:
+        bulletin.started_at = now
+    bulletin.last_error = ""
+    session.add(bulletin)
+    session.flush()
+    assert bulletin.id is not None
+    planned = queries.plan(session.connection(), bulletin.id, now)
+    log.info("bulletin %s %r: sending to %d new recipients (%s)", bulletin.id, bulletin.title, planned, actor)
+    return planned
+
+
+def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> int:
+    """Start sending a bulletin now (from draft, ready or paused); returns how many deliveries were planned.
+
+    A bulletin already sending is left as it is (0). Sent or cancelled ones raise InvalidTransition.
+    """
+    now = utcnow()
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status == B.SENDING:
+        return 0
+    if bulletin.status == B.DRAFT:
+        change_status(session, bulletin, B.READY, actor=actor)
+    return _to_sending(session, bulletin, actor, now)
+
+
+def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
+    """Set a bulletin's own send time and make it `ready` (from draft, ready, or paused before it started)."""
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status == B.PAUSED and bulletin.started_at is not None:
+        raise InvalidTransition(
+            f"bulletin {bulletin_id} has already started sending; resume it instead of scheduling it"
+        )
+    return change_status(session, bulletin, B.READY, actor=actor, send_at=when, set_send_at=True)
+
+
+def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, reason: str = "") -> Bulletin:
+    """Stop a ready or sending bulletin: no new batch is claimed; batches in flight finish and are recorded."""
+    return change_status(session, locked(session, bulletin_id), B.PAUSED, actor=actor, reason=reason)
+
+
+def resume(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
+    """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`."""
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status != B.PAUSED:
+        raise InvalidTransition(f"bulletin {bulletin_id} is {bulletin.status}, not paused")
+    if bulletin.started_at is not None:
+        _to_sending(session, bulletin, actor, utcnow())
+        return bulletin
+    bulletin.last_error = ""
+    return change_status(session, bulletin, B.READY, actor=actor)
+
+
+def cancel(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> int:
+    """Cancel a bulletin for good; its pending deliveries become `skipped`. Returns how many."""
+    bulletin = locked(session, bulletin_id)
+    change_status(session, bulletin, B.CANCELLED, actor=actor)
+    return queries.skip_open(session.connection(), bulletin_id, CANCELLED_REASON, utcnow())

@@ -1,0 +1,109 @@
+"""Every statement of the send path, in one package (dialect differences come from `core.dialect`).
+
+    bulletins   start a bulletin (exactly one process wins), schedule slots, finish
+    planning    who is eligible, which variant, the one planning INSERT … SELECT
+    batches     claim a leased batch, record outcomes under the lease, recover expired leases
+    reporting   read-only counts for summaries and the dashboard
+
+Like procrastinate's `manager.py`, this package runs the statements and nothing else decides how rows
+move; callers use `queries.<name>` whatever file it lives in. Each function takes a `Connection`
+inside a transaction the caller opened (`engine.begin()`), so the caller decides what commits
+together. The rules:
+
+- **Start** (`claim_next_ready`, `claim_due`, `start`): one `UPDATE … WHERE id = (SELECT … FOR UPDATE
+  SKIP LOCKED) RETURNING` moves a bulletin to `sending`, so exactly one process starts it.
+- **Plan** (`plan`): one `INSERT … SELECT … ON CONFLICT DO NOTHING` creates a `pending` delivery for
+  every eligible subscriber with its variant key. The variant is computed in SQL: each subscriber's
+  matched regions become a bit mask (`SUM(1 << position)` over its subscriptions) and the mask becomes
+  the key by concatenating the codes of its set bits in display order (SQLite 3.40 has no ordered
+  `group_concat`). `variant_counts` uses the very same `eligible()` select.
+- **Claim** (`claim_batch`): up to `limit` pending deliveries of one bulletin and one variant, whose
+  `not_before` has passed, become `sending` under a lease token that is unique to the batch. PostgreSQL
+  locks them with `FOR UPDATE SKIP LOCKED` so concurrent workers take disjoint batches; SQLite relies on
+  `BEGIN IMMEDIATE` (see `newsletter.core.db`), which serialises writers.
+- **Record** (`record_*`): one statement per batch outcome, fenced by the lease token: a worker whose
+  lease was taken over can no longer change rows another worker now owns.
+- **Recover** (`recover_expired`): `sending` rows whose lease expired go back to `pending` (resend) or to
+  `failed` (outcome unknown).
+
+Datetimes are always bound through the typed table columns (`UTCDateTime`), so both databases store
+and compare the same format.
+"""
+
+from __future__ import annotations
+
+from newsletter.sending.queries.batches import (
+    LEASE_EXPIRED,
+    UNKNOWN_OUTCOME,
+    ClaimedRow,
+    claim_batch,
+    earliest_lease_expiry,
+    next_retry_at,
+    record_accepted,
+    record_failed,
+    record_retry,
+    record_skipped,
+    recover_expired,
+    release,
+    skip_open,
+)
+from newsletter.sending.queries.bulletins import (
+    claim_due,
+    claim_next_ready,
+    finish_if_done,
+    fire_slot,
+    sending_bulletins,
+    set_slot_bulletin,
+    start,
+)
+from newsletter.sending.queries.planning import (
+    bulletin_regions,
+    eligible,
+    eligible_subscriber,
+    plan,
+    variant_counts,
+)
+from newsletter.sending.queries.reporting import (
+    delivered_variants,
+    error_counts,
+    event_counts,
+    problem_deliveries,
+    recent_test_sends,
+    sent_since,
+    status_counts,
+)
+
+__all__ = [
+    "LEASE_EXPIRED",
+    "UNKNOWN_OUTCOME",
+    "ClaimedRow",
+    "bulletin_regions",
+    "claim_batch",
+    "claim_due",
+    "claim_next_ready",
+    "delivered_variants",
+    "earliest_lease_expiry",
+    "eligible",
+    "eligible_subscriber",
+    "error_counts",
+    "event_counts",
+    "finish_if_done",
+    "fire_slot",
+    "next_retry_at",
+    "plan",
+    "problem_deliveries",
+    "recent_test_sends",
+    "record_accepted",
+    "record_failed",
+    "record_retry",
+    "record_skipped",
+    "recover_expired",
+    "release",
+    "sending_bulletins",
+    "sent_since",
+    "set_slot_bulletin",
+    "skip_open",
+    "start",
+    "status_counts",
+    "variant_counts",
+]

@@ -1,0 +1,361 @@
+"""Batches: claim a leased batch, record each outcome under the lease, recover expired leases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from newsletter.core.dialect import bind_time, is_pg, one_of, skip_locked
+from newsletter.core.models import (
+    BULLETIN,
+    DELIVERY,
+    SUBSCRIBER,
+    SUPPRESSION,
+)
+from newsletter.core.status import BulletinStatus, DeliveryStatus, SubscriberStatus
+from newsletter.sending.queries.planning import eligible_subscriber
+
+D = DeliveryStatus
+UNKNOWN_OUTCOME = "outcome unknown (worker stopped mid-send)"
+LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    delivery_id: int
+    subscriber_id: int | None
+    email: str | None
+    name: str
+    attempts: int
+    eligible: bool
+    reason: str
+    """Why an ineligible row is skipped ("" when eligible)."""
+
+
+def _claimable(bulletin_id: int, now: datetime) -> list[sa.ColumnElement[bool]]:
+    d = DELIVERY.c
+    return [
+        d.bulletin_id == bulletin_id,
+        d.status == D.PENDING,
+        sa.or_(d.not_before.is_(None), d.not_before <= bind_time(now, d.not_before)),
+    ]
+
+
+def claim_batch(
+    conn: sa.Connection,
+    bulletin_id: int,
+    limit: int,
+    token: str,
+    now: datetime,
+    lease_until: datetime,
+) -> tuple[str, list[ClaimedRow]] | None:
+    """Lease up to `limit` ready pending deliveries of one variant of a `sending` bulletin.
+
+    Returns (variant, rows) with each row's subscriber and whether it may still be mailed (suppressions
+    and the subscriber's status are checked again here: they may have changed since planning), or None
+    when nothing is ready. Two statements: the claiming UPDATE, then one SELECT for the batch.
+    """
+    d, b = DELIVERY.c, BULLETIN.c
+    bulletin_sending = sa.exists().where(b.id == bulletin_id, b.status == BulletinStatus.SENDING)
+    first_variant = skip_locked(
+        conn, sa.select(d.variant).where(*_claimable(bulletin_id, now)).order_by(d.variant, d.id).limit(1)
+    ).scalar_subquery()
+    ids = skip_locked(
+        conn,
+        sa.select(d.id)
+        .where(*_claimable(bulletin_id, now), d.variant == first_variant, bulletin_sending)
+        .order_by(d.variant, d.id)
+        .limit(limit),
+    )
+    # PostgreSQL: `= ANY(ARRAY(…))` makes the outer UPDATE probe the primary key for each claimed id; with
+    # `IN (…)` the planner may hash-join the whole table. SQLite probes the key either way.
+    claimed_ids = sa.any_(sa.func.array(ids.scalar_subquery())) if is_pg(conn) else None
+    claimed = conn.execute(
+        sa.update(DELIVERY)
+        .where(d.id == claimed_ids if claimed_ids is not None else d.id.in_(ids.scalar_subquery()))
+        .values(
+            status=D.SENDING,
+            leased_by=token,
+            lease_expires_at=bind_time(lease_until, d.lease_expires_at),
+            updated_at=bind_time(now, d.updated_at),
+        )
+        .returning(d.variant)
+    ).fetchall()
+    if not claimed:
+        return None
+    return claimed[0][0], _leased_rows(conn, bulletin_id, token, now)
+
+
+def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
+    """Why a leased row that may no longer be mailed is skipped."""
+    if email is None:
+        return "subscriber erased"
+    if suppressed:
+        return "address suppressed"
+    if status != SubscriberStatus.ACTIVE:
+        return f"subscriber {status}"
+    return "subscriber paused"
+
+
+def _leased_rows(conn: sa.Connection, bulletin_id: int, token: str, now: datetime) -> list[ClaimedRow]:
+    """The rows just leased under `token`, each with its subscriber and whether it may still be mailed
+    (suppressions and the subscriber's status are checked again: they may have changed since planning)."""
+    d, s, x = DELIVERY.c, SUBSCRIBER.c, SUPPRESSION.c
+    ok = eligible_subscriber(now)
+    suppressed = sa.exists().where(x.email_hash == s.email_hash)
+    rows = conn.execute(
+        sa.select(
+            d.id,
+            d.subscriber_id,
+            d.attempts,
+            s.email,
+            s.name,
+            s.status,
+            sa.case((ok, 1), else_=0),
+            suppressed,
+        )
+        .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
+        .where(*_leased(bulletin_id, token))
+        .order_by(d.id)
+    )
+    return [
+        ClaimedRow(
+            did,
+            sid,
+            email,
+            name or "",
+            attempts,
+            bool(is_ok),
+            "" if is_ok else _skip_reason(email, is_suppressed, status),
+        )
+        for did, sid, attempts, email, name, status, is_ok, is_suppressed in rows
+    ]
+
+
+def _leased(bulletin_id: int, token: str, ids: Sequence[int] | None = None) -> list[sa.ColumnElement[bool]]:
+    d = DELIVERY.c
+    where = [d.bulletin_id == bulletin_id, d.status == D.SENDING, d.leased_by == token]
+    if ids is not None:
+        where.append(d.id.in_(list(ids)))
+    return where
+
+
+def _ids_in(conn: sa.Connection, ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """`id` among `ids`: one array parameter on PostgreSQL, an expanded IN list on SQLite."""
+    return one_of(conn, DELIVERY.c.id, ids)
+
+
+def record_accepted(
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    accepted: Sequence[tuple[int, str | None]],
+    now: datetime,
+    *,
+    whole_batch: bool = False,
+) -> int:
+    """Mark (delivery id, message id) pairs `accepted`: one statement when they share one message id
+    (SendGrid: one per request), and none of them by id when they are the whole batch.
+
+    Rows that lease recovery already moved on (back to `pending`, or `failed` as outcome unknown) while
+    still carrying this batch's token are taken back by a second statement: the outcome is known after all.
+    """
+    if not accepted:
+        return 0
+    d = DELIVERY.c
+    values = {
+        "status": D.ACCEPTED,
+        "sent_at": bind_time(now, d.sent_at),
+        "updated_at": bind_time(now, d.updated_at),
+        "lease_expires_at": None,
+        "not_before": None,
+        "last_error": "",
+        "attempts": d.attempts + 1,
+    }
+    message_ids = {m for _, m in accepted}
+    ids = [i for i, _ in accepted]
+    if len(message_ids) == 1:
+        message_id = message_ids.pop()
+        leased = (
+            _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+        )
+        done = conn.execute(
+            sa.update(DELIVERY).where(*leased).values(message_id=message_id, **values)
+        ).rowcount
+        if done < len(ids):
+            recovered = [
+                d.bulletin_id == bulletin_id,
+                d.leased_by == token,
+                _ids_in(conn, ids),
+                d.status.in_([D.PENDING, D.FAILED]),
+            ]
+            done += conn.execute(
+                sa.update(DELIVERY).where(*recovered).values(message_id=message_id, **values)
+            ).rowcount
+        return done
+    # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
+    # IN (…), which cannot go through executemany.
+    where = [
+        d.bulletin_id == bulletin_id,
+        d.leased_by == token,
+        sa.or_(d.status == D.SENDING, d.status == D.PENDING, d.status == D.FAILED),
+        d.id == sa.bindparam("did"),
+    ]
+    stmt = sa.update(DELIVERY).where(*where).values(message_id=sa.bindparam("mid"), **values)
+    conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
+    return len(accepted)
+
+
+def record_retry(
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    ids: Sequence[int] | None,
+    error: str,
+    not_before: datetime,
+    max_attempts: int,
+    now: datetime,
+    *,
+    count_attempt: bool = True,
+) -> tuple[int, int]:
+    """Back to `pending` after `not_before`, or `failed` once `max_attempts` are used: one statement.
+
+    `ids=None` means every row of the batch still leased. Returns (retried, failed).
+    """
+    d = DELIVERY.c
+    attempts = d.attempts + (1 if count_attempt else 0)
+    gave_up = attempts >= max_attempts
+    rows = conn.execute(
+        sa.update(DELIVERY)
+        .where(*_leased(bulletin_id, token, ids))
+        .values(
+            status=sa.case((gave_up, sa.literal(str(D.FAILED))), else_=sa.literal(str(D.PENDING))),
+            attempts=attempts,
+            last_error=sa.case(
+                (gave_up, sa.literal(f"{error} (gave up after {max_attempts} attempts)")),
+                else_=sa.literal(error),
+            ),
+            not_before=bind_time(not_before, d.not_before),
+            lease_expires_at=None,
+            updated_at=bind_time(now, d.updated_at),
+        )
+        .returning(d.status)
+    ).fetchall()
+    failed = sum(1 for (status,) in rows if status == D.FAILED)
+    return len(rows) - failed, failed
+
+
+def record_failed(
+    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int] | None, error: str, now: datetime
+) -> int:
+    """A permanent error: `failed` with the reason, never retried."""
+    d = DELIVERY.c
+    stmt = (
+        sa.update(DELIVERY)
+        .where(*_leased(bulletin_id, token, ids))
+        .values(
+            status=D.FAILED,
+            attempts=d.attempts + 1,
+            last_error=error,
+            lease_expires_at=None,
+            updated_at=bind_time(now, d.updated_at),
+        )
+    )
+    return conn.execute(stmt).rowcount
+
+
+def record_skipped(
+    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int], reason: str, now: datetime
+) -> int:
+    """Not mailed on purpose (unsubscribed, suppressed, paused since planning)."""
+    d = DELIVERY.c
+    stmt = (
+        sa.update(DELIVERY)
+        .where(*_leased(bulletin_id, token, ids))
+        .values(
+            status=D.SKIPPED,
+            last_error=reason,
+            lease_expires_at=None,
+            updated_at=bind_time(now, d.updated_at),
+        )
+    )
+    return conn.execute(stmt).rowcount
+
+
+def release(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, error: str = "") -> int:
+    """Give every still-leased row of a batch back as `pending`, not counted as an attempt (nothing was sent)."""
+    d = DELIVERY.c
+    values: dict[str, Any] = {
+        "status": D.PENDING,
+        "lease_expires_at": None,
+        "updated_at": bind_time(now, d.updated_at),
+    }
+    if error:
+        values["last_error"] = error
+    return conn.execute(sa.update(DELIVERY).where(*_leased(bulletin_id, token)).values(values)).rowcount
+
+
+def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime) -> int:
+    """Every `pending` delivery of a bulletin becomes `skipped` (the bulletin was cancelled)."""
+    d = DELIVERY.c
+    stmt = (
+        sa.update(DELIVERY)
+        .where(d.bulletin_id == bulletin_id, d.status == D.PENDING)
+        .values(status=D.SKIPPED, last_error=reason, updated_at=bind_time(now, d.updated_at))
+    )
+    return conn.execute(stmt).rowcount
+
+
+def recover_expired(conn: sa.Connection, now: datetime, *, resend: bool) -> dict[int, int]:
+    """Expired leases of bulletins not yet finished: back to `pending` (resend) or `failed` (outcome unknown).
+
+    The batch token stays in `leased_by`, so a worker that was only slow can still record the outcome
+    it learnt (`record_accepted`). Returns {bulletin id: rows recovered}.
+    """
+    b, d = BULLETIN.c, DELIVERY.c
+    open_bulletins = [
+        r[0]
+        for r in conn.execute(
+            sa.select(b.id).where(
+                b.status.in_([BulletinStatus.SENDING, BulletinStatus.PAUSED, BulletinStatus.CANCELLED])
+            )
+        )
+    ]
+    out: dict[int, int] = {}
+    for bulletin_id in open_bulletins:
+        values: dict[str, Any] = (
+            {"status": D.PENDING, "last_error": LEASE_EXPIRED}
+            if resend
+            else {"status": D.FAILED, "last_error": UNKNOWN_OUTCOME, "attempts": d.attempts + 1}
+        )
+        n = conn.execute(
+            sa.update(DELIVERY)
+            .where(
+                d.bulletin_id == bulletin_id,
+                d.status == D.SENDING,
+                d.lease_expires_at < bind_time(now, d.lease_expires_at),
+            )
+            .values(lease_expires_at=None, updated_at=bind_time(now, d.updated_at), **values)
+        ).rowcount
+        if n:
+            out[bulletin_id] = n
+    return out
+
+
+def next_retry_at(conn: sa.Connection, bulletin_id: int) -> datetime | None:
+    """The earliest `not_before` among pending deliveries still waiting, or None."""
+    d = DELIVERY.c
+    return conn.execute(
+        sa.select(sa.func.min(d.not_before)).where(d.bulletin_id == bulletin_id, d.status == D.PENDING)
+    ).scalar()
+
+
+def earliest_lease_expiry(conn: sa.Connection, bulletin_id: int) -> datetime | None:
+    d = DELIVERY.c
+    return conn.execute(
+        sa.select(sa.func.min(d.lease_expires_at)).where(d.bulletin_id == bulletin_id, d.status == D.SENDING)
+    ).scalar()

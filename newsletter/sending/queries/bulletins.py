@@ -1,0 +1,124 @@
+"""Bulletin-level send-path statements: start one (exactly one process wins), fire a schedule slot
+once across all processes, list and finish the bulletins being sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from newsletter.core.dialect import bind_time, skip_locked
+from newsletter.core.dialect import insert as dialect_insert
+from newsletter.core.models import (
+    BULLETIN,
+    DELIVERY,
+    SCHEDULE_SLOT,
+)
+from newsletter.core.status import OPEN_DELIVERY, BulletinStatus, DeliveryStatus
+
+D = DeliveryStatus
+
+
+def _start_values(now: datetime) -> dict[str, Any]:
+    return {
+        "status": BulletinStatus.SENDING,
+        "started_at": sa.func.coalesce(BULLETIN.c.started_at, bind_time(now, BULLETIN.c.started_at)),
+        "updated_at": bind_time(now, BULLETIN.c.updated_at),
+        "last_error": "",
+    }
+
+
+def _claim_bulletin(
+    conn: sa.Connection, where: Sequence[Any], order: Sequence[Any], now: datetime
+) -> int | None:
+    b = BULLETIN.c
+    pick = skip_locked(conn, sa.select(b.id).where(*where).order_by(*order).limit(1)).scalar_subquery()
+    stmt = (
+        sa.update(BULLETIN)
+        .where(b.id == pick, b.status == BulletinStatus.READY)
+        .values(_start_values(now))
+        .returning(b.id)
+    )
+    return conn.execute(stmt).scalar()
+
+
+def claim_next_ready(conn: sa.Connection, now: datetime) -> int | None:
+    """Start the oldest `ready` bulletin without a `send_at` (what a schedule slot sends); its id or None."""
+    b = BULLETIN.c
+    return _claim_bulletin(
+        conn, [b.status == BulletinStatus.READY, b.send_at.is_(None)], [b.created_at, b.id], now
+    )
+
+
+def claim_due(conn: sa.Connection, now: datetime) -> int | None:
+    """Start the earliest `ready` bulletin whose own `send_at` has come; its id or None."""
+    b = BULLETIN.c
+    return _claim_bulletin(
+        conn,
+        [b.status == BulletinStatus.READY, b.send_at.is_not(None), b.send_at <= bind_time(now, b.send_at)],
+        [b.send_at, b.id],
+        now,
+    )
+
+
+def start(conn: sa.Connection, bulletin_id: int, now: datetime, from_statuses: Sequence[str]) -> bool:
+    """Move one named bulletin to `sending` if it is in one of `from_statuses`; False if it was not."""
+    b = BULLETIN.c
+    stmt = (
+        sa.update(BULLETIN)
+        .where(b.id == bulletin_id, b.status.in_(list(from_statuses)))
+        .values(_start_values(now))
+        .returning(b.id)
+    )
+    return conn.execute(stmt).scalar() is not None
+
+
+def sending_bulletins(conn: sa.Connection) -> list[int]:
+    """Bulletins in `sending`, oldest start first: what the send loop works on."""
+    b = BULLETIN.c
+    rows = conn.execute(
+        sa.select(b.id).where(b.status == BulletinStatus.SENDING).order_by(b.started_at, b.id)
+    )
+    return [r[0] for r in rows]
+
+
+def finish_if_done(conn: sa.Connection, bulletin_id: int, now: datetime) -> bool:
+    """`sending` → `sent` when no delivery is pending or sending; True for the one caller that did it."""
+    b, d = BULLETIN.c, DELIVERY.c
+    still_open = sa.exists().where(d.bulletin_id == bulletin_id, d.status.in_(list(OPEN_DELIVERY)))
+    stmt = (
+        sa.update(BULLETIN)
+        .where(b.id == bulletin_id, b.status == BulletinStatus.SENDING, ~still_open)
+        .values(
+            status=BulletinStatus.SENT,
+            finished_at=bind_time(now, b.finished_at),
+            updated_at=bind_time(now, b.updated_at),
+        )
+        .returning(b.id)
+    )
+    return conn.execute(stmt).scalar() is not None
+
+
+def fire_slot(conn: sa.Connection, slot_at: datetime, now: datetime, worker: str) -> bool:
+    """Record a schedule slot as fired; True only for the first process to do so (unique key on the slot)."""
+    stmt = (
+        dialect_insert(conn, SCHEDULE_SLOT)
+        .values(
+            slot_at=bind_time(slot_at, SCHEDULE_SLOT.c.slot_at),
+            fired_at=bind_time(now, SCHEDULE_SLOT.c.fired_at),
+            worker=worker[:80],
+        )
+        .on_conflict_do_nothing(index_elements=["slot_at"])
+        .execution_options(preserve_rowcount=True)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def set_slot_bulletin(conn: sa.Connection, slot_at: datetime, bulletin_id: int) -> None:
+    conn.execute(
+        sa.update(SCHEDULE_SLOT)
+        .where(SCHEDULE_SLOT.c.slot_at == bind_time(slot_at, SCHEDULE_SLOT.c.slot_at))
+        .values(bulletin_id=bulletin_id)
+    )
