@@ -30,9 +30,10 @@ from newsletter.esp import EspError, backend_for
 from newsletter.mail.links import Links
 from newsletter.sending.summary import variant_counts
 from newsletter.web.admin.bulletins import get_bulletin_or_404
-from newsletter.web.admin.pages import flash, render, see_other
+from newsletter.web.admin.pages import flash, flash_form, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/bulletins")
 
@@ -165,10 +166,11 @@ def test_send(
     try:
         addresses = parse_addresses(to) or [user.email]
     except ValueError as exc:
-        flash(request, f"Not sent: {exc}.", "error")
+        flash_form(request, FormErrors({"to": f"Not sent: {exc}. Correct it and send again."}), {"to": to})
         return back
     if len(addresses) > MAX_TEST_RECIPIENTS:
-        flash(request, f"Not sent: a test goes to at most {MAX_TEST_RECIPIENTS} addresses.", "error")
+        message = f"Not sent: a test goes to at most {MAX_TEST_RECIPIENTS} addresses."
+        flash_form(request, FormErrors({"to": message}), {"to": to})
         return back
     if not content.sections:
         flash(request, "Not sent: this bulletin has no items yet.", "error")
