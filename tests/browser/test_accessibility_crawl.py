@@ -20,7 +20,7 @@ import pytest
 from newsletter.accounts import create_user
 from newsletter.core.status import BulletinStatus, Role
 from newsletter.mail.links import Links
-from tests.browser.a11y import AxeReport, require_axe, run_axe, sideways_scroll
+from tests.browser.a11y import ROOT, AxeReport, require_axe, run_axe, sideways_scroll
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,6 +28,7 @@ PASSWORD = "correct horse battery"
 BEST_PRACTICE_BASELINE = 0
 """Best-practice findings (page × rule) of the last accepted crawl. Lower it when you fix one."""
 MAX_PAGES_PER_ROLE = 60
+OUTPUT = ROOT / "test-output"  # the crawl's summary, for the README's audit table
 
 # Never followed: a download (no page), and the opt-in auto-refresh, which is checked on its own below
 # (axe's meta-refresh rule cannot know that refreshing was asked for and can be stopped, WCAG 2.2.1).
@@ -132,10 +133,17 @@ def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(browser, live_server, 
         report.extend(found)
         scrolling.update(scrollers)
 
-    print(f"\naccessibility crawl: {len(pages)} pages")
-    print("\n".join(f"  {p}" for p in pages))
-    print(f"best-practice findings: {len(report.best_practice)} (baseline {BEST_PRACTICE_BASELINE})")
-    print("\n".join(f"  {f}" for f in report.best_practice))
+    summary = "\n".join(
+        [
+            f"accessibility crawl: {len(pages)} pages, {len(report.violations)} WCAG A/AA violations",
+            *(f"  {p}" for p in pages),
+            f"best-practice findings: {len(report.best_practice)} (baseline {BEST_PRACTICE_BASELINE})",
+            *(f"  {f}" for f in report.best_practice),
+        ]
+    )
+    print("\n" + summary)
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "accessibility-crawl.txt").write_text(summary + "\n", encoding="utf-8")
     assert [str(v) for v in report.violations] == []
     assert scrolling == {}, "pages that scroll sideways at 320 px (CSS px)"
     assert len(report.best_practice) <= BEST_PRACTICE_BASELINE, "new best-practice findings (listed above)"
