@@ -4,28 +4,28 @@ mark ready, schedule (`send_at` entered and shown in `TIMEZONE`), pause, resume,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from newsletter.content import items, queries
 from newsletter.content.bulletins import (
-    change_status,
+    get_bulletin,
     list_bulletins,
     parse_bulletin,
     parse_send_at,
     store_bulletin,
 )
 from newsletter.content.types import BulletinContent
-from newsletter.core import audit
-from newsletter.core.config import Settings
-from newsletter.core.errors import ImportFailed, NewsletterError
+from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
 from newsletter.sending import lifecycle
-from newsletter.web.admin.pages import flash, render, see_other
+from newsletter.web.admin.pages import flash, flash_form, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.form_errors import FormErrors
@@ -38,22 +38,11 @@ SCHEDULE_SLACK = timedelta(seconds=30)
 """How far in the past a `send_at` may be and still count as "now" (the form was filled in slowly)."""
 
 
-def _regions(session: Session) -> list[Region]:
-    return list(session.exec(select(Region).order_by(col(Region.position), col(Region.id))).all())
-
-
 def get_bulletin_or_404(session: Session, bulletin_id: int) -> Bulletin:
-    bulletin = session.get(Bulletin, bulletin_id)
-    if bulletin is None:
-        raise HTTPException(404, "no such bulletin")
-    return bulletin
-
-
-def _editable(request: Request, bulletin: Bulletin) -> bool:
-    if bulletin.status in EDITABLE_BULLETIN:
-        return True
-    flash(request, f"A {bulletin.status} bulletin can no longer be edited.", "error")
-    return False
+    try:
+        return get_bulletin(session, bulletin_id)
+    except NotFound as exc:
+        raise HTTPException(404, "no such bulletin") from exc
 
 
 @router.get("")
@@ -85,7 +74,7 @@ def create(
 
 @router.get("/import")
 def import_page(request: Request, user: StaffUser) -> Response:
-    return render(request, "bulletin_import.html", {"text": "", "problems": [], "form_errors": FormErrors()})
+    return render(request, "bulletin_import.html", {"text": "", "problems": []})
 
 
 def _import_refused(request: Request, field: str, text: str, problems: list[str]) -> Response:
@@ -130,29 +119,20 @@ async def import_submit(
 
 
 def items_by_region(session: Session, bulletin_id: int) -> list[tuple[Region, list[Item]]]:
-    items = session.exec(
-        select(Item).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position), col(Item.id))
-    ).all()
-    return [(region, [i for i in items if i.region_id == region.id]) for region in _regions(session)]
+    """Every region in display order with the bulletin's items in it (empty regions too: the editor
+    offers them for new items)."""
+    items = queries.items_in_order(session, bulletin_id)
+    return [
+        (region, [i for i in items if i.region_id == region.id])
+        for region in queries.regions_in_order(session)
+    ]
 
 
 @router.get("/{bulletin_id}")
 def editor(
     request: Request, user: StaffUser, session: SessionDep, settings: SettingsDep, bulletin_id: int
 ) -> Response:
-    return _editor_page(request, session, settings, get_bulletin_or_404(session, bulletin_id))
-
-
-def _editor_page(
-    request: Request,
-    session: Session,
-    settings: Settings,
-    bulletin: Bulletin,
-    form_errors: FormErrors | None = None,
-    typed: dict[str, str] | None = None,
-) -> Response:
-    """The editor; after a refused submit (`form_errors`), with what was typed and status 400."""
-    assert bulletin.id is not None
+    bulletin = get_bulletin_or_404(session, bulletin_id)
     local = (
         bulletin.send_at.astimezone(settings.tz)
         if bulletin.send_at
@@ -163,16 +143,13 @@ def _editor_page(
         "bulletin.html",
         {
             "bulletin": bulletin,
-            "sections": items_by_region(session, bulletin.id),
-            "regions": _regions(session),
+            "sections": items_by_region(session, bulletin_id),
+            "regions": queries.regions_in_order(session),
             "kinds": [k.value for k in ItemKind],
             "editable": bulletin.status in EDITABLE_BULLETIN,
             "send_at_value": local.strftime("%Y-%m-%dT%H:%M"),
             "actions": _actions(bulletin),
-            "form_errors": form_errors or FormErrors(),
-            "typed": typed or {},
         },
-        status_code=400 if form_errors else 200,
     )
 
 
@@ -192,6 +169,35 @@ def _actions(bulletin: Bulletin) -> list[str]:
     return actions
 
 
+def _edited(
+    request: Request,
+    session: Session,
+    bulletin_id: int,
+    edit: Callable[[], object],
+    done: str,
+    field: str = "",
+    typed: dict[str, str] | None = None,
+) -> None:
+    """Run one edit service: commit and say `done` (when it changed anything), or roll back and say why
+    not, on the form's `field` (with the small values in `typed`) when there is one. A bulletin or item
+    that does not exist is a 404."""
+    try:
+        changed = edit()
+    except NotFound as exc:
+        session.rollback()
+        raise HTTPException(404, str(exc)) from exc
+    except NewsletterError as exc:
+        session.rollback()
+        if field:
+            flash_form(request, FormErrors({field: f"Not saved: {exc}."}), typed or {})
+        else:
+            flash(request, f"Not changed: {exc}.", "error")
+        return
+    session.commit()
+    if changed is not False:
+        flash(request, done)
+
+
 @router.post("/{bulletin_id}")
 def save_header(
     request: Request,
@@ -204,40 +210,15 @@ def save_header(
     scripture_reference: Annotated[str, Form()] = "",
     intro: Annotated[str, Form()] = "",
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    new = {
-        "title": " ".join(title.split())[:200] or bulletin.title,
-        "subject": " ".join(subject.split())[:200] or bulletin.subject,
-        "scripture_text": scripture_text.strip(),
-        "scripture_reference": " ".join(scripture_reference.split())[:120],
-        "intro": intro.strip(),
-    }
-    changes = audit.diff({k: getattr(bulletin, k) for k in new}, new)
-    if changes:
-        for key, value in new.items():
-            setattr(bulletin, key, value)
-        bulletin.updated_at = utcnow()
-        session.add(bulletin)
-        audit.record(session, user.email, "bulletin.edit", "bulletin", bulletin.id, changes)
-        session.commit()
-        flash(request, "Saved.")
+    edit = items.HeaderEdit(title, subject, scripture_text, scripture_reference, intro)
+    _edited(
+        request,
+        session,
+        bulletin_id,
+        lambda: items.edit_header(session, bulletin_id, edit, actor=user.email),
+        "Saved.",
+    )
     return see_other(f"/admin/bulletins/{bulletin_id}")
-
-
-def _region_id(session: Session, code: str) -> int:
-    region = session.exec(select(Region).where(Region.code == code)).first()
-    if region is None or region.id is None:
-        raise HTTPException(400, "unknown region")
-    return region.id
-
-
-def _kind(kind: str) -> ItemKind:
-    try:
-        return ItemKind(kind)
-    except ValueError as exc:
-        raise HTTPException(400, "unknown kind") from exc
 
 
 @router.post("/{bulletin_id}/items")
@@ -245,54 +226,20 @@ def add_item(
     request: Request,
     user: StaffUser,
     session: SessionDep,
-    settings: SettingsDep,
     bulletin_id: int,
     region: Annotated[str, Form()],
     body: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = ItemKind.PRAY,
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    if not body.strip():
-        errors = FormErrors({"new_body": "Write the item's text (Markdown), then add it."})
-        return _editor_page(request, session, settings, bulletin, errors, {"region": region, "kind": kind})
-    last = session.exec(
-        select(Item.position).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position).desc())
-    ).first()
-    item = Item(
-        bulletin_id=bulletin_id,
-        region_id=_region_id(session, region),
-        kind=_kind(kind),
-        position=(last or 0) + 1,
-        body=body.strip(),
-    )
-    session.add(item)
-    session.flush()
-    audit.record(
-        session,
-        user.email,
-        "bulletin.item.add",
-        "bulletin",
-        bulletin_id,
-        {"item": item.id, "region": region, "kind": kind},
-    )
-    _touch(session, bulletin)
-    flash(request, "Item added.")
-    return see_other(f"/admin/bulletins/{bulletin_id}#item-{item.id}")
+    added: list[Item] = []
 
+    def add() -> None:
+        added.append(items.add_item(session, bulletin_id, region, body, kind, actor=user.email))
 
-def _touch(session: Session, bulletin: Bulletin) -> None:
-    bulletin.updated_at = utcnow()
-    session.add(bulletin)
-    session.commit()
-
-
-def _item(session: Session, bulletin_id: int, item_id: int) -> Item:
-    item = session.get(Item, item_id)
-    if item is None or item.bulletin_id != bulletin_id:
-        raise HTTPException(404, "no such item")
-    return item
+    typed = {"region": region, "kind": kind}
+    _edited(request, session, bulletin_id, add, "Item added.", field="new_body", typed=typed)
+    anchor = f"item-{added[0].id}" if added else "add-item"
+    return see_other(f"/admin/bulletins/{bulletin_id}#{anchor}")
 
 
 @router.post("/{bulletin_id}/items/{item_id}")
@@ -300,37 +247,18 @@ def save_item(
     request: Request,
     user: StaffUser,
     session: SessionDep,
-    settings: SettingsDep,
     bulletin_id: int,
     item_id: int,
     body: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = ItemKind.PRAY,
     region: Annotated[str, Form()] = "",
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    if not body.strip():
-        errors = FormErrors({f"body_{item_id}": "Write the item's text, or use Delete to remove the item."})
-        return _editor_page(request, session, settings, bulletin, errors)
-    before = {"body": item.body, "kind": item.kind, "region_id": item.region_id}
-    after = {
-        "body": body.strip(),
-        "kind": str(_kind(kind)),
-        "region_id": _region_id(session, region) if region else item.region_id,
-    }
-    changes = audit.diff(before, after)
-    if changes:
-        item.body, item.kind, item.region_id = after["body"], after["kind"], after["region_id"]  # type: ignore[assignment]
-        session.add(item)
-        if "body" in changes:
-            changes["body"] = ["…", "changed"]  # the text itself stays in the bulletin, not the log
-        audit.record(
-            session, user.email, "bulletin.item.edit", "bulletin", bulletin_id, {"item": item_id, **changes}
+    def edit() -> bool:
+        return items.edit_item(
+            session, bulletin_id, item_id, body=body, kind=kind, region=region, actor=user.email
         )
-        _touch(session, bulletin)
-        flash(request, "Item saved.")
+
+    _edited(request, session, bulletin_id, edit, "Item saved.", field=f"body_{item_id}")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
@@ -344,36 +272,14 @@ def move_item(
     direction: Annotated[str, Form()] = "up",
 ) -> Response:
     """Swap an item with its neighbour in the same region (items are ordered per region)."""
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    siblings = list(
-        session.exec(
-            select(Item)
-            .where(Item.bulletin_id == bulletin_id, Item.region_id == item.region_id)
-            .order_by(col(Item.position), col(Item.id))
-        ).all()
+    way: items.Direction = "down" if direction == "down" else "up"
+    _edited(
+        request,
+        session,
+        bulletin_id,
+        lambda: items.move_item(session, bulletin_id, item_id, way, actor=user.email),
+        "Item moved.",
     )
-    index = next(i for i, s in enumerate(siblings) if s.id == item.id)
-    other = index - 1 if direction == "up" else index + 1
-    if 0 <= other < len(siblings):
-        siblings[index], siblings[other] = siblings[other], siblings[index]
-        positions = sorted(s.position for s in siblings)
-        if len(set(positions)) < len(positions):  # repair ties so that a swap is visible
-            positions = list(range(positions[0], positions[0] + len(siblings)))
-        for sibling, position in zip(siblings, positions, strict=True):
-            sibling.position = position
-            session.add(sibling)
-        audit.record(
-            session,
-            user.email,
-            "bulletin.item.move",
-            "bulletin",
-            bulletin_id,
-            {"item": item_id, "direction": direction},
-        )
-        _touch(session, bulletin)
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
@@ -381,38 +287,14 @@ def move_item(
 def delete_item(
     request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    audit.record(
+    _edited(
+        request,
         session,
-        user.email,
-        "bulletin.item.delete",
-        "bulletin",
         bulletin_id,
-        {"item": item_id, "body": item.body[:200]},
+        lambda: items.delete_item(session, bulletin_id, item_id, actor=user.email),
+        "Item deleted.",
     )
-    session.delete(item)
-    _touch(session, bulletin)
-    flash(request, "Item deleted.")
     return see_other(f"/admin/bulletins/{bulletin_id}")
-
-
-def _refused(
-    request: Request,
-    session: Session,
-    settings: Settings,
-    bulletin: Bulletin,
-    exc: NewsletterError,
-    send_at: str | None,
-) -> Response:
-    """A refused status change: on the send time field when that was the problem, else as a message."""
-    if send_at is not None:
-        errors = FormErrors({"send_at": f"Choose another send time: {exc}."})
-        return _editor_page(request, session, settings, bulletin, errors, {"send_at": send_at})
-    flash(request, f"Not changed: {exc}.", "error")
-    return see_other(f"/admin/bulletins/{bulletin.id}")
 
 
 @router.post("/{bulletin_id}/status")
@@ -429,30 +311,24 @@ def change(
     it for the next slot of the weekly schedule."""
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
-    problem_with = ""  # the form field a refusal is about, if any
+    field = ""  # the form field a refusal is about, if any
     try:
-        if action in {"ready", "schedule"}:
-            has_items = session.exec(select(Item.id).where(Item.bulletin_id == bulletin_id).limit(1)).first()
-            if has_items is None:
-                raise NewsletterError("a bulletin without items cannot be sent")
         if action == "ready":
-            change_status(session, bulletin, B.READY, actor=user.email)
+            items.mark_ready(session, bulletin_id, actor=user.email)
             message = "Ready: it goes out at the next slot of the weekly schedule."
         elif action == "draft":
-            change_status(session, bulletin, B.DRAFT, actor=user.email)
+            items.back_to_draft(session, bulletin_id, actor=user.email)
             message = "Back to draft."
         elif action == "schedule":
-            problem_with = "send_at"
+            field = "send_at"
             when = parse_send_at(send_at, settings)
             if when < utcnow() - SCHEDULE_SLACK:
                 raise NewsletterError("that time has passed; choose a time in the future")
-            problem_with = ""
+            field = ""
             lifecycle.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
-            change_status(
-                session, bulletin, B(bulletin.status), actor=user.email, send_at=None, set_send_at=True
-            )
+            items.unschedule(session, bulletin_id, actor=user.email)
             message = "No longer scheduled for a set time: it goes out at the next weekly slot."
         elif action == "pause":
             lifecycle.pause(session, bulletin_id, actor=user.email)
@@ -469,7 +345,12 @@ def change(
             raise NewsletterError(f"unknown action {action!r}")
     except NewsletterError as exc:
         session.rollback()
-        return _refused(request, session, settings, bulletin, exc, send_at if problem_with else None)
+        if field:
+            errors = FormErrors({field: f"Choose another send time: {exc}."})
+            flash_form(request, errors, {"send_at": send_at})
+        else:
+            flash(request, f"Not changed: {exc}.", "error")
+        return back
     session.commit()
     flash(request, message)
     if action in {"schedule", "resume"} and bulletin.status in {B.READY, B.SENDING}:
