@@ -177,9 +177,10 @@ def _edited(
     done: str,
     field: str = "",
     typed: dict[str, str] | None = None,
-) -> None:
+) -> bool:
     """Run one edit service: commit and say `done` (when it changed anything), or roll back and say why
-    not, on the form's `field` (with the small values in `typed`) when there is one. A bulletin or item
+    not, on the form's `field` (with the small values in `typed`) when there is one; False then, so that
+    the redirect carries no #fragment (it would take focus from the error summary). A bulletin or item
     that does not exist is a 404."""
     try:
         changed = edit()
@@ -188,14 +189,15 @@ def _edited(
         raise HTTPException(404, str(exc)) from exc
     except NewsletterError as exc:
         session.rollback()
-        if field:
-            flash_form(request, FormErrors({field: f"Not saved: {exc}."}), typed or {})
-        else:
+        if not field:
             flash(request, f"Not changed: {exc}.", "error")
-        return
+            return True
+        flash_form(request, FormErrors({field: f"Not saved: {exc}."}), typed or {})
+        return False
     session.commit()
     if changed is not False:
         flash(request, done)
+    return True
 
 
 @router.post("/{bulletin_id}")
@@ -237,7 +239,8 @@ def add_item(
         added.append(items.add_item(session, bulletin_id, region, body, kind, actor=user.email))
 
     typed = {"region": region, "kind": kind}
-    _edited(request, session, bulletin_id, add, "Item added.", field="new_body", typed=typed)
+    if not _edited(request, session, bulletin_id, add, "Item added.", field="new_body", typed=typed):
+        return see_other(f"/admin/bulletins/{bulletin_id}")
     anchor = f"item-{added[0].id}" if added else "add-item"
     return see_other(f"/admin/bulletins/{bulletin_id}#{anchor}")
 
@@ -258,7 +261,8 @@ def save_item(
             session, bulletin_id, item_id, body=body, kind=kind, region=region, actor=user.email
         )
 
-    _edited(request, session, bulletin_id, edit, "Item saved.", field=f"body_{item_id}")
+    if not _edited(request, session, bulletin_id, edit, "Item saved.", field=f"body_{item_id}"):
+        return see_other(f"/admin/bulletins/{bulletin_id}")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
