@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     SENDGRID_WEBHOOK_PUBLIC_KEY: str = ""
     WEBHOOK_MAX_AGE_SECONDS: int = 600
 
+    # --- public archive and engagement tracking ----------------------------------------------------
+    ARCHIVE_ENABLED: bool = True
+    ARCHIVE_PAGE_SIZE: int = Field(default=20, ge=1, le=200)
+    ARCHIVE_CACHE_SECONDS: int = Field(default=300, ge=0)
+    # Off by default: an open pixel and rewritten links tell the ESP who read what (see .env.example).
+    TRACK_OPENS: bool = False
+    TRACK_CLICKS: bool = False
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _driver(cls, url: str) -> str:

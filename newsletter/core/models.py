@@ -223,6 +223,40 @@ class RateEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class Engagement(SQLModel, table=True):
+    """That a delivery reached an engagement metric (opened, clicked a link…), once per pair.
+
+    The primary key makes "first time" an `INSERT … ON CONFLICT DO NOTHING`: replayed, duplicated
+    and out-of-order events, and concurrent webhook batches, count a recipient once.
+    """
+
+    delivery_id: int = Field(sa_type=BigId, sa_column_args=[_fk("delivery.id")], primary_key=True)
+    metric: str = Field(sa_type=sa.String(40), primary_key=True)
+
+
+class EngagementCount(SQLModel, table=True):
+    """Recipients per (bulletin, variant, metric): the rollup the engagement report reads."""
+
+    __tablename__ = "engagement_count"
+
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")], primary_key=True)
+    variant: str = Field(sa_type=sa.String(200), primary_key=True)
+    metric: str = Field(sa_type=sa.String(16), primary_key=True)
+    n: int = 0
+
+
+class LinkClick(SQLModel, table=True):
+    """Clicks on one link of a bulletin: all of them, and how many recipients clicked it."""
+
+    __tablename__ = "link_click"
+
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")], primary_key=True)
+    link_key: str = Field(sa_type=sa.String(40), primary_key=True)
+    url: str = Field(sa_type=sa.Text)
+    clicks: int = 0
+    clickers: int = 0
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
     return table
@@ -242,3 +276,6 @@ TEST_SEND = _table(TestSend)
 AUDIT_ENTRY = _table(AuditEntry)
 SCHEDULE_SLOT = _table(ScheduleSlot)
 RATE_EVENT = _table(RateEvent)
+ENGAGEMENT = _table(Engagement)
+ENGAGEMENT_COUNT = _table(EngagementCount)
+LINK_CLICK = _table(LinkClick)

@@ -4,7 +4,8 @@ Paths (the web app routes exactly these and checks the token with `read_token`):
 
     {BASE_URL}/unsubscribe/{token}              Purpose.UNSUBSCRIBE (GET page, POST one-click, RFC 8058)
     {BASE_URL}/preferences/{token}              Purpose.PREFERENCES
-    {BASE_URL}/view/{bulletin_id}/{token}       Purpose.VIEW
+    {BASE_URL}/view/{bulletin_id}/{token}       Purpose.VIEW (only with ARCHIVE_ENABLED=false; otherwise
+                                                "view online" is the public archive page, no token)
     {BASE_URL}/confirm/{token}                  Purpose.CONFIRM
     mailto:{UNSUBSCRIBE_MAILTO}?subject=unsubscribe-{token}   Purpose.UNSUBSCRIBE (when configured)
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from functools import cached_property
 
+from newsletter.content import archive
 from newsletter.content.types import PERSONAL_FIELDS, Recipient
 from newsletter.core.config import Settings
 from newsletter.mail.tokens import Purpose, make_token
@@ -27,6 +29,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 EXAMPLE_TOKEN = "example"
 """Stands in for a token in a staff test send, which has no subscriber: the web app refuses it as
 malformed, so a test email's links can be clicked without touching anyone's subscription."""
+
+
+_PERSONAL_LINK = re.compile(r"^([^?#]*/(?:unsubscribe|preferences|confirm|view/\d+)/)[^?#/]+")
+
+
+def without_token(url: str) -> str:
+    """`url` with the token of a personal link (the paths above) replaced by "…": a clicked link as the
+    engagement report may keep it, counting clicks without recording whose link it was."""
+    return _PERSONAL_LINK.sub(r"\1…", url)
 
 
 def header_safe_name(name: str) -> str:
@@ -61,9 +72,12 @@ class Links:
     def view_url(
         self, bulletin_id: int | None, subscriber_id: int | None, *, now: datetime | None = None
     ) -> str:
-        """The bulletin online as this subscriber's variant; the site's home page without a bulletin."""
+        """The bulletin online: its public archive page (nothing personal, safe to forward) when the
+        archive is on, else this subscriber's own copy; the site's home page without a bulletin."""
         if bulletin_id is None:
             return f"{self.base_url}/"
+        if self.settings.ARCHIVE_ENABLED:
+            return self.base_url + archive.path(bulletin_id)
         return f"{self.base_url}/view/{bulletin_id}/{self._token(subscriber_id, Purpose.VIEW, now)}"
 
     def confirm_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from newsletter.core.config import Settings
 from newsletter.core.db import make_engine
-from newsletter.web import admin, public, webhooks
+from newsletter.web import admin, archive, feeds, public, webhooks
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -34,6 +34,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     # Routers register here, one line each (public pages, webhooks, admin).
     app.include_router(public.router)
+    app.include_router(archive.router)
+    app.include_router(feeds.router)
     app.include_router(webhooks.router)
     admin.install(app, settings)
 

@@ -429,5 +429,9 @@ def view_online(
         delivery_id=delivery.id if delivery else None,
         bulletin_id=bulletin_id,
     )
-    html, _ = personalize(variant, Links(settings).values(recipient))
+    values = Links(settings).values(recipient)
+    # A forwarded page must not open the preference centre (which exports and erases the data): that
+    # link stays in the email only; here "Manage your regions" leads to the home page.
+    values["preferences_url"] = settings.BASE_URL.rstrip("/") + "/"
+    html, _ = personalize(variant, values)
     return HTMLResponse(as_web_page(html), headers=_TOKEN_PAGE_HEADERS)

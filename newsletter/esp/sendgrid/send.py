@@ -93,6 +93,7 @@ class SendGridBackend:
             }
             if variant.regions:  # a bulletin; a confirmation (no regions) is transactional mail
                 rest["headers"] = {"List-Id": list_id(s)}
+            rest["tracking_settings"] = tracking_settings(s, bulk=bool(variant.regions))
             if s.REPLY_TO:
                 rest["reply_to"] = {"email": s.REPLY_TO}
             tail = "," + _encode(rest)[1:]
@@ -173,6 +174,20 @@ class SendGridBackend:
     def close(self) -> None:
         # urllib opens a connection per request: nothing stays open; drop this thread's client anyway.
         self._local = threading.local()
+
+
+def tracking_settings(settings: Settings, *, bulk: bool = True) -> dict[str, Any]:
+    """SendGrid's `tracking_settings` for a request: `TRACK_OPENS` and `TRACK_CLICKS` for a bulletin.
+
+    Sent explicitly in every request, so the account's own tracking defaults never decide (SendGrid
+    applies account-level settings to any request that leaves them out). Plain-text links are never
+    rewritten (`enable_text`): a long redirect URL in the text part reads like phishing. A confirmation
+    (`bulk=False`) is never tracked: it is transactional, and its one link is the confirmation itself.
+    """
+    return {
+        "click_tracking": {"enable": bulk and settings.TRACK_CLICKS, "enable_text": False},
+        "open_tracking": {"enable": bulk and settings.TRACK_OPENS},
+    }
 
 
 def _substitution_problem(subs: Mapping[str, str]) -> str:
