@@ -60,7 +60,8 @@ def crawl(page, origin: str, seeds: Iterable[str], who: str) -> tuple[list[str],
             continue
         seen.add(page_key(path))
         response = page.goto(origin + path)
-        if response is None or "text/html" not in (response.headers.get("content-type") or ""):
+        assert response is not None and response.status < 500, f"{who} {path}: server error"
+        if "text/html" not in (response.headers.get("content-type") or ""):
             continue
         landed = page.url[len(origin) :]
         seen.add(page_key(landed))
@@ -148,7 +149,14 @@ def test_every_page_meets_wcag_22_aa_and_reflows_at_320px(browser, live_server, 
     assert scrolling == {}, "pages that scroll sideways at 320 px (CSS px)"
     assert len(report.best_practice) <= BEST_PRACTICE_BASELINE, "new best-practice findings (listed above)"
     covered = " ".join(pages)
-    for expected in ("/subscribe", "/admin/login", "/admin/users", "/dashboard", "/preferences/", "/view/"):
+    for expected in (
+        "visitor / ",
+        "/subscribe",
+        "/admin/login",
+        "/admin/users",
+        "/dashboard",
+        "/preferences/",
+    ):
         assert expected in covered
 
 
