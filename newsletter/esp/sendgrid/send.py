@@ -82,10 +82,10 @@ class SendGridBackend:
         if tail is None:
             s = self.settings
             rest: dict[str, Any] = {
-                "from": {"email": s.FROM_EMAIL, "name": s.FROM_NAME}
+                "from": {"email": s.FROM_EMAIL, "name": header_safe_name(s.FROM_NAME)}
                 if s.FROM_NAME
                 else {"email": s.FROM_EMAIL},
-                "subject": variant.subject,
+                "subject": header_safe_name(variant.subject),
                 "content": [
                     {"type": "text/plain", "value": variant.text},
                     {"type": "text/html", "value": variant.html},
@@ -124,7 +124,8 @@ class SendGridBackend:
                 continue
             name = r.name
             if name:
-                to = {"email": r.email, "name": name if name.isprintable() else header_safe_name(name)}
+                safe = name.isprintable() and "=?" not in name  # the fast path: nothing to neutralise
+                to = {"email": r.email, "name": name if safe else header_safe_name(name)}
             else:
                 to = {"email": r.email}
             p: dict[str, Any] = {"to": [to], "substitutions": subs}

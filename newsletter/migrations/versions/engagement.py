@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "engagement"
-down_revision = "0001"
+down_revision = "security"
 branch_labels = None
 depends_on = None
 
