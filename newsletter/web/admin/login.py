@@ -27,11 +27,10 @@ def _safe_next(target: str | None) -> str:
 
 
 def _login_errors(exc: LoginRefused) -> FormErrors:
-    """The refusal on the address; the password field is marked too when it may be the wrong one."""
-    errors = FormErrors({"email": str(exc)})
-    if exc.locked_until is None:
-        errors.add("password", "Type your password again: it is not kept after a failed attempt.")
-    return errors
+    """The refusal on the address, and the password marked too: the message never says which was wrong."""
+    return FormErrors(
+        {"email": str(exc), "password": "Type your password again: it is not kept after a failed attempt."}
+    )
 
 
 @router.get("/login")
