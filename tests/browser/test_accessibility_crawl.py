@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from newsletter.accounts import create_user
+from newsletter.content.types import Recipient
 from newsletter.core.status import BulletinStatus, Role
 from newsletter.mail.links import Links
 from tests.browser.a11y import ROOT, AxeReport, require_axe, run_axe, sideways_scroll
@@ -96,10 +97,12 @@ def seeds(live_server, session, settings, make_subscriber, make_subscribers, mak
     assert sending.status == BulletinStatus.SENDING
     links = Links(settings)
     emailed = [
-        links.preferences_url(ruth.id),
-        links.unsubscribe_url(ruth.id),
-        links.view_url(sending.id, ruth.id),
-        links.confirm_url(pending.id),
+        links.preferences_url(ruth.id, ruth.link_secret),
+        links.values(Recipient(ruth.email, ruth.name, ruth.id, link_secret=ruth.link_secret))[
+            "unsubscribe_url"
+        ],
+        links.view_url(sending.id, ruth.id, ruth.link_secret),
+        links.confirm_url(pending.id, pending.link_secret),
         "/preferences/not-a-real-token",
     ]
     return {

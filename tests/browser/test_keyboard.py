@@ -127,7 +127,7 @@ def test_subscribe_by_keyboard(page, settings):
 
 def test_preferences_by_keyboard(page, settings, make_subscriber, live_server):
     ruth = make_subscriber("ruth@example.org", name="Ruth")
-    page.goto(live_server.local(Links(settings).preferences_url(ruth.id)))
+    page.goto(live_server.local(Links(settings).preferences_url(ruth.id, ruth.link_secret)))
     assert_keyboard_order(page)
 
     ticked = page.eval_on_selector_all("input[name=regions]:checked", "els => els.map(e => e.id)")

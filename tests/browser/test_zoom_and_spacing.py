@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from newsletter.content.types import Recipient
 from newsletter.mail.links import Links
 from tests.browser.a11y import add_text_spacing, clipped_text
 from tests.browser.test_accessibility_emails import emails
@@ -35,8 +36,14 @@ def public_pages(live_server, settings, make_subscriber) -> dict[str, str]:
     ruth = make_subscriber("ruth@example.org", name="Ruth")
     return {
         "subscribe": "/subscribe",
-        "preferences": live_server.local(Links(settings).preferences_url(ruth.id))[len(live_server.url) :],
-        "unsubscribe": live_server.local(Links(settings).unsubscribe_url(ruth.id))[len(live_server.url) :],
+        "preferences": live_server.local(Links(settings).preferences_url(ruth.id, ruth.link_secret))[
+            len(live_server.url) :
+        ],
+        "unsubscribe": live_server.local(
+            Links(settings).values(Recipient(ruth.email, ruth.name, ruth.id, link_secret=ruth.link_secret))[
+                "unsubscribe_url"
+            ]
+        )[len(live_server.url) :],
         "bad link": "/preferences/not-a-real-token",
     }
 
