@@ -239,7 +239,8 @@ def add_item(
         added.append(items.add_item(session, bulletin_id, region, body, kind, actor=user.email))
 
     typed = {"region": region, "kind": kind}
-    if not _edited(request, session, bulletin_id, add, "Item added.", field="new_body", typed=typed):
+    field = "" if body.strip() else "new_body"  # an empty text is the form's problem; others are banners
+    if not _edited(request, session, bulletin_id, add, "Item added.", field=field, typed=typed):
         return see_other(f"/admin/bulletins/{bulletin_id}")
     anchor = f"item-{added[0].id}" if added else "add-item"
     return see_other(f"/admin/bulletins/{bulletin_id}#{anchor}")
@@ -261,7 +262,8 @@ def save_item(
             session, bulletin_id, item_id, body=body, kind=kind, region=region, actor=user.email
         )
 
-    if not _edited(request, session, bulletin_id, edit, "Item saved.", field=f"body_{item_id}"):
+    field = "" if body.strip() else f"body_{item_id}"
+    if not _edited(request, session, bulletin_id, edit, "Item saved.", field=field):
         return see_other(f"/admin/bulletins/{bulletin_id}")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
