@@ -79,7 +79,7 @@ def test_a_refused_subscriber_edit_keeps_what_was_typed(as_volunteer, make_subsc
     assert title(answer.text).startswith("Error: ")
     assert 'value="Ruth\tSmith"' in marked(answer.text, "name")
     assert re.search(r'id="regions-global"[^>]*checked', answer.text)
-    assert "notice-error" not in answer.text  # the summary replaces the old banner
+    assert 'class="notice notice-error"' not in answer.text  # the summary replaces the old banner
 
 
 def test_a_refused_account_names_each_field(as_staff):
