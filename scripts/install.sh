@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the package into .venv, from nothing, without root, on any machine with Python 3.11+.
 #   bash scripts/install.sh           the package and what it needs to run (the demo uses only this)
-#   bash scripts/install.sh test      also the test tools, and Debian's chromium for the browser tests
+#   bash scripts/install.sh test      also the test tools, Debian's chromium for the browser tests
 #                                     (Playwright drives it; Playwright's own browser download is never used)
+#                                     and axe-core from npm (package-lock.json) into node_modules/ for the
+#                                     accessibility checks (nothing is fetched when the tests run)
 # Says what it is doing on stderr as it goes. NEWSLETTER_VENV puts the venv elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,5 +59,16 @@ if [ "$extras" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+if [ "$extras" = "test" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    say "installing Debian's nodejs and npm for axe-core (needs root or sudo)"
+    sudo_cmd=""
+    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  say "installing axe-core from npm into node_modules/"
+  npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 fi
 say "done: $venv/bin/newsletter"

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +42,11 @@ class LiveServer:
         if url.startswith(self.base_url):
             return self.url + url[len(self.base_url) :]
         return url
+
+    def route_base_url(self, context: Any) -> None:
+        """Make a Playwright browser context send requests for BASE_URL (where forms post, like the
+        embeddable subscription form) to this server."""
+        context.route(f"{self.base_url}/**", lambda route: route.continue_(url=self.local(route.request.url)))
 
 
 @contextmanager

@@ -205,11 +205,13 @@ class Renderer:
     def _context(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> dict[str, Any]:
         sections = content.only(frozenset(selected))
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
+        subject = self.subject(content)
         return {
             **self._brand_context(),
             "dateline": self._dateline(content),
             "lang": "en",
             "title": content.title,
+            "subject": (TEST_PREFIX + subject) if test else subject,
             "content": content,
             "sections": sections,
             "test": test,
@@ -318,6 +320,7 @@ class Renderer:
             **self._brand_context(),
             "lang": "en",
             "title": f"Confirm your subscription to {org}",
+            "subject": f"Please confirm your subscription to {org}",
             "test": False,
             "org_name": org,
             "postal_address": self.settings.ORG_POSTAL_ADDRESS.strip(),
@@ -402,6 +405,22 @@ class _InlinedUnion:
 def _html_text(value: str) -> str:
     """`value` as text content, escaped as lxml's HTML serializer (premailer's output) escapes it."""
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def as_web_page(html: str) -> str:
+    """A rendered email as a page of our site (view online): its body inside a `<main>` landmark.
+
+    The email itself is an `article` labelled with its subject (what mail clients expect); a web page
+    needs a main landmark as well, so that "skip to main" and landmark navigation work.
+    """
+    opened = _BODY_OPEN.search(html)
+    closing = html.rfind("</body>")
+    if opened is None or closing < opened.end():
+        return html
+    return html[: opened.end()] + "<main>" + html[opened.end() : closing] + "</main>" + html[closing:]
 
 
 def personalize(variant: RenderedVariant, values: Mapping[str, str]) -> tuple[str, str]:

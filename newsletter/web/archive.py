@@ -26,6 +26,8 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import NotFound
 from newsletter.web.conditional import cached, page_cache
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
+from newsletter.web.public import SUBSCRIBE_FIELD_PREFIX
 
 router = APIRouter()
 
@@ -56,7 +58,7 @@ def home(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
         "values": {"regions": list(index.codes)},
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
-        "errors": {},
+        "form_errors": FormErrors(prefix=SUBSCRIBE_FIELD_PREFIX),
     }
     body = render_page(
         request, "archive/home.html", {**form, "latest": latest, "archive_on": settings.ARCHIVE_ENABLED}

@@ -37,7 +37,7 @@ from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.audience.view_online import online_view
 from newsletter.content.regions import RegionIndex
-from newsletter.content.render import Renderer, personalize
+from newsletter.content.render import Renderer, as_web_page, personalize
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber
 from newsletter.core.status import SubscriberStatus
@@ -45,11 +45,14 @@ from newsletter.mail.links import Links
 from newsletter.mail.tokens import Claims, Purpose
 from newsletter.web.background import after_response
 from newsletter.web.deps import ClientIp, DbId, SessionDep, SettingsDep, TemplatesDep
+from newsletter.web.form_errors import FormErrors
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+SUBSCRIBE_FIELD_PREFIX = "nl-"
+"""Ids of the subscription form's fields start with this: the form is also pasted into other sites."""
 HONEYPOT_FIELD = "website"
 """Hidden from people (CSS and aria-hidden), filled in by form-filling bots."""
 
@@ -133,7 +136,7 @@ def _form_context(
         "values": values,
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
-        "errors": {},
+        "form_errors": FormErrors(prefix=SUBSCRIBE_FIELD_PREFIX),
     }
 
 
@@ -172,7 +175,8 @@ def subscribe(
         errors["regions"] = "Please choose at least one region."
     if errors:
         context = _form_context(session, settings, {"email": email, "name": name, "regions": list(codes)})
-        return page(request, "subscribe.html", {**context, "errors": errors}, status=400)
+        form_errors = FormErrors(errors, prefix=SUBSCRIBE_FIELD_PREFIX)
+        return page(request, "subscribe.html", {**context, "form_errors": form_errors}, status=400)
     result = optin.request_subscription(session, settings, address, clean, codes, client_ip=client_ip)
     session.commit()
     if result.outcome is optin.Outcome.TOO_MANY:
@@ -226,11 +230,11 @@ def _preferences_page(
     notice: str = "",
     errors: Mapping[str, str] | None = None,
     chosen: list[str] | None = None,
+    values: Mapping[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     index = RegionIndex.from_db(session, settings)
     messages = [("ok", notice)] if notice else []
-    messages += [("error", text) for text in (errors or {}).values()]
     context = {
         "subscriber": subscriber,
         "regions": index.regions,
@@ -238,7 +242,8 @@ def _preferences_page(
         "paused": preferences.is_paused(subscriber),
         "paused_until": _date(subscriber.paused_until) if subscriber.paused_until else "",
         "max_pause_weeks": preferences.MAX_PAUSE_WEEKS,
-        "errors": errors or {},
+        "form_errors": FormErrors(errors),
+        "values": values or {},
         "messages": messages,
         "active": subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
         "can_resubscribe": subscriber.status == SubscriberStatus.UNSUBSCRIBED,
@@ -284,7 +289,7 @@ def preferences_change(
             until = preferences.pause(session, subscriber, int(weeks))
         except ValueError:
             text = f"Please choose a number of weeks between 1 and {preferences.MAX_PAUSE_WEEKS}."
-            return again(errors={"weeks": text}, status=400)
+            return again(errors={"weeks": text}, values={"weeks": weeks}, status=400)
         session.commit()
         return again(notice=f"Paused: we will not email you until {_date(until)}.")
     if action == "resume":
@@ -330,7 +335,8 @@ def _resubscribe(
 # --- my data (export and erase) ------------------------------------------------------------------
 @router.get("/my-data/{token}", response_class=HTMLResponse)
 def my_data_page(request: Request, link: MyDataLink) -> Response:
-    return page(request, "my_data.html", {"subscriber": link.subscriber, "errors": {}}, token_page=True)
+    context = {"subscriber": link.subscriber, "form_errors": FormErrors()}
+    return page(request, "my_data.html", context, token_page=True)
 
 
 @router.post("/my-data/{token}", response_class=HTMLResponse)
@@ -356,7 +362,7 @@ def my_data_action(
     errors = {
         "confirm_erase": "To erase your data, tick the box that says you understand, then press the button again."
     }
-    context = {"subscriber": subscriber, "errors": errors}
+    context = {"subscriber": subscriber, "form_errors": FormErrors(errors)}
     return page(request, "my_data.html", context, status=400, token_page=True)
 
 
@@ -405,4 +411,4 @@ def view_online(
     values = Links(settings).values(view.recipient)
     values.update(preferences_url=SHARED_PAGE_LINK, unsubscribe_url=SHARED_PAGE_LINK)
     html, _ = personalize(variant, values)
-    return HTMLResponse(html, headers=TOKEN_PAGE_HEADERS)
+    return HTMLResponse(as_web_page(html), headers=TOKEN_PAGE_HEADERS)

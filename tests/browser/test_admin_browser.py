@@ -157,6 +157,7 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(
         expect(page.get_by_text("Scheduled for")).to_be_visible()
         expect(page.locator("#bulletin-status")).to_have_text("ready")
         shoot(page, "dashboard-scheduled")
+        page.get_by_role("link", name="Refresh every 5 seconds").click()  # live refresh is opt-in
         expect(page.locator("#bulletin-status")).to_have_text("sent", timeout=120_000)
         shoot(page, "dashboard")
 

@@ -26,9 +26,10 @@ from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
 from newsletter.sending import lifecycle
-from newsletter.web.admin.pages import flash, render, see_other
+from newsletter.web.admin.pages import flash, flash_form, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/bulletins")
 
@@ -77,6 +78,16 @@ def import_page(request: Request, user: StaffUser) -> Response:
     return render(request, "bulletin_import.html", {"text": "", "problems": []})
 
 
+def _import_refused(request: Request, field: str, text: str, problems: list[str]) -> Response:
+    """The import form again with what was pasted, the problems listed and the field marked."""
+    if len(problems) == 1:
+        message = f"Nothing was stored: {problems[0]}"
+    else:
+        message = f"Nothing was stored: {len(problems)} problems, listed under the field."
+    context = {"text": text, "problems": problems, "form_errors": FormErrors({field: message})}
+    return render(request, "bulletin_import.html", context, status_code=400)
+
+
 @router.post("/import")
 async def import_submit(
     request: Request,
@@ -93,28 +104,16 @@ async def import_submit(
         try:
             text = raw[:MAX_TEXT_BYTES].decode("utf-8-sig")
         except UnicodeDecodeError:
-            return render(
-                request,
-                "bulletin_import.html",
-                {"text": "", "problems": [f"{source} is not UTF-8 text; save it as UTF-8."]},
-                status_code=400,
-            )
+            return _import_refused(request, "file", "", [f"{source} is not UTF-8 text; save it as UTF-8."])
     try:
         content = parse_bulletin(text, settings, source=source)
         bulletin = store_bulletin(session, content, actor=user.email)
     except ImportFailed as exc:
         session.rollback()
-        return render(
-            request,
-            "bulletin_import.html",
-            {"text": text, "problems": [str(p) for p in exc.problems]},
-            status_code=400,
-        )
+        return _import_refused(request, "text", text, [str(p) for p in exc.problems])
     except NewsletterError as exc:
         session.rollback()
-        return render(
-            request, "bulletin_import.html", {"text": text, "problems": [str(exc)]}, status_code=400
-        )
+        return _import_refused(request, "text", text, [str(exc)])
     session.commit()
     flash(request, f"Imported “{bulletin.title}” as a draft.")
     return see_other(f"/admin/bulletins/{bulletin.id}")
@@ -172,10 +171,18 @@ def _actions(bulletin: Bulletin) -> list[str]:
 
 
 def _edited(
-    request: Request, session: Session, bulletin_id: int, edit: Callable[[], object], done: str
-) -> None:
+    request: Request,
+    session: Session,
+    bulletin_id: int,
+    edit: Callable[[], object],
+    done: str,
+    field: str = "",
+    typed: dict[str, str] | None = None,
+) -> bool:
     """Run one edit service: commit and say `done` (when it changed anything), or roll back and say why
-    not. A bulletin or item that does not exist is a 404."""
+    not, on the form's `field` (with the small values in `typed`) when there is one; False then, so that
+    the redirect carries no #fragment (it would take focus from the error summary). A bulletin or item
+    that does not exist is a 404."""
     try:
         changed = edit()
     except NotFound as exc:
@@ -183,11 +190,15 @@ def _edited(
         raise HTTPException(404, str(exc)) from exc
     except NewsletterError as exc:
         session.rollback()
-        flash(request, f"Not changed: {exc}.", "error")
-        return
+        if not field:
+            flash(request, f"Not changed: {exc}.", "error")
+            return True
+        flash_form(request, FormErrors({field: f"Not saved: {exc}."}), typed or {})
+        return False
     session.commit()
     if changed is not False:
         flash(request, done)
+    return True
 
 
 def _editor_form(form: Any) -> tuple[items.HeaderEdit, list[items.ItemEdit], items.ItemEdit]:
@@ -282,7 +293,10 @@ def add_item(
     def add() -> None:
         added.append(items.add_item(session, bulletin_id, region, body, kind, actor=user.email))
 
-    _edited(request, session, bulletin_id, add, "Item added.")
+    typed = {"region": region, "kind": kind}
+    field = "" if body.strip() else "new_body"  # an empty text is the form's problem; others are banners
+    if not _edited(request, session, bulletin_id, add, "Item added.", field=field, typed=typed):
+        return see_other(f"/admin/bulletins/{bulletin_id}")
     anchor = f"item-{added[0].id}" if added else "add-item"
     return see_other(f"/admin/bulletins/{bulletin_id}#{anchor}")
 
@@ -303,7 +317,9 @@ def save_item(
             session, bulletin_id, item_id, body=body, kind=kind, region=region, actor=user.email
         )
 
-    _edited(request, session, bulletin_id, edit, "Item saved.")
+    field = "" if body.strip() else f"body_{item_id}"
+    if not _edited(request, session, bulletin_id, edit, "Item saved.", field=field):
+        return see_other(f"/admin/bulletins/{bulletin_id}")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
@@ -422,6 +438,7 @@ def change(
     back = see_other(f"/admin/bulletins/{bulletin_id}")
     if action == "cancel" and confirmed != "yes":
         return _confirm_cancel(request, bulletin)
+    field = ""  # the form field a refusal is about, if any
     try:
         if action == "ready":
             items.mark_ready(session, bulletin_id, actor=user.email)
@@ -430,9 +447,11 @@ def change(
             items.back_to_draft(session, bulletin_id, actor=user.email)
             message = "Back to draft."
         elif action == "schedule":
+            field = "send_at"
             when = parse_send_at(send_at, settings)
             if when < utcnow() - SCHEDULE_SLACK:
                 raise NewsletterError("that time has passed; choose a time in the future")
+            field = ""
             lifecycle.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
@@ -453,7 +472,11 @@ def change(
             raise NewsletterError(f"unknown action {action!r}")
     except NewsletterError as exc:
         session.rollback()
-        flash(request, f"Not changed: {exc}.", "error")
+        if field:
+            errors = FormErrors({field: f"Choose another send time: {exc}."})
+            flash_form(request, errors, {"send_at": send_at})
+        else:
+            flash(request, f"Not changed: {exc}.", "error")
         return back
     session.commit()
     flash(request, message)

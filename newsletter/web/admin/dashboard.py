@@ -1,6 +1,7 @@
 """The delivery dashboard of one bulletin, for staff: counts per delivery status, progress and rate
-while sending (the page refreshes itself), failures with their reasons, bounces and complaints, and
-opens and clicks from the ESP's events. The figures come from `sending.summary.dashboard`."""
+while sending (a Refresh link; automatic refresh only on request, `?live=1`, with a link that stops it:
+WCAG 2.2.1 forbids a page that reloads under the reader, and the admin's CSP forbids scripts), failures
+with their reasons, bounces and complaints, and opens and clicks from the ESP's events. The figures come from `sending.summary.dashboard`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ REFRESH_SECONDS = 5
 
 
 @router.get("/{bulletin_id}/dashboard")
-def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+def dashboard(
+    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, live: str = ""
+) -> Response:
     get_bulletin_or_404(session, bulletin_id)
     board = read_dashboard(session, bulletin_id)
     return render(
@@ -34,6 +37,8 @@ def dashboard(request: Request, user: StaffUser, session: SessionDep, bulletin_i
             "events": board.events,
             "problems": board.problems,
             "tests": board.tests,
-            "refresh": REFRESH_SECONDS if board.live else None,
+            "live": board.live,
+            "refresh_every": REFRESH_SECONDS,
+            "refresh": REFRESH_SECONDS if board.live and live == "1" else None,
         },
     )

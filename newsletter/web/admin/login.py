@@ -14,6 +14,7 @@ from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import CurrentUser, MaybeUser, log_in, log_out
 from newsletter.web.csrf import CsrfChecked
 from newsletter.web.deps import ClientIp, SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter()
 
@@ -25,11 +26,19 @@ def _safe_next(target: str | None) -> str:
     return "/admin"
 
 
+def _login_errors(exc: LoginRefused) -> FormErrors:
+    """The refusal on the address, and the password marked too: the message never says which was wrong."""
+    return FormErrors(
+        {"email": str(exc), "password": "Type your password again: it is not kept after a failed attempt."}
+    )
+
+
 @router.get("/login")
 def login_page(request: Request, user: MaybeUser, next: str | None = None) -> Response:
     if user is not None:
         return see_other(_safe_next(next))
-    return render(request, "login.html", {"next": _safe_next(next), "email": "", "error": ""}, user=None)
+    context = {"next": _safe_next(next), "email": "", "form_errors": FormErrors()}
+    return render(request, "login.html", context, user=None)
 
 
 @router.post("/login")
@@ -52,7 +61,7 @@ def login_submit(
         return render(
             request,
             "login.html",
-            {"next": _safe_next(next), "email": email, "error": str(exc)},
+            {"next": _safe_next(next), "email": email, "form_errors": _login_errors(exc)},
             user=None,
             status_code=401,
         )

@@ -1,5 +1,9 @@
 """How admin routes answer: a page from `templates/web/admin/` with what every admin page needs,
-a redirect after a successful POST (so a reload never posts twice), and one-shot messages."""
+a redirect after a successful POST (so a reload never posts twice), and one-shot messages.
+
+A refused form is shown again with its `FormErrors` (`form_errors`) and what was typed (`typed`): either
+rendered at once with status 400, or, when the form lives on a page that another route draws, carried
+over the redirect once by `flash_form`."""
 
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ from markupsafe import Markup
 from newsletter.core.config import Settings
 from newsletter.core.models import User
 from newsletter.web.csrf import csrf_token
+from newsletter.web.form_errors import FormErrors
 
 FLASH_KEY = "flash"
+FORM_KEY = "form"
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -36,6 +42,12 @@ def flash(request: Request, text: str, kind: str = "ok") -> None:
     messages = list(request.session.get(FLASH_KEY, []))
     messages.append([kind, text])
     request.session[FLASH_KEY] = messages
+
+
+def flash_form(request: Request, errors: FormErrors, typed: dict[str, str]) -> None:
+    """A refused form's problems and typed values, shown once by the next admin page (small values only:
+    they travel in the session cookie)."""
+    request.session[FORM_KEY] = {"errors": dict(errors), "prefix": errors.prefix, "typed": typed}
 
 
 def see_other(url: str) -> RedirectResponse:
@@ -106,6 +118,7 @@ def render(
     settings: Settings = request.app.state.settings
     templates: Jinja2Templates = request.app.state.templates
     messages = [tuple(m) for m in request.session.pop(FLASH_KEY, [])]
+    form = request.session.pop(FORM_KEY, None) or {}
     full: dict[str, Any] = {
         "user": user if user is not None else getattr(request.state, "user", None),
         "csrf_token": csrf_token(request),
@@ -116,6 +129,8 @@ def render(
         "time_tag": lambda value: time_element(value, settings),
         "audit_value": lambda value: audit_value(value, settings),
         "path": request.url.path,
+        "form_errors": FormErrors(form.get("errors"), prefix=form.get("prefix", "")),
+        "typed": form.get("typed", {}),
     }
     full.update(context or {})
     response = templates.TemplateResponse(request, f"admin/{template}", full, status_code=status_code)

@@ -23,11 +23,12 @@ from newsletter.content.types import Recipient
 from newsletter.core.errors import NewsletterError
 from newsletter.mail.links import Links
 from newsletter.sending.summary import variant_counts
-from newsletter.sending.test_sends import ALL_VARIANTS, send_test, variant_names
+from newsletter.sending.test_sends import ALL_VARIANTS, parse_addresses, send_test, variant_names
 from newsletter.web.admin.bulletins import get_bulletin_or_404
-from newsletter.web.admin.pages import flash, render, see_other
+from newsletter.web.admin.pages import flash, flash_form, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/bulletins")
 
@@ -127,6 +128,11 @@ def test_send(
     back = see_other(
         preview_url(bulletin_id, which.split(",") if which not in {"", ALL_VARIANTS} else [], width)
     )
+    try:
+        parse_addresses(to)
+    except NewsletterError as exc:  # a field problem: shown on the field, with what was typed
+        flash_form(request, FormErrors({"to": f"Not sent: {exc}. Correct it and send again."}), {"to": to})
+        return back
     try:
         report = send_test(
             session,

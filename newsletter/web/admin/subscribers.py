@@ -4,7 +4,7 @@ and one subscriber's history."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -16,12 +16,13 @@ from newsletter.audience.search import Filters, export_rows, search_page
 from newsletter.audience.subscribers import export_csv, import_subscribers
 from newsletter.content.queries import regions_in_order
 from newsletter.content.regions import RegionIndex
-from newsletter.core.errors import NewsletterError, NotFound
+from newsletter.core.errors import InvalidTransition, NewsletterError, NotFound
 from newsletter.core.models import Subscriber, utcnow
 from newsletter.core.status import SubscriberStatus
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
+from newsletter.web.form_errors import FormErrors
 
 router = APIRouter(prefix="/subscribers")
 
@@ -134,7 +135,7 @@ async def import_upload(
         return render(
             request,
             "subscribers_import.html",
-            {"report": None, "filename": filename, "error": error},
+            {"report": None, "filename": filename, "form_errors": FormErrors({"file": error})},
             status_code=400,
         )
     # Parsing and importing a big file is seconds of CPU: in the threadpool, not on the event loop.
@@ -164,16 +165,25 @@ def _get(session: Session, subscriber_id: int) -> Subscriber:
 
 
 def _detail(
-    request: Request, session: Session, subscriber: Subscriber, status_code: int = 200, error: str = ""
+    request: Request,
+    session: Session,
+    subscriber: Subscriber,
+    status_code: int = 200,
+    form_errors: FormErrors | None = None,
+    typed: dict[str, Any] | None = None,
 ) -> Response:
+    """The subscriber's page; after a refused edit, with the problems and what was typed (`typed`)."""
     history = staff.history(session, subscriber)
+    typed = typed or {}
     context = {
         "subscriber": subscriber,
         "regions": regions_in_order(session),
-        "current_regions": staff.regions_of(session, subscriber),
+        "current_regions": typed.get("regions", staff.regions_of(session, subscriber)),
         "allowed_statuses": staff.allowed_statuses(subscriber),
         "suppression": suppressions.find(session, subscriber.email),
-        "error": error,
+        "form_errors": form_errors or FormErrors(),
+        "name_value": typed.get("name", subscriber.name),
+        "status_value": typed.get("status", subscriber.status),
         "entries": history.entries,
         "deliveries": history.deliveries,
         "events": history.events,
@@ -185,6 +195,16 @@ def _detail(
 @router.get("/{subscriber_id}")
 def detail(request: Request, user: VolunteerUser, session: SessionDep, subscriber_id: int) -> Response:
     return _detail(request, session, _get(session, subscriber_id))
+
+
+def _edit_errors(exc: NewsletterError) -> FormErrors:
+    """A refused edit on the field it is about: the status (a move the lifecycle forbids), the regions
+    (an unknown one), else the name."""
+    if isinstance(exc, InvalidTransition):
+        return FormErrors({"status": f"Choose another status: {exc}. Nothing was saved."})
+    if isinstance(exc, NotFound):
+        return FormErrors({"regions": f"Choose the regions again: {exc}. Nothing was saved."})
+    return FormErrors({"name": f"Check the name: {exc}. Nothing was saved."})
 
 
 @router.post("/{subscriber_id}")
@@ -204,7 +224,8 @@ async def update(
         changed = staff.update_subscriber(session, subscriber_id, edit, actor=user.email)
     except NewsletterError as exc:
         session.rollback()
-        return _detail(request, session, subscriber, 400, f"Not saved: {exc}.")
+        typed = {"name": name, "status": status or subscriber.status, "regions": regions or []}
+        return _detail(request, session, subscriber, 400, _edit_errors(exc), typed)
     session.commit()
     if changed:
         flash(request, "Saved.")
