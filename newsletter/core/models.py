@@ -60,6 +60,8 @@ class Subscriber(SQLModel, table=True):
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     paused_until: datetime | None = None
+    # An IANA zone name (`core.zones`); None means `TIMEZONE`, the default, whatever it is set to.
+    timezone: str | None = Field(default=None, sa_type=sa.String(64))
 
 
 class Subscription(SQLModel, table=True):
@@ -82,6 +84,9 @@ class Bulletin(SQLModel, table=True):
     intro: str = Field(default="", sa_type=sa.Text)
     status: str = Field(default=BulletinStatus.DRAFT, sa_type=sa.String(16))
     send_at: datetime | None = None
+    # A local-time send: the wall-clock slot (`YYYY-MM-DDTHH:MM`) each subscriber receives in their own
+    # zone; `send_at` is then when the first zone's slot comes. None: everyone at once.
+    local_send_at: str | None = Field(default=None, sa_type=sa.String(16))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
