@@ -157,9 +157,11 @@ def regions_by_subscriber(conn: sa.Connection, ids: list[int]) -> dict[int, list
     return result
 
 
-def export_query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
+def export_query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str, str | None]]:
     """Subscribers for export or listing, oldest first, optionally of one region code and status."""
-    query = sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status).order_by(_sub.c.id)
+    query = sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status, _sub.c.timezone).order_by(
+        _sub.c.id
+    )
     return filtered(query, region or "", status or "")
 
 
@@ -171,4 +173,4 @@ def export_rows(conn: sa.Connection, region: str | None, status: str | None) -> 
     for chunk in result.partitions():
         regions = regions_by_subscriber(conn, [r.id for r in chunk])
         for row in chunk:
-            yield [row.email, row.name, ";".join(regions.get(row.id, [])), row.status]
+            yield [row.email, row.name, ";".join(regions.get(row.id, [])), row.status, row.timezone or ""]

@@ -2,11 +2,12 @@
 
 The import format (documented for volunteers in `subscribers/README.md`)::
 
-    email,name,regions,status
-    ada@example.org,Ada Lovelace,africa;South Asia,active
+    email,name,regions,status,timezone
+    ada@example.org,Ada Lovelace,africa;South Asia,active,Africa/Nairobi
 
 `regions` are codes or names separated by `;` (empty means all regions); `status` is optional
-(default `active`). Re-importing an address updates it. An import never re-activates an address that
+(default `active`); `timezone` is optional, an IANA name (empty: keep the subscriber's zone, or for a
+new subscriber the default `TIMEZONE`). Re-importing an address updates it. An import never re-activates an address that
 unsubscribed, bounced or complained, and never stores an address that is suppressed.
 
 Reading (`read_csv`) is pure and yields each row or a line-numbered problem; `import_subscribers`
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, select
 
+from newsletter.audience.timezones import retime
 from newsletter.content.regions import RegionIndex
 from newsletter.content.regions import region_ids as regions_by_code
 from newsletter.core import audit
@@ -41,8 +43,9 @@ from newsletter.core.models import (
     utcnow,
 )
 from newsletter.core.status import SubscriberStatus, check_subscriber
+from newsletter.core.zones import check_zone
 
-COLUMNS = ("email", "name", "regions", "status")
+COLUMNS = ("email", "name", "regions", "status", "timezone")
 REQUIRED_COLUMNS = ("email",)
 CHUNK = 2000
 MAX_NAME = 200
@@ -92,6 +95,8 @@ class Row(NamedTuple):
     name: str
     regions: tuple[str, ...]
     status: SubscriberStatus
+    timezone: str | None = None
+    """An IANA zone name, or None when the cell was empty (keep the zone, or the default for a new row)."""
 
 
 def _region_parser(regions: RegionIndex) -> Callable[[str], tuple[str, ...] | str]:
@@ -136,16 +141,21 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         yield Problem(
-            1, f"the header has no {', '.join(missing)} column; expected email,name,regions[,status]"
+            1,
+            f"the header has no {', '.join(missing)} column; expected email,name,regions[,status][,timezone]",
         )
         return
     unknown = [c for c in columns if c and c not in COLUMNS]
     if unknown:
-        yield Problem(1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status]")
+        yield Problem(
+            1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status][,timezone]"
+        )
         return
     # Position of each column, or a position past any row (read as empty) when the column is absent.
     absent = len(columns)
-    email_at, name_at, regions_at, status_at = (columns.index(c) if c in columns else absent for c in COLUMNS)
+    email_at, name_at, regions_at, status_at, zone_at = (
+        columns.index(c) if c in columns else absent for c in COLUMNS
+    )
     parse_regions = _region_parser(regions)
     statuses = {s.value: s for s in SubscriberStatus}
     seen: dict[str, int] = {}
@@ -189,8 +199,15 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
         if status is None:
             yield Problem(start, f"unknown status {raw_status!r} (allowed: {', '.join(statuses)})")
             continue
+        zone = fields[zone_at].strip() or None
+        if zone is not None:
+            try:
+                zone = check_zone(zone)
+            except ValueError as exc:
+                yield Problem(start, str(exc))
+                continue
         seen[email] = start
-        yield Row(start, email, name, codes, status)
+        yield Row(start, email, name, codes, status, zone)
 
 
 @dataclass
@@ -267,7 +284,7 @@ def import_subscribers(
         existing = {
             row.email: row
             for row in session.execute(
-                sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(
+                sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status, sub.c.timezone).where(
                     one_of(dialect, sub.c.email, emails)
                 )
             )
@@ -292,6 +309,7 @@ def import_subscribers(
         new_rows: list[dict[str, Any]] = []
         new_regions: dict[str, tuple[str, ...]] = {}
         updates: list[dict[str, Any]] = []
+        moved: list[int] = []
         region_sets: dict[int, set[int]] = {}
         for row in chunk:
             wanted = {region_ids[c] for c in row.regions}
@@ -311,6 +329,7 @@ def import_subscribers(
                         "updated_at": now,
                         "confirmed_at": now if row.status == SubscriberStatus.ACTIVE else None,
                         "unsubscribed_at": now if row.status == SubscriberStatus.UNSUBSCRIBED else None,
+                        "timezone": row.timezone,
                     }
                 )
                 new_regions[row.email] = row.regions
@@ -324,7 +343,8 @@ def import_subscribers(
             if refused and status != found.status:
                 status = SubscriberStatus(found.status)
                 report.kept_status += 1
-            changed = found.name != row.name or found.status != status
+            zone = row.timezone or found.timezone
+            changed = found.name != row.name or found.status != status or found.timezone != zone
             if current_regions.get(found.id, set()) != wanted:
                 region_sets[found.id] = wanted
                 changed = True
@@ -333,8 +353,11 @@ def import_subscribers(
                     "id": found.id,
                     "name": row.name,
                     "status": str(status),
+                    "timezone": zone,
                     "updated_at": now,
                 }
+                if zone != found.timezone:
+                    moved.append(found.id)
                 if status != found.status and status == SubscriberStatus.UNSUBSCRIBED:
                     update["unsubscribed_at"] = now
                 updates.append(update)
@@ -354,6 +377,8 @@ def import_subscribers(
                 sa.update(sub).where(sub.c.id == sa.bindparam("_id")),
                 [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
             )
+        if moved:
+            retime(session.connection(), moved, now)
         if region_sets:
             session.execute(
                 sa.delete(subscription).where(one_of(dialect, subscription.c.subscriber_id, region_sets))

@@ -66,7 +66,7 @@ def import_command(
         raise typer.Exit(code=1)
 
 
-def _query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
+def _query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str, str | None]]:
     return export_query(region, status)
 
 

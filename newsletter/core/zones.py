@@ -29,10 +29,14 @@ MAX_ZONE_NAME = 64
 """The longest zone name stored (the longest IANA name is 32 characters)."""
 
 
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+"""Files some tz databases carry that are not zones a person lives in."""
+
+
 @functools.cache
 def all_zones() -> frozenset[str]:
     """Every IANA zone name this machine's tz database knows (`zoneinfo.available_timezones`)."""
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - _NOT_ZONES
 
 
 def check_zone(raw: str) -> str:

@@ -99,9 +99,11 @@ def _due_times(
     if default_zone is None:
         raise ConfigError(f"bulletin {bulletin_id} is a local-time send: planning it needs the default zone")
     table = zones.zone_table(wall, [*zones.all_zones(), default_zone])
-    due = sa.values(
-        sa.column("zone", sa.String), sa.column("due_at", d.not_before.type), name="zone_due"
-    ).data(table)
+    due = (
+        sa.values(sa.column("zone", sa.String), sa.column("due_at", d.not_before.type), name="zone_due")
+        .data(table)
+        .cte("zone_due")
+    )  # a CTE: SQLite cannot name the columns of `(VALUES …) AS t (…)`
     default_due = bind_time(zones.due_at(wall, default_zone), d.not_before)
     joined = rows.outerjoin(due, due.c.zone == rows.c.timezone)
     return joined, sa.func.coalesce(due.c.due_at, default_due)
