@@ -35,6 +35,7 @@ from newsletter.core.config import Settings
 from newsletter.core.db import make_engine
 from newsletter.core.errors import ConfigError
 from newsletter.core.models import utcnow
+from newsletter.sending import queries
 from newsletter.sending.dispatcher import Dispatcher, PassReport
 
 log = logging.getLogger(__name__)
@@ -232,24 +233,27 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
             engine.dispose()
 
 
-def run_until_idle(settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None) -> int:
-    """Tick until no bulletin is sending (or `stop_event` is set); returns recipients handled.
+def run_until_idle(
+    settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None
+) -> datetime | None:
+    """Tick until nothing is due now (or `stop_event` is set); returns when the next delivery falls due
+    (a local-time send's next zone, a scheduled bulletin), or None when nothing is waiting.
 
-    For batch jobs, benchmarks and tests: the send loop without the cron slots.
+    For batch jobs, benchmarks and tests: the send loop without the cron slots. Deliveries waiting for a
+    retry or a lease count as due: the send under way is finished first.
     """
     own_engine = engine is None
     engine = engine or make_engine(settings.DATABASE_URL)
     dispatcher = Dispatcher(settings, engine, stop=stop_event)
-    handled = 0
     try:
         while not stop_event.is_set():
             report = dispatcher.tick()
-            handled += report.recipients
-            if not dispatcher.sending():
-                break
+            with dispatcher.transaction() as conn:
+                if not queries.due_now(conn, dispatcher.clock()):
+                    return queries.next_due(conn)
             if report.recipients == 0:
                 stop_event.wait(min(settings.SCHEDULER_TICK_SECONDS, 1.0))
+        return None
     finally:
         if own_engine:
             engine.dispose()
-    return handled
