@@ -77,8 +77,12 @@ def request_subscription(
     *,
     client_ip: str,
     now: datetime | None = None,
+    timezone: str | None = None,
 ) -> SubscribeResult:
     """Record a request to subscribe a normalised `email` with a clean `name` to region `regions`.
+
+    `timezone` is a checked IANA name (`zones.check_zone`), usually the browser's own; without one a new
+    subscriber gets `TIMEZONE`, and a returning one keeps theirs.
 
     Creates or updates a `pending` subscriber (audited) unless the address is active, suppressed for
     good, bounced or complained. Counts the confirmation email against the per-address and per-IP
@@ -103,6 +107,7 @@ def request_subscription(
             source=SOURCE,
             created_at=now,
             updated_at=now,
+            timezone=timezone or settings.TIMEZONE,
         )
         session.add(subscriber)
         session.flush()
@@ -118,6 +123,7 @@ def request_subscription(
         before = subscriber.status
         subscriber.status = SubscriberStatus.PENDING
         subscriber.name = name
+        subscriber.timezone = timezone or subscriber.timezone
         subscriber.updated_at = now
         session.add(subscriber)
     assert subscriber.id is not None

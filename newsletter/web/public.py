@@ -30,6 +30,7 @@ from sqlmodel import Session, select
 
 from newsletter.audience import optin, preferences, suppressions
 from newsletter.audience.subscribers import normalize_email, validate_name
+from newsletter.audience.timezones import change_timezone
 from newsletter.content.bulletins import load_content
 from newsletter.content.regions import RegionIndex
 from newsletter.content.render import Renderer, personalize
@@ -37,6 +38,7 @@ from newsletter.content.types import Recipient
 from newsletter.core.config import Settings
 from newsletter.core.models import Bulletin, Delivery, Subscriber
 from newsletter.core.status import BulletinStatus, SubscriberStatus
+from newsletter.core.zones import all_zones, check_zone
 from newsletter.mail.links import Links
 from newsletter.mail.tokens import Purpose, TokenError, read_token
 from newsletter.web.deps import SessionDep, SettingsDep, TemplatesDep
@@ -140,6 +142,7 @@ def _form_context(
         "values": values,
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
+        "timezone_script": settings.BASE_URL.rstrip("/") + "/static/timezone.js",
         "errors": {},
     }
 
@@ -161,6 +164,7 @@ def subscribe(
     name: Annotated[str, Form()] = "",
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     website: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
     if website.strip():
         log.info("subscribe: honeypot filled in from %s; nothing stored", _client_ip(request))
@@ -185,7 +189,13 @@ def subscribe(
         )
 
     result = optin.request_subscription(
-        session, settings, address, clean, codes, client_ip=_client_ip(request)
+        session,
+        settings,
+        address,
+        clean,
+        codes,
+        client_ip=_client_ip(request),
+        timezone=_zone_or_none(timezone),
     )
     session.commit()
     if result.outcome is optin.Outcome.TOO_MANY:
@@ -195,6 +205,16 @@ def subscribe(
         if not optin.send_confirmation(settings, get_renderer(request), result.recipient):
             return _page(request, templates, settings, "send_failed.html", status=503)
     return _page(request, templates, settings, "check_inbox.html")
+
+
+def _zone_or_none(raw: str) -> str | None:
+    """The browser's zone from the form's hidden field, or None (the default zone applies). The visitor
+    never typed it, so a value `zoneinfo` does not know is dropped rather than shown as an error."""
+    try:
+        return check_zone(raw) if raw.strip() else None
+    except ValueError:
+        log.info("subscribe: unknown time zone %r from the browser; the default applies", raw[:64])
+        return None
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
@@ -254,6 +274,8 @@ def _preferences_page(
         "messages": messages,
         "active": subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
         "can_resubscribe": subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+        "timezone": subscriber.timezone or settings.TIMEZONE,
+        "zones": sorted(all_zones()),
     }
     return _page(request, templates, settings, "preferences.html", context, status=status, token_page=True)
 
@@ -280,6 +302,7 @@ def preferences_change(
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     weeks: Annotated[str, Form()] = "",
     confirm_erase: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         subscriber = _subscriber_for(session, settings, token, Purpose.PREFERENCES)
@@ -297,6 +320,15 @@ def preferences_change(
         changed = preferences.change_regions(session, subscriber, codes)
         session.commit()
         return page(notice="Your regions are saved." if changed else "Your regions are unchanged.")
+    if action == "timezone":
+        try:
+            changed = change_timezone(session, subscriber, timezone)
+        except ValueError as exc:
+            return page(
+                errors={"timezone": f"Please choose your time zone from the list ({exc})."}, status=400
+            )
+        session.commit()
+        return page(notice="Your time zone is saved." if changed else "Your time zone is unchanged.")
     if action == "pause":
         try:
             until = preferences.pause(session, subscriber, int(weeks))

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from newsletter.audience import suppressions
 from newsletter.audience.search import Filters, export_rows, search_page
 from newsletter.audience.subscribers import import_subscribers, subscriber_regions, validate_name
+from newsletter.audience.timezones import change_timezone
 from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import InvalidTransition
@@ -35,6 +36,7 @@ from newsletter.core.status import (
     SuppressionReason,
     check_subscriber,
 )
+from newsletter.core.zones import all_zones, check_zone
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
@@ -220,6 +222,7 @@ def _detail(
         "current_regions": current,
         "allowed_statuses": allowed,
         "suppression": suppressions.find(session, subscriber.email),
+        "zones": sorted(all_zones()),
         "error": error,
         **_history(session, subscriber),
     }
@@ -240,8 +243,10 @@ async def update(
     name: Annotated[str, Form()] = "",
     status: Annotated[str, Form()] = "",
     regions: Annotated[list[str] | None, Form()] = None,
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
-    """Change name, regions and status; a status the lifecycle forbids is refused and nothing changes."""
+    """Change name, regions, time zone and status; a status the lifecycle forbids or a zone `zoneinfo`
+    does not know is refused and nothing changes. An empty zone leaves it as it is."""
     subscriber = _get(session, subscriber_id)
     assert subscriber.id is not None
     try:
@@ -254,6 +259,10 @@ async def update(
         check_subscriber(subscriber.status, new_status)
     except (ValueError, InvalidTransition) as exc:
         return _detail(request, session, subscriber, 400, f"Status not changed: {exc}.")
+    try:
+        zone = check_zone(timezone) if timezone.strip() else None
+    except ValueError as exc:
+        return _detail(request, session, subscriber, 400, f"Time zone not changed: {exc}.")
     all_regions = {r.code: r for r in _regions(session)}
     wanted = [code for code in all_regions if code in set(regions or [])]
     before_regions = subscriber_regions(session, [subscriber.id])[subscriber.id]
@@ -273,6 +282,8 @@ async def update(
             region_id = all_regions[code].id
             assert region_id is not None
             session.add(Subscription(subscriber_id=subscriber.id, region_id=region_id))
+    if zone is not None and change_timezone(session, subscriber, zone, actor=user.email, now=now):
+        flash(request, f"Time zone set to {zone}; bulletins not yet due move to its local time.", "info")
     old_status = subscriber.status
     if new_status != old_status:
         if new_status == SubscriberStatus.UNSUBSCRIBED:
