@@ -320,8 +320,8 @@ def test_export_is_the_import_format(volunteer, new_subscriber):
     assert answer.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(answer.text)))
     assert rows == [
-        ["email", "name", "regions", "status"],
-        ["a@example.org", "A, with comma", "africa;global", "active"],
+        ["email", "name", "regions", "status", "timezone"],
+        ["a@example.org", "A, with comma", "africa;global", "active", ""],
     ]
 
 
