@@ -471,3 +471,27 @@ def test_staff_manage_accounts(staff, session):
     staff.post(f"/admin/users/{new.id}", data={"csrf_token": token, "action": "disable"})
     session.expire_all()
     assert not session.get(User, new.id).is_active
+
+
+def test_volunteer_sets_a_time_zone_and_a_bad_one_changes_nothing(volunteer, new_subscriber, session):
+    person = new_subscriber(name="Ada", regions=["africa"])
+    page = volunteer.get(f"/admin/subscribers/{person.id}").text
+    assert (
+        '<option value="" selected>(the default zone)</option>' in page
+        and "<option>Asia/Kathmandu</option>" in page
+    )
+    token = csrf_of(volunteer, f"/admin/subscribers/{person.id}")
+    data = {"csrf_token": token, "name": "Ada", "regions": ["africa"], "status": "active"}
+    refused = volunteer.post(f"/admin/subscribers/{person.id}", data={**data, "timezone": "Mars/Olympus"})
+    assert refused.status_code == 400 and "unknown time zone" in refused.text
+    session.expire_all()
+    assert session.get(Subscriber, person.id).timezone is None
+    session.commit()
+    answer = volunteer.post(f"/admin/subscribers/{person.id}", data={**data, "timezone": "Asia/Kathmandu"})
+    assert answer.status_code == 303
+    session.expire_all()
+    assert session.get(Subscriber, person.id).timezone == "Asia/Kathmandu"
+    entry = session.exec(select(AuditEntry).where(AuditEntry.action == "subscriber.timezone")).one()
+    assert entry.actor == VOLUNTEER and "Asia/Kathmandu" in entry.changes
+    session.commit()
+    assert "<option selected>Asia/Kathmandu</option>" in volunteer.get(f"/admin/subscribers/{person.id}").text
