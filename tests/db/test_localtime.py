@@ -246,3 +246,20 @@ def test_a_schedule_slot_in_local_time_fires_at_the_first_zone(
     assert row.local_send_at == ("2026-11-30T07:00" if local else None)
     due = due_by_email(session, bulletin.id)  # type: ignore[arg-type]
     assert due["z7p0@example.org"][0] == (expected_due("America/Santiago") if local else None)
+
+
+def test_planning_again_adds_only_newcomers_each_at_their_own_time(
+    session: Session, settings: Settings, engine: Engine, make_bulletin: MakeBulletin
+) -> None:
+    bulletin_id, clock, _ = start_local(session, settings, engine, make_bulletin)
+    report = import_subscribers(
+        session,
+        "email,name,regions,timezone\nlate@example.org,L,africa,Asia/Kathmandu\n",
+        RegionIndex.from_db(session, settings),
+    )
+    assert report.ok
+    session.commit()
+    with engine.begin() as conn:
+        assert queries.plan(conn, bulletin_id, clock.now, default_zone=settings.TIMEZONE) == 1
+        assert queries.plan(conn, bulletin_id, clock.now, default_zone=settings.TIMEZONE) == 0
+    assert due_by_email(session, bulletin_id)["late@example.org"][0] == expected_due("Asia/Kathmandu")

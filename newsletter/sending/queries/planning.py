@@ -84,10 +84,10 @@ def local_slot(conn: sa.Connection, bulletin_id: int) -> datetime | None:
 
 def _due_times(
     conn: sa.Connection, bulletin_id: int, rows: sa.Subquery, default_zone: str | None
-) -> tuple[sa.FromClause, sa.ColumnElement[Any]]:
-    """What planning selects from, and each delivery's `not_before`: NULL (due at once) for an ordinary
-    send; for a local-time send, the slot in the subscriber's zone, from a small (zone, due_at) table
-    computed in Python for every IANA zone and joined to the eligible rows.
+) -> tuple[sa.Subquery, sa.ColumnElement[Any]]:
+    """What planning selects from (subscriber_id, variant), and each delivery's `not_before`: NULL (due at
+    once) for an ordinary send; for a local-time send, the slot in the subscriber's zone, from a small
+    (zone, due_at) table computed in Python for every IANA zone and joined to the eligible rows.
 
     A subscriber without a zone gets `default_zone`'s time; a name the tz database no longer knows
     matches no row of the table and gets the default zone's time too, rather than being lost.
@@ -102,11 +102,21 @@ def _due_times(
     due = (
         sa.values(sa.column("zone", sa.String), sa.column("due_at", d.not_before.type), name="zone_due")
         .data(table)
-        .cte("zone_due")
-    )  # a CTE: SQLite cannot name the columns of `(VALUES …) AS t (…)`
+        # A CTE, since SQLite cannot name the columns of `(VALUES …) AS t (…)`; nested in a subquery, so
+        # that the statement still starts with INSERT (Python's sqlite3 counts no rows for one starting WITH).
+        .cte("zone_due", nesting=True)
+    )
     default_due = bind_time(zones.due_at(wall, default_zone), d.not_before)
-    joined = rows.outerjoin(due, due.c.zone == rows.c.timezone)
-    return joined, sa.func.coalesce(due.c.due_at, default_due)
+    timed = (
+        sa.select(
+            rows.c.subscriber_id,
+            rows.c.variant,
+            sa.func.coalesce(due.c.due_at, default_due).label("not_before"),
+        )
+        .select_from(rows.outerjoin(due, due.c.zone == rows.c.timezone))
+        .subquery("timed")
+    )
+    return timed, timed.c.not_before
 
 
 def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, default_zone: str | None = None) -> int:
@@ -120,23 +130,18 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, default_zone: 
     regions = bulletin_regions(conn, bulletin_id)
     if not regions:
         return 0
-    rows = eligible(regions, now)
-    source, not_before = _due_times(conn, bulletin_id, rows, default_zone)
+    rows, not_before = _due_times(conn, bulletin_id, eligible(regions, now), default_zone)
     d = DELIVERY.c
-    select = (
-        sa.select(
-            sa.literal(bulletin_id, sa.Integer),
-            rows.c.subscriber_id,
-            rows.c.variant,
-            sa.literal(str(D.PENDING), sa.String),
-            sa.literal(0, sa.Integer),
-            sa.literal("", sa.Text),
-            bind_time(now, d.updated_at),
-            not_before,
-        )
-        .select_from(source)
-        .where(sa.true())
-    )  # SQLite needs a WHERE before ON CONFLICT to parse INSERT … SELECT … ON CONFLICT
+    select = sa.select(
+        sa.literal(bulletin_id, sa.Integer),
+        rows.c.subscriber_id,
+        rows.c.variant,
+        sa.literal(str(D.PENDING), sa.String),
+        sa.literal(0, sa.Integer),
+        sa.literal("", sa.Text),
+        bind_time(now, d.updated_at),
+        not_before,
+    ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT to parse INSERT … SELECT … ON CONFLICT
     # Ids in variant order: a claimed batch (one variant, consecutive ids) is then a run of neighbouring
     # rows, so its claim and record touch a few dozen pages instead of one page per recipient, which
     # made each commit write megabytes.
