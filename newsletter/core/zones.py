@@ -92,3 +92,8 @@ def first_and_last(wall: datetime) -> tuple[datetime, datetime]:
     """
     times = [due_at(wall, zone) for zone in all_zones()]
     return min(times), max(times)
+
+
+def window(stored: str | None) -> tuple[datetime, datetime] | None:
+    """(first, last) moment a bulletin's stored local-time slot comes anywhere; None for an ordinary send."""
+    return first_and_last(parse_wall(stored)) if stored else None

@@ -264,11 +264,13 @@ def _progress(session: Session, summary: SendSummary, now: datetime) -> Progress
     )
 
 
-def dashboard(session: Session, bulletin_id: int, *, now: datetime | None = None) -> Dashboard:
-    """The dashboard of a bulletin (NotFound if there is none)."""
+def dashboard(
+    session: Session, bulletin_id: int, *, now: datetime | None = None, default_zone: str | None = None
+) -> Dashboard:
+    """The dashboard of a bulletin (NotFound if there is none); `default_zone` as for `send_summary`."""
     now = now or utcnow()
     bulletin = get_bulletin(session, bulletin_id)
-    summary = send_summary(session, bulletin_id, now=now)
+    summary = send_summary(session, bulletin_id, now=now, default_zone=default_zone)
     counts = {s.value: 0 for s in DeliveryStatus}
     counts.update(summary.counts)
     conn = session.connection()

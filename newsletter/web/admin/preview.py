@@ -23,7 +23,7 @@ from newsletter.audience.subscribers import normalize_email
 from newsletter.content.bulletins import load_content
 from newsletter.content.render import Renderer, personalize
 from newsletter.content.types import BulletinContent, Recipient
-from newsletter.core import audit
+from newsletter.core import audit, zones
 from newsletter.core.config import Settings
 from newsletter.core.models import TestSend, User
 from newsletter.esp import EspError, backend_for
@@ -118,6 +118,7 @@ def preview(
             "matrix_total": sum(counts.values()),
             "chosen_url": lambda w: preview_url(bulletin_id, chosen, w),
             "default_to": default_to,
+            "local_window": zones.window(bulletin.local_send_at),
         },
     )
 
