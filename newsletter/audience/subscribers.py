@@ -132,7 +132,7 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     try:
         header = next(reader)
     except StopIteration:
-        yield Problem(0, "the file is empty; expected a header line: email,name,regions[,status]")
+        yield Problem(0, "the file is empty; expected a header line: email,name,regions[,status][,timezone]")
         return
     except csv.Error as exc:
         yield Problem(1, f"unreadable header: {exc}")

@@ -39,7 +39,7 @@ def _read_text(path: Path) -> str:
 
 @subscribers_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="CSV with columns email,name,regions[,status]")],
+    file: Annotated[Path, typer.Argument(help="CSV with columns email,name,regions[,status][,timezone]")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row, store nothing.")] = False,
 ) -> None:
     """Import or update subscribers from CSV. Bad rows are reported by line; the good ones are stored."""
