@@ -25,6 +25,7 @@ from newsletter.cli.bulletins import bulletins_app, local_time
 from newsletter.content.bulletins import parse_send_at
 from newsletter.core import zones
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
+from newsletter.core.errors import NewsletterError
 from newsletter.core.status import BulletinStatus
 from newsletter.sending import lifecycle
 from newsletter.sending.dispatcher import Dispatcher
@@ -357,7 +358,10 @@ def schedule_command(
     first comes anywhere (UTC+14) and ends when it comes in the last zone (UTC−12).
     """
     if local:
-        wall = zones.parse_wall(at)
+        try:
+            wall = zones.parse_wall(at)
+        except ValueError as exc:
+            raise NewsletterError(str(exc)) from exc
         with context.session() as session:
             lifecycle.schedule_local(session, bulletin_id, wall)
         first, last = zones.first_and_last(wall)
