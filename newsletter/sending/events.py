@@ -40,9 +40,9 @@ from newsletter.core.models import (
 from newsletter.core.status import (
     DELIVERY_RANK,
     SUBSCRIBER_TRANSITIONS,
+    SUPPRESSION_FOR_STATUS,
     DeliveryStatus,
     SubscriberStatus,
-    SuppressionReason,
     delivery_moves_forward,
 )
 from newsletter.esp.sendgrid.events import DELIVERY_STATUS_OF, Event
@@ -64,11 +64,7 @@ _PG_INSERT_EVENTS = sa.text(
 )
 
 # What an event does to the subscriber, strongest first: one batch may carry several for one address.
-_SUBSCRIBER_EFFECTS: tuple[tuple[SubscriberStatus, SuppressionReason], ...] = (
-    (SubscriberStatus.COMPLAINED, SuppressionReason.COMPLAINT),
-    (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE),
-    (SubscriberStatus.UNSUBSCRIBED, SuppressionReason.UNSUBSCRIBE),
-)
+_SUBSCRIBER_EFFECTS = tuple(SUPPRESSION_FOR_STATUS.items())
 _STRENGTH = {status: i for i, (status, _) in enumerate(_SUBSCRIBER_EFFECTS)}
 _REASON = dict(_SUBSCRIBER_EFFECTS)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from newsletter.content.bulletins import change_status, get_bulletin
+from newsletter.content.items import ensure_sendable
 from newsletter.core import audit, zones
 from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
@@ -57,6 +58,7 @@ def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR
     """
     now = utcnow()
     bulletin = locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.SENDING:
         return 0
     if bulletin.status == B.DRAFT:
@@ -95,6 +97,7 @@ def schedule_local(
 
 def _schedulable(session: Session, bulletin_id: int) -> Bulletin:
     bulletin = locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.PAUSED and bulletin.started_at is not None:
         raise InvalidTransition(
             f"bulletin {bulletin_id} has already started sending; resume it instead of scheduling it"
