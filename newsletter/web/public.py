@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -291,6 +291,18 @@ def preferences_page(
     return _preferences_page(request, session, settings, templates, subscriber)
 
 
+def _timezone_action(
+    session: Session, subscriber: Subscriber, raw: str, page: Callable[..., HTMLResponse]
+) -> HTMLResponse:
+    """The preference centre's time zone form: saved (moving deliveries not yet due), or a 400 saying why."""
+    try:
+        changed = change_timezone(session, subscriber, raw)
+    except ValueError as exc:
+        return page(errors={"timezone": f"Please choose your time zone from the list ({exc})."}, status=400)
+    session.commit()
+    return page(notice="Your time zone is saved." if changed else "Your time zone is unchanged.")
+
+
 @router.post("/preferences/{token}", response_class=HTMLResponse)
 def preferences_change(
     request: Request,
@@ -321,14 +333,7 @@ def preferences_change(
         session.commit()
         return page(notice="Your regions are saved." if changed else "Your regions are unchanged.")
     if action == "timezone":
-        try:
-            changed = change_timezone(session, subscriber, timezone)
-        except ValueError as exc:
-            return page(
-                errors={"timezone": f"Please choose your time zone from the list ({exc})."}, status=400
-            )
-        session.commit()
-        return page(notice="Your time zone is saved." if changed else "Your time zone is unchanged.")
+        return _timezone_action(session, subscriber, timezone, page)
     if action == "pause":
         try:
             until = preferences.pause(session, subscriber, int(weeks))
