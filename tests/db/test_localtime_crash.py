@@ -30,8 +30,8 @@ from tests.factories import MakeBulletin
 
 DUE_NOW = ("Pacific/Kiritimati", "Australia/Lord_Howe", "Asia/Manila", "Asia/Kathmandu")
 LATER = ("Europe/London", "America/Santiago", "America/Guatemala", "Etc/GMT+12")
-PER_ZONE = 40
-KILLS = 2
+PER_ZONE = 25
+KILLS = 1
 
 
 def ledger(session: Session, bulletin_id: int) -> dict[int, tuple[str, str]]:
