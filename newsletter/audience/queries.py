@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from newsletter.core.dialect import insert_many, one_of
+from newsletter.core.dialect import insert_ignoring_duplicates, insert_many, one_of
 from newsletter.core.models import (
     REGION,
     SUBSCRIBER,
@@ -95,6 +95,15 @@ def update_subscribers(session: Session, updates: list[dict[str, Any]]) -> None:
             sa.update(SUBSCRIBER).where(SUBSCRIBER.c.id == sa.bindparam("_id")),
             [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
         )
+
+
+def insert_pending(session: Session, values: Mapping[str, Any]) -> int | None:
+    """Insert one subscriber row unless its address exists (an upsert: concurrent requests for one new
+    address never fail on the unique key); its id, or None when the address was already there."""
+    inserted = session.execute(
+        insert_ignoring_duplicates(session, SUBSCRIBER).values(**values).returning(SUBSCRIBER.c.id)
+    ).first()
+    return None if inserted is None else int(inserted[0])
 
 
 def subscriber_by_email(session: Session, email: str) -> Subscriber | None:

@@ -34,7 +34,7 @@ import jinja2
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.content import markdown
+from newsletter.content import archive, markdown
 from newsletter.content.types import (
     PERSONAL_FIELDS,
     BulletinContent,
@@ -204,10 +204,20 @@ class Renderer:
             "text_indent": TEXT_INDENT,
             "preheader": preheader,
             "preheader_pad": _PREHEADER_PAD,
+            "archive_url": self.archive_url(content, selected),
         }
         html = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
         text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
         return html, _tidy_text(text), preheader
+
+    def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
+        """The public archive page of exactly what this variant holds: the email's "view online" link,
+        the same for every recipient of the variant and safe to forward. "" when the archive is off
+        (`ARCHIVE_ENABLED`) or the content is not stored yet: then the link is the personal one."""
+        if not self.settings.ARCHIVE_ENABLED or content.id is None:
+            return ""
+        regions = selected if selected != content.region_codes else ()
+        return self.settings.BASE_URL.rstrip("/") + archive.path(content.id, content.title, regions)
 
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
         html, text, preheader = self.sources(content, selected, test)

@@ -1,7 +1,7 @@
 """local-time delivery: a time zone per subscriber, a local-time slot per bulletin
 
 Revision ID: localtime
-Revises: 0001
+Revises: engagement
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "localtime"
-down_revision = "0001"
+down_revision = "engagement"
 branch_labels = None
 depends_on = None
 
