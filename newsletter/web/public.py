@@ -136,6 +136,7 @@ def _form_context(
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
         "timezone_script": settings.BASE_URL.rstrip("/") + "/static/timezone.js",
+        "embed": False,
         "errors": {},
     }
 
