@@ -26,7 +26,7 @@ def test_the_form_carries_a_hidden_zone_field_and_its_script(live_server: LiveSe
     assert '<input id="nl-timezone" name="timezone" type="hidden" value="">' in form
     assert '<script src="/static/timezone.js" defer></script>' in form
     embed = live_server.client.get("/subscribe/embed").text
-    assert "/static/timezone.js&#34; defer" in embed or 'http://127.0.0.1:8000/static/timezone.js' in embed
+    assert "/static/timezone.js&#34; defer" in embed or "http://127.0.0.1:8000/static/timezone.js" in embed
     script = live_server.client.get("/static/timezone.js")
     assert script.status_code == 200 and "resolvedOptions().timeZone" in script.text
 
