@@ -6,7 +6,8 @@ Seeds `--rows` subscribers (random region mixes) in bulk with set-based SQL, sta
 uvicorn (127.0.0.1, a free port), logs in as staff and times each page over HTTP (median and worst of
 `--repeat` requests). The baseline runs, on the same database, the queries the list would run without
 its design: OFFSET pagination to the same depth and a case-insensitive substring search (`LIKE '%…%'`),
-which no b-tree can serve. Target: first page and a search each ≤ 200 ms at 1M subscribers.
+which no b-tree can serve, and the prefix-only name search the list had before the word search.
+Targets: first page and an address search ≤ 200 ms, a name-word search ≤ 50 ms, at 1M subscribers.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def seed(engine: sa.Engine, rows: int) -> float:
         else "SELECT generate_series(1, :rows) AS i"
     )
     now = "'2025-01-01 00:00:00.000000'" if sqlite else "TIMESTAMPTZ '2025-01-01 00:00:00+00'"
+    # One in 7 is a Müller (accents), about 20 in a million are Nairs (a rare word, not a prefix).
     surname = (
+        "(CASE WHEN i % 49999 = 0 THEN 'Nair' ELSE "
         "(CASE i % 7 WHEN 0 THEN 'Lovelace' WHEN 1 THEN 'Okafor' WHEN 2 THEN 'García' WHEN 3 THEN 'Nguyen' "
-        "WHEN 4 THEN 'Sharma' WHEN 5 THEN 'Smith' ELSE 'Mensah' END)"
+        "WHEN 4 THEN 'Sharma' WHEN 5 THEN 'Müller' ELSE 'Mensah' END) END)"
     )
     concat = "||"
     with engine.begin() as conn:
@@ -148,17 +151,20 @@ def main() -> None:
                 ("deep page (keyset)", {"after": str(deep_id)}),
                 ("first page, region + status", {"region": "south-asia", "status": "active"}),
                 ("search email prefix", {"q": f"supporter{args.rows // 2}@"}),
-                ("search name prefix", {"q": f"supporter {args.rows // 3} "}),
-                ("search name, broad", {"q": "supporter 9"}),
-                (
-                    "search name, next page",
-                    {"q": "supporter 9", "mode": "name", "after": "supporter 99\x1f99"},
-                ),
+                ("search name: a rare word", {"q": "nair"}),
+                ("search name: 1 in 7, no accent", {"q": "muller"}),
+                ("search name: every row", {"q": "supporter"}),
+                ("search name: two words", {"q": f"supporter {args.rows // 3}"}),
+                ("search name: word + status", {"q": "garcia", "status": "unsubscribed"}),
+                ("search name: word + region", {"q": "muller", "region": "global"}),
+                ("search name: next page", {"q": "muller", "mode": "name", "after": str(args.rows // 2)}),
+                ("search name: word part", {"q": "mul"}),
             ]
             print(f"\n{'HTTP (this design)':34} {'median':>9} {'worst':>9}")
             for label, params in cases:
                 median, worst = timed(lambda params=params: page(**params), args.repeat)
-                flag = "" if median <= 200 else "  (over 200 ms)"
+                target = 50 if label.startswith("search name") else 200
+                flag = "" if median <= target else f"  (over {target} ms)"
                 print(f"  {label:32} {median:7.1f}ms {worst:7.1f}ms{flag}")
 
         naive = [
@@ -174,6 +180,21 @@ def main() -> None:
                 "ORDER BY id DESC LIMIT 51",
             ),
             ("count(*) for 'page N of M'", "SELECT count(*) FROM subscriber"),
+            (
+                "old name search (prefix only)",  # what the list ran before the word search
+                "SELECT id, email, name, status FROM subscriber WHERE lower(name) >= 'supporter 3' "
+                "AND lower(name) < 'supporter 4' ORDER BY lower(name), id LIMIT 51",
+            ),
+            (
+                "old name search for 'nair'",  # finds nobody: no name starts with it
+                "SELECT id, email, name, status FROM subscriber WHERE lower(name) >= 'nair' "
+                "AND lower(name) < 'nais' ORDER BY lower(name), id LIMIT 51",
+            ),
+            (
+                "word by substring LIKE '%nair%'",
+                "SELECT id, email, name, status FROM subscriber WHERE lower(name) LIKE '%nair%' "
+                "ORDER BY id DESC LIMIT 51",
+            ),
         ]
         print(f"\n{'baseline SQL (no HTTP)':34} {'median':>9} {'worst':>9}")
         with engine.connect() as conn:

@@ -127,12 +127,18 @@ def subscriber_regions(bind: Bind, subscriber_ids: Sequence[int]) -> dict[int, l
     return result
 
 
-def replace_regions(session: Session, region_ids: Mapping[int, set[int] | Sequence[int]]) -> None:
-    """Give each subscriber in `region_ids` exactly those regions (ids), in two statements for any number."""
+def replace_regions(
+    session: Session, region_ids: Mapping[int, set[int] | Sequence[int]], *, created: bool = False
+) -> None:
+    """Give each subscriber in `region_ids` exactly those regions (ids), in two statements for any number.
+
+    `created=True`: the subscribers were inserted in this transaction and have no rows yet, so the
+    DELETE (an index probe per subscriber, seconds for a large import on PostgreSQL) is skipped."""
     if not region_ids:
         return
     table = SUBSCRIPTION
-    session.execute(sa.delete(table).where(one_of(session, table.c.subscriber_id, region_ids)))
+    if not created:
+        session.execute(sa.delete(table).where(one_of(session, table.c.subscriber_id, region_ids)))
     rows = [{"subscriber_id": sid, "region_id": rid} for sid, rids in region_ids.items() for rid in rids]
     if rows:
         insert_many(session.connection(), table, rows)

@@ -4,11 +4,13 @@ A page is fetched by position in an index, never by OFFSET, so page 1,000 costs 
 
     no search        newest first, by id                      (primary key; `ix_subscriber_status_id`)
     "…@…" search     addresses starting with the text, by address          (unique index on `email`)
-    other search     names starting with the text, any case, by name  (`ix_subscriber_lower_name_id`)
+    other search     names with a word starting with each word typed, ignoring case and accents,
+                     newest first ("nair" finds "Priya Nair", "muller" finds "Müller"; SQLite FTS5 or
+                     PostgreSQL full text: `newsletter.core.dialect.with_name_words`)
 
 A name search that finds nothing is retried as an address search, so "ada" finds ada@example.org too.
-Prefixes are matched with a range (`>= text AND < text-with-last-character-bumped`) rather than LIKE,
-which both databases answer from a plain b-tree whatever their collation settings.
+Address prefixes are matched with a range (`>= text AND < text-with-last-character-bumped`) rather than
+LIKE, which both databases answer from a plain b-tree whatever their collation settings.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 
 from newsletter.audience.queries import subscriber_regions
 from newsletter.audience.subscribers import COLUMNS
+from newsletter.core.dialect import rows_with_name_words, search_words
 from newsletter.core.models import REGION, SUBSCRIBER, SUBSCRIPTION
 
 PAGE_SIZE = 50
@@ -28,7 +31,6 @@ PAGE_SIZE = 50
 _sub: sa.Table = SUBSCRIBER
 _subscription: sa.Table = SUBSCRIPTION
 _region: sa.Table = REGION
-_lower_name = sa.func.lower(_sub.c.name)
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,23 @@ def filtered(query: sa.Select[Any], region: str, status: str) -> sa.Select[Any]:
     return query
 
 
-def _page_query(filters: Filters, mode: str, cursor: str | None, limit: int) -> sa.Select[Any]:
-    query = filtered(
+def _base_query(filters: Filters) -> sa.Select[Any]:
+    return filtered(
         sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status, _sub.c.created_at),
         filters.region,
         filters.status,
     )
+
+
+def _rows(conn: sa.Connection, filters: Filters, mode: str, cursor: str | None, limit: int) -> list[Any]:
+    if mode == "name":
+        before = int(cursor) if cursor else None
+        return rows_with_name_words(conn, _base_query(filters), _sub, search_words(filters.q), before, limit)
+    return list(conn.execute(_page_query(filters, mode, cursor, limit)))
+
+
+def _page_query(filters: Filters, mode: str, cursor: str | None, limit: int) -> sa.Select[Any]:
+    query = _base_query(filters)
     text = filters.q.strip().lower()
     if mode == "browse":
         if cursor:
@@ -91,21 +104,11 @@ def _page_query(filters: Filters, mode: str, cursor: str | None, limit: int) -> 
         if cursor:
             query = query.where(_sub.c.email > cursor)
         return query.order_by(_sub.c.email).limit(limit)
-    query = query.where(_prefix_range(_lower_name, text))
-    if cursor:
-        key, _, last_id = cursor.rpartition("\x1f")
-        query = query.where(
-            sa.tuple_(_lower_name, _sub.c.id) > sa.tuple_(sa.literal(key), sa.literal(int(last_id)))
-        )
-    return query.order_by(_lower_name, _sub.c.id).limit(limit)
+    raise RuntimeError(f"mode {mode!r} has no single query (see _rows)")
 
 
 def _cursor(mode: str, row: Any) -> str:
-    if mode == "browse":
-        return str(row.id)
-    if mode == "email":
-        return str(row.email)
-    return f"{row.name.lower()}\x1f{row.id}"
+    return str(row.email) if mode == "email" else str(row.id)
 
 
 def search_page(
@@ -121,15 +124,17 @@ def search_page(
     mode = mode if mode in {"browse", "email", "name"} else filters.mode
     if mode != "browse" and not filters.q.strip():
         mode = "browse"
+    if mode == "name" and not search_words(filters.q):
+        mode = "email"  # punctuation only: no word to look for
     try:
-        rows = list(conn.execute(_page_query(filters, mode, cursor, limit + 1)))
+        rows = _rows(conn, filters, mode, cursor, limit + 1)
     except ValueError:  # a forged cursor
-        rows, cursor = list(conn.execute(_page_query(filters, mode, None, limit + 1))), None
+        rows, cursor = _rows(conn, filters, mode, None, limit + 1), None
     notes = []
     if not rows and mode == "name" and cursor is None:
         mode = "email"
-        rows = list(conn.execute(_page_query(filters, mode, None, limit + 1)))
-        notes.append("No name starts with that; showing addresses that do.")
+        rows = _rows(conn, filters, mode, None, limit + 1)
+        notes.append("No name has those words; showing addresses that start with it.")
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(

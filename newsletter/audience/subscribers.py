@@ -259,15 +259,21 @@ class ImportReport:
         return not self.problems
 
     def summary(self) -> str:
-        verb = "would be" if self.dry_run else "were"
         parts = [f"{self.created} new", f"{self.updated} updated", f"{self.unchanged} unchanged"]
-        text = f"{', '.join(parts)} ({self.stored} rows {verb} stored)"
+        rows = f"{self.stored} row" if self.stored == 1 else f"{self.stored} rows"
+        verb = (
+            ("would be" if self.dry_run else "was")
+            if self.stored == 1
+            else ("would be" if self.dry_run else "were")
+        )
+        text = f"{', '.join(parts)} ({rows} {verb} stored)"
         if self.kept_status:
             text += f"; {self.kept_status} kept their status (an import never re-activates a lost address)"
         if self.suppressed:
             text += f"; {self.suppressed} suppressed addresses skipped"
         if self.problems:
-            text += f"; {len(self.problems)} bad rows"
+            bad = len(self.problems)
+            text += f"; {bad} bad row" if bad == 1 else f"; {bad} bad rows"
         return text
 
 
@@ -389,11 +395,14 @@ def import_subscribers(
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
         plan = _plan_chunk(chunk, known, region_ids, report, source, now)
-        for sid, email in queries.insert_subscribers(session, plan.new_rows).items():
-            plan.region_sets[sid] = {region_ids[c] for c in plan.new_regions[email]}
+        created = {
+            sid: {region_ids[c] for c in plan.new_regions[email]}
+            for sid, email in queries.insert_subscribers(session, plan.new_rows).items()
+        }
         queries.update_subscribers(session, plan.updates)
         retime(session.connection(), plan.moved, now)
         queries.replace_regions(session, plan.region_sets)
+        queries.replace_regions(session, created, created=True)
         if progress:
             progress(len(chunk))
     if not dry_run:

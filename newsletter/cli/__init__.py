@@ -47,6 +47,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: paragraphs re-flowed to the terminal (rich mode kept the docstrings' source line
+    # breaks) and no "<bool>" type shown for flags.
+    rich_markup_mode=None,
 )
 
 setup.register(app)

@@ -76,6 +76,15 @@ def import_command(
     )
 
 
+@bulletins_app.command("duplicate")
+def duplicate_command(bulletin_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Copy a bulletin (any status) into a new draft with the same verse and items, for recurring requests."""
+    with context.session() as session:
+        copy = bulletins.duplicate_bulletin(session, bulletin_id)
+        new_id = copy.id
+    context.console.print(f"bulletin {new_id} is a new draft copied from bulletin {bulletin_id}")
+
+
 @bulletins_app.command("list")
 def list_command(
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 50,

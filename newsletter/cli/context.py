@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +24,20 @@ from newsletter.core.db import make_engine, session_scope
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")]
 """The `--json` option of commands whose JSON output scripts rely on."""
+
+
+def choice(values: type[StrEnum], help: str) -> Any:
+    """A typer option taking one value of an enum, as text. A wrong one gets click's plain "'admin' is
+    not one of 'staff', 'volunteer'"; an Enum annotation gets pydantic's "Value error, …" in recent Typer."""
+    names = [v.value for v in values]
+
+    def check(value: str) -> str:
+        if value not in names:
+            raise typer.BadParameter(f"{value!r} is not one of " + ", ".join(repr(n) for n in names))
+        return value
+
+    return typer.Option(help=help, metavar="|".join(names), callback=check)
+
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -50,6 +65,12 @@ def reset() -> None:
 def session() -> Iterator[Session]:
     with session_scope(engine()) as s:
         yield s
+
+
+def warn_about_sender() -> None:
+    """Print the settings' sender warnings (no postal address…) on stderr before work that sends."""
+    for warning in settings().sender_warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
 
 
 def progress(transient: bool = False) -> Progress:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli import context
+from newsletter.cli.output import check_one_stdout, is_stdout, write_output
 from newsletter.content.bulletins import load_content
 from newsletter.content.regions import RegionIndex
 from newsletter.content.render import Renderer, personalize
@@ -37,10 +38,15 @@ def preview(
         str | None,
         typer.Option("--regions", "-r", help="Comma-separated region codes or names (default: all of them)."),
     ] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="Write the HTML part to this file.")] = None,
-    text: Annotated[Path | None, typer.Option("--text", help="Write the text part to this file.")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write the HTML part to this file ('-': standard output).")
+    ] = None,
+    text: Annotated[
+        Path | None, typer.Option("--text", help="Write the text part to this file ('-': standard output).")
+    ] = None,
     eml: Annotated[
-        Path | None, typer.Option("--eml", help="Write the whole message (RFC 5322, .eml) to this file.")
+        Path | None,
+        typer.Option("--eml", help="Write the whole message (RFC 5322) to this file ('-': standard output)."),
     ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the HTML part in a web browser.")
@@ -66,27 +72,32 @@ def preview(
     values = Links(settings).values(recipient)
     html_part, text_part = personalize(variant, values)
 
+    check_one_stdout([html, text, eml])
     written = []
-    if html:
-        html.write_text(html_part, encoding="utf-8")
-        written.append(f"html {html}")
-    if text:
-        text.write_text(text_part, encoding="utf-8")
-        written.append(f"text {text}")
-    if eml:
-        eml.write_bytes(build_message(settings, variant, recipient, values).as_bytes())
-        written.append(f"message {eml}")
+    for path, label, data in (
+        (html, "html", html_part),
+        (text, "text", text_part),
+        (eml, "message", build_message(settings, variant, recipient, values).as_bytes() if eml else b""),
+    ):
+        if path is not None:
+            write_output(path, data)
+            written.append(f"{label} {'to standard output' if is_stdout(path) else path}")
     if written:
         context.err_console.print(f"variant {variant.key}: " + ", ".join(written))
     else:
         typer.echo(f"Subject: {variant.subject}\n")
         typer.echo(text_part, nl=False)
     if open_browser:
-        page = html
-        if page is None:
-            with tempfile.NamedTemporaryFile(
-                "w", suffix=".html", prefix=f"bulletin-{bulletin_id}-", delete=False, encoding="utf-8"
-            ) as handle:
-                handle.write(html_part)
-            page = Path(handle.name)
-        webbrowser.open(page.resolve().as_uri())
+        _open(html_part, html, bulletin_id)
+
+
+def _open(html_part: str, written: Path | None, bulletin_id: int) -> None:
+    """Open the HTML part in a browser: the file written, or a temporary one."""
+    page = written
+    if page is None or is_stdout(page):
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".html", prefix=f"bulletin-{bulletin_id}-", delete=False, encoding="utf-8"
+        ) as handle:
+            handle.write(html_part)
+        page = Path(handle.name)
+    webbrowser.open(page.resolve().as_uri())

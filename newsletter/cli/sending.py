@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 from rich.table import Table
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from newsletter.cli import context
@@ -27,12 +29,14 @@ from newsletter.core import zones
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
 from newsletter.core.errors import NewsletterError
 from newsletter.core.status import BulletinStatus
+from newsletter.esp.outbox import DIRECT_DIR
 from newsletter.sending import lifecycle
 from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.summary import SendSummary, send_summary
 
 DEMO_BULLETIN = "sample-bulletin.txt"
 DEMO_SUBSCRIBERS = "sample.csv"
+DEMO_DATABASE = "newsletter.db"
 
 
 def register(app: typer.Typer) -> None:
@@ -121,6 +125,7 @@ def send_command(
     """Send a bulletin now, with a live progress bar. Ctrl-C stops after the batches in flight;
     running the command again (or the scheduler) carries on where it stopped."""
     _logging_with_progress()
+    context.warn_about_sender()
     settings = context.settings()
     engine = context.engine()
     with context.session() as session:
@@ -170,6 +175,7 @@ def worker_command(
     from newsletter.sending.scheduler import run_scheduler, run_until_idle
 
     context.configure_logging()
+    context.warn_about_sender()
     with _stop_on_signals() as stop:
         if until_idle:
             next_due = run_until_idle(context.settings(), stop, engine=context.engine())
@@ -192,11 +198,16 @@ def run_command(
     the web app (supporters' pages, admin, webhooks). `newsletter web` and `newsletter worker` run
     them apart."""
     # The web stack and APScheduler load only in the commands that serve and schedule.
-    from newsletter.cli.web import serve
+    from newsletter.cli.web import serve, settings_for
     from newsletter.sending.scheduler import run_scheduler
 
     context.configure_logging()
+    context.warn_about_sender()
     settings = context.settings()
+    host = host or settings.WEB_HOST
+    port = port or settings.WEB_PORT
+    if web:  # the scheduler's emails link to the web app this process serves
+        settings = settings_for(host, port)
     if not web:
         with _stop_on_signals() as stop:
             run_scheduler(settings, stop, engine=context.engine())
@@ -218,7 +229,7 @@ def run_command(
     # again for the handler it found: this one, so that the scheduler below still stops cleanly.
     previous = signal.signal(signal.SIGTERM, exit_cleanly)
     try:
-        serve(settings, host or settings.WEB_HOST, port or settings.WEB_PORT)
+        serve(settings, host, port)
     except KeyboardInterrupt:
         pass
     finally:
@@ -233,11 +244,11 @@ def run_command(
 def _fresh(directory: Path) -> tuple[Path, Path]:
     """The demo's database and outbox under `directory`, emptied (only those two are touched)."""
     directory.mkdir(parents=True, exist_ok=True)
-    database = directory / "newsletter.core.db"
+    database = directory / DEMO_DATABASE
     for path in (
         database,
-        database.with_name("newsletter.core.db-wal"),
-        database.with_name("newsletter.core.db-shm"),
+        database.with_name(DEMO_DATABASE + "-wal"),
+        database.with_name(DEMO_DATABASE + "-shm"),
     ):
         path.unlink(missing_ok=True)
     outbox = directory / "outbox"
@@ -257,30 +268,15 @@ def demo_settings(directory: Path) -> Settings:
     )
 
 
-def demo_command(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path(
-        "demo"
-    ),
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
-) -> None:
-    """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
-    scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
-    # What only the demo needs (importing, storing, the scheduler) loads only when it runs.
+def _demo_data(engine: Engine, settings: Settings) -> tuple[int, int, str]:
+    """The sample subscribers and bulletin in a fresh database, the bulletin due now:
+    (bulletin id, subscribers imported, bulletin title)."""
     from newsletter.audience.subscribers import import_subscribers
     from newsletter.content.bulletins import read_bulletin_file, store_bulletin
     from newsletter.content.regions import RegionIndex, seed_regions
-    from newsletter.core.db import make_engine, migrate, session_scope
+    from newsletter.core.db import migrate, session_scope
     from newsletter.core.models import utcnow
-    from newsletter.sending.scheduler import SendScheduler
 
-    logging.basicConfig(
-        level=logging.WARNING,
-        handlers=[RichHandler(console=context.err_console, show_path=False)],
-        force=True,
-    )
-    settings = demo_settings(directory)
-    out = context.console
-    engine = make_engine(settings.DATABASE_URL)
     migrate(engine)
     samples = default_subscribers_dir()
     with session_scope(engine) as session:
@@ -296,9 +292,33 @@ def demo_command(
         bulletin = store_bulletin(session, content, status=BulletinStatus.READY, send_at=utcnow())
         bulletin_id = bulletin.id
     assert bulletin_id is not None
+    return bulletin_id, report.created, content.title
+
+
+def demo_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and outbox go.")] = Path(
+        "demo"
+    ),
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Try it offline: a fresh SQLite database and outbox, the sample subscribers and bulletin,
+    scheduled now and sent by the scheduler; then a summary and where the .eml files are."""
+    # What only the demo needs (the scheduler) loads only when it runs.
+    from newsletter.core.db import make_engine
+    from newsletter.sending.scheduler import SendScheduler
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        handlers=[RichHandler(console=context.err_console, show_path=False)],
+        force=True,
+    )
+    settings = demo_settings(directory)
+    out = context.console
+    engine = make_engine(settings.DATABASE_URL)
+    bulletin_id, created, title = _demo_data(engine, settings)
     out.print(
-        f"demo database {directory / 'newsletter.core.db'}: {report.created} subscribers imported, "
-        f"bulletin {bulletin_id} {content.title!r} scheduled now"
+        f"demo database {directory / DEMO_DATABASE}: {created} subscribers imported, "
+        f"bulletin {bulletin_id} {title!r} scheduled now"
     )
 
     scheduler = SendScheduler(settings, engine)
@@ -330,7 +350,25 @@ def demo_command(
     files = sorted(folder.glob("*.eml"))
     out.print(f"{len(files)} messages in {folder}/" + (f" (open one: {files[0]})" if files else ""))
     if summary.status != BulletinStatus.SENT:
-        raise typer.Exit(1)
+        raise NewsletterError(f"the demo bulletin is {summary.status}, not sent, after {timeout:.0f}s")
+    _print_next_steps(directory, settings)
+
+
+def _print_next_steps(directory: Path, settings: Settings) -> None:
+    """How to follow the links in the demo's messages: the web app and scheduler on the demo's database
+    and outbox, so that confirmation emails land beside the bulletin (in `outbox/direct/`)."""
+    out = context.console
+    env = f"DATABASE_URL={settings.DATABASE_URL} OUTBOX_DIR={settings.OUTBOX_DIR}"
+    out.print("\nto follow the links in those messages, serve the demo (mail from the web app lands in")
+    out.print(f"{Path(settings.OUTBOX_DIR) / DIRECT_DIR}/):")
+    if not os.environ.get("SECRET_KEY"):
+        out.print("  (first `export SECRET_KEY=…` and run the demo again: links are signed with it)")
+    command = sys.argv[0] if Path(sys.argv[0]).name == "newsletter" else "newsletter"
+    out.print(f"  export {env}")
+    out.print(f"  {command} users add you@example.org --role staff")
+    out.print(
+        f"  {command} run     # scheduler and web app: {settings.BASE_URL}/admin for staff, / for the public"
+    )
 
 
 # --- bulletins schedule | pause | resume | cancel -------------------------------------------------------

@@ -14,6 +14,7 @@ from newsletter.audience import staff
 from newsletter.audience.search import export_rows, listing
 from newsletter.audience.subscribers import export_csv, import_subscribers
 from newsletter.cli import context
+from newsletter.cli.output import is_stdout
 from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import NewsletterError, NotFound
@@ -104,12 +105,16 @@ def list_command(
 
 @subscribers_app.command("export")
 def export_command(
-    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output.")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="Write here instead of standard output ('-' or nothing: stdout).")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="Only subscribers of this region.")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
     """Export subscribers as CSV in the import format (an export imports back unchanged)."""
     code = _check_filters(region, status)
+    if file is not None and is_stdout(file):
+        file = None  # '-' is standard output, never a file called "-"
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     counter = [0]
 

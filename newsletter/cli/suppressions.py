@@ -55,14 +55,14 @@ def list_command(
 def add_command(
     email: Annotated[str, typer.Argument(help="The address to suppress.")],
     reason: Annotated[
-        SuppressionReason, typer.Option(help="Why (manual unless you know better).")
-    ] = SuppressionReason.MANUAL,
+        str, context.choice(SuppressionReason, "Why (manual unless you know better).")
+    ] = SuppressionReason.MANUAL.value,
     note: Annotated[str, typer.Option(help="A note for the next person.")] = "",
 ) -> None:
     """Never mail EMAIL again (its subscriber, if any, keeps its status but is skipped by every send)."""
     address = _address(email)
     with context.session() as session:
-        added = suppressions.add(session, address, reason, note=note)
+        added = suppressions.add(session, address, SuppressionReason(reason), note=note)
     context.console.print(
         f"{address} suppressed ({reason})" if added else f"{address} was already suppressed"
     )

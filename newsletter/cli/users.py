@@ -17,7 +17,6 @@ from rich.table import Table
 from newsletter import accounts
 from newsletter.cli import context
 from newsletter.core.errors import NewsletterError
-from newsletter.core.models import utcnow
 from newsletter.core.status import Role
 
 PASSWORD_ENV = "NEWSLETTER_USER_PASSWORD"
@@ -46,8 +45,8 @@ def _password(from_stdin: bool) -> str:
 def add_command(
     email: Annotated[str, typer.Argument(help="The account's email address (its login).")],
     role: Annotated[
-        Role, typer.Option(help="staff: everything; volunteer: subscribers only.")
-    ] = Role.VOLUNTEER,
+        str, context.choice(Role, "staff: everything; volunteer: subscribers only.")
+    ] = Role.VOLUNTEER.value,
     password_stdin: Annotated[
         bool,
         typer.Option("--password-stdin", help="Read the password from the first line of standard input."),
@@ -57,7 +56,7 @@ def add_command(
     password = _password(password_stdin)
     accounts.check_password_strength(password)
     with context.session() as session:
-        user = accounts.create_user(session, email, password, role)
+        user = accounts.create_user(session, email, password, Role(role))
         address, role_name = user.email, user.role
     context.console.print(f"added {role_name} {address}")
 
@@ -70,8 +69,6 @@ def list_command() -> None:
         table = Table("email", "role", "state", "last login")
         for user in users:
             state = "active" if user.is_active else "disabled"
-            if user.locked_until is not None and user.locked_until > utcnow():
-                state += " (locked)"
             last = (
                 user.last_login_at.astimezone(context.settings().tz).strftime("%Y-%m-%d %H:%M %Z")
                 if user.last_login_at

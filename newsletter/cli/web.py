@@ -7,11 +7,18 @@ from typing import Annotated
 import typer
 
 from newsletter.cli import context
-from newsletter.core.config import Settings
+from newsletter.core.config import Settings, served_base_url
 
 
 def register(app: typer.Typer) -> None:
     app.command("web")(web_command)
+
+
+def settings_for(host: str, port: int) -> Settings:
+    """The settings for serving on `host:port` (`BASE_URL` derived when unset); says where links point."""
+    settings, note = served_base_url(context.settings(), host, port)
+    context.err_console.print(note, style="yellow" if note.startswith("warning") else None)
+    return settings
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -40,6 +47,7 @@ def web_command(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default WEB_PORT).")] = None,
 ) -> None:
     """Serve the web app: subscription pages, preference centre, admin and the SendGrid webhook."""
-    settings = context.settings()
     context.configure_logging()
-    serve(settings, host or settings.WEB_HOST, port or settings.WEB_PORT)
+    host = host or context.settings().WEB_HOST
+    port = port or context.settings().WEB_PORT
+    serve(settings_for(host, port), host, port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,17 @@ def load_content(session: Session, bulletin_id: int) -> BulletinContent:
         scripture_reference=bulletin.scripture_reference,
         intro=bulletin.intro,
         sections=tuple(sections),
+        send_time=bulletin.started_at or bulletin.send_at,
     )
+
+
+def duplicate_bulletin(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
+    """A new draft with the heading, verse, intro and every item of bulletin `bulletin_id` (any status),
+    for requests that recur week after week. No send time, no deliveries: it starts its own life."""
+    copy = replace(load_content(session, bulletin_id), id=None, send_time=None)
+    bulletin = store_bulletin(session, copy, status=BulletinStatus.DRAFT, actor=actor)
+    audit.record(session, actor, "bulletin.duplicate", "bulletin", bulletin.id, {"from": bulletin_id})
+    return bulletin
 
 
 def describe(session: Session, bulletin_id: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ every change is audited in the caller's transaction (the caller commits).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,6 +63,11 @@ def _item(session: Session, bulletin_id: int, item_id: int) -> Item:
     if item is None or item.bulletin_id != bulletin_id:
         raise NotFound(f"bulletin {bulletin_id} has no item {item_id}")
     return item
+
+
+def find_item(session: Session, bulletin_id: int, item_id: int) -> Item:
+    """Item `item_id` of bulletin `bulletin_id` (NotFound otherwise): for showing it, e.g. before deleting."""
+    return _item(session, bulletin_id, item_id)
 
 
 def _kind(kind: str) -> ItemKind:
@@ -168,6 +173,45 @@ def edit_item(
     audit.record(session, actor, "bulletin.item.edit", "bulletin", bulletin_id, {"item": item_id, **changes})
     _touch(session, bulletin)
     return True
+
+
+@dataclass(frozen=True)
+class ItemEdit:
+    """One item as the editor's single form sent it."""
+
+    item_id: int
+    body: str
+    kind: str = ItemKind.PRAY
+    region: str = ""
+
+
+def save_editor(
+    session: Session,
+    bulletin_id: int,
+    header: HeaderEdit,
+    edits: Sequence[ItemEdit],
+    new: ItemEdit | None = None,
+    *,
+    actor: str,
+) -> int:
+    """Everything the editor's one form holds, saved together (all or nothing, in the caller's
+    transaction): the header, every item, and a new item when its text is not blank. Returns how many
+    parts changed. One form means an edit in one item is never lost by saving another."""
+    changed = int(edit_header(session, bulletin_id, header, actor=actor))
+    for edit in edits:
+        changed += edit_item(
+            session,
+            bulletin_id,
+            edit.item_id,
+            body=edit.body,
+            kind=edit.kind,
+            region=edit.region,
+            actor=actor,
+        )
+    if new is not None and new.body.strip():
+        add_item(session, bulletin_id, new.region, new.body, new.kind, actor=actor)
+        changed += 1
+    return changed
 
 
 def move_item(session: Session, bulletin_id: int, item_id: int, direction: Direction, *, actor: str) -> bool:

@@ -2,7 +2,9 @@
 
 CommonMark with raw HTML disabled: whatever a writer types (`<script>`, `{{ }}`, `&`) reaches the
 reader as text, never as markup. Links keep markdown-it's URL check (no `javascript:` and the like).
-Bare URLs stay text (mail clients link them themselves). Indented code blocks and headings are off: in
+Bare URLs become links (markdown-it's linkify), but only with a scheme (`https://…`): fuzzy matching
+would turn "IJM.org", "www.…" or an email address into a link the writer may not have meant. A
+linkified URL passes the same URL check as a written link. Indented code blocks and headings are off: in
 pasted prayer requests an indented paragraph or a line of dashes is an accident, not a code block or
 a heading.
 
@@ -20,7 +22,13 @@ from markdown_it.token import Token
 
 WIDTH = 72
 
-_md = MarkdownIt("commonmark", {"html": False}).disable(["code", "heading", "lheading"])
+_md = (
+    MarkdownIt("commonmark", {"html": False, "linkify": True})
+    .enable("linkify")
+    .disable(["code", "heading", "lheading"])
+)
+assert _md.linkify is not None  # the linkify-it-py extra is installed (a dependency)
+_md.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
 
 
 def to_html(source: str) -> str:
@@ -99,12 +107,14 @@ def to_text(source: str, width: int = WIDTH, *, first_prefix: str = "", indent: 
                 blocks.append("\n".join((first if i == 0 else rest) + line for i, line in enumerate(lines)))
                 tight.append(None)
             hidden = False
-    if not blocks:
-        return first_prefix.rstrip()
+    return _join_blocks(blocks, tight) if blocks else first_prefix.rstrip()
+
+
+def _join_blocks(blocks: list[str], tight: list[int | None]) -> str:
+    """Blocks one blank line apart, except paragraphs of the same tight list (one line break)."""
     out = [blocks[0]]
     for n in range(1, len(blocks)):
-        same_list = tight[n] is not None and tight[n] == tight[n - 1]
-        out.append("\n" if same_list else "\n\n")
+        out.append("\n" if tight[n] is not None and tight[n] == tight[n - 1] else "\n\n")
         out.append(blocks[n])
     return "".join(out)
 
@@ -144,7 +154,9 @@ def _inline_text(children: Sequence[Token], *, links: bool = True) -> str:
             alt = "".join(c.content for c in child.children or [])
             parts.append(f"[{alt or 'image'}]")
         elif kind == "link_open":
-            hrefs.append((str(child.attrGet("href") or ""), len(parts)))
+            # A linkified bare URL is its own label: the text part shows it once, as written.
+            href = "" if child.markup == "linkify" else str(child.attrGet("href") or "")
+            hrefs.append((href, len(parts)))
         elif kind == "link_close" and hrefs:
             href, start = hrefs.pop()
             label = "".join(parts[start:]).strip()

@@ -2,7 +2,8 @@
 
 `Renderer.variant(content, regions)` runs Jinja2 (autoescaped HTML, plain text) on `templates/email/`
 and premailer on the HTML, then keeps the result: a send of 100,000 subscribers over five regions
-renders at most 31 times. Per-recipient values (PERSONAL_FIELDS) are placeholders:
+renders at most 31 times. Premailer runs once per bulletin, not once per variant: the whole bulletin
+is inlined and each variant cut from it at the section marks of the template (`_InlinedUnion`). Per-recipient values (PERSONAL_FIELDS) are placeholders:
 
     HTML part   ~nlh~<field>~     filled with HTML-escaped values
     text part   ~nlt~<field>~     filled with raw values
@@ -27,6 +28,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -41,7 +43,7 @@ from newsletter.content.types import (
     RenderedVariant,
     variant_key,
 )
-from newsletter.core.config import Settings
+from newsletter.core.config import Settings, render_subject
 from newsletter.core.status import ItemKind
 
 _MARK = "~nl"
@@ -54,9 +56,10 @@ PREHEADER_CHARS = 110
 # Invisible filler after the preheader, so that clients do not pull body text into the inbox preview.
 _PREHEADER_PAD = "\u034f\u00a0" * 60
 
-KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise"}
-TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] "}
+KIND_LABELS = {ItemKind.PRAY: "Pray", ItemKind.PRAISE: "Praise", ItemKind.PLAIN: ""}
+"""The label above an item in HTML; a plain item has none."""
 TEXT_INDENT = " " * 9
+TEXT_LABELS = {ItemKind.PRAY: "[PRAY]   ", ItemKind.PRAISE: "[PRAISE] ", ItemKind.PLAIN: TEXT_INDENT}
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -73,6 +76,12 @@ def display_name(name: str) -> str:
 
 class _Placeholder(str):
     """A placeholder in a template: passes Jinja's output step untouched (content is defused)."""
+
+    __slots__ = ()
+
+
+class _Mark(Markup):
+    """An HTML comment the bulletin template writes around its sections (content is defused)."""
 
     __slots__ = ()
 
@@ -95,7 +104,7 @@ def _placeholders(fields: Iterable[str]) -> tuple[dict[str, str], dict[str, str]
 
 def _finalize(value: Any) -> Any:
     """Jinja's last step for every `{{ }}`: content can never spell a placeholder."""
-    if isinstance(value, _Placeholder) or not isinstance(value, str) or _MARK not in value:
+    if isinstance(value, _Placeholder | _Mark) or not isinstance(value, str) or _MARK not in value:
         return value
     defused = value.replace(_MARK, _DEFUSED)
     return Markup(defused) if isinstance(value, Markup) else defused
@@ -149,6 +158,7 @@ class Renderer:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._html_placeholders, self._text_placeholders = _placeholders(PERSONAL_FIELDS)
+        self._unions: dict[tuple[Any, ...], _InlinedUnion] = {}
 
     def variant(
         self, content: BulletinContent, regions: Iterable[str], *, test: bool = False
@@ -187,10 +197,17 @@ class Renderer:
 
         Separate so that `bench/render_bench.py` can time CSS inliners on the same input.
         """
+        context = self._context(content, selected, test)
+        html = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
+        return html, _tidy_text(text), str(context["preheader"])
+
+    def _context(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> dict[str, Any]:
         sections = content.only(frozenset(selected))
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
-        preheader = markdown.excerpt(first, PREHEADER_CHARS)
-        context = {
+        return {
+            **self._brand_context(),
+            "dateline": self._dateline(content),
             "lang": "en",
             "title": content.title,
             "content": content,
@@ -202,13 +219,48 @@ class Renderer:
             "kind_labels": KIND_LABELS,
             "text_labels": TEXT_LABELS,
             "text_indent": TEXT_INDENT,
-            "preheader": preheader,
+            "preheader": markdown.excerpt(first, PREHEADER_CHARS),
             "preheader_pad": _PREHEADER_PAD,
+            "section_mark": _SECTION_MARK,
+            "sections_end": _SECTIONS_END,
             "archive_url": self.archive_url(content, selected),
         }
-        html = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
-        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
-        return html, _tidy_text(text), preheader
+
+    def _brand_context(self) -> dict[str, Any]:
+        """The branding settings every email template sees (`brand.*`)."""
+        s = self.settings
+        return {
+            "brand": {
+                "logo_url": s.LOGO_URL,
+                "logo_alt": s.LOGO_ALT,
+                "accent": s.ACCENT_COLOUR,
+                "donate_url": s.DONATE_URL,
+                "donate_label": s.DONATE_LABEL,
+            }
+        }
+
+    def issue_date(self, content: BulletinContent) -> date:
+        """The day the bulletin is (or was) sent, in `TIMEZONE`; today for one not planned yet."""
+        when = content.send_time or datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(self.settings.tz).date()
+
+    def _dateline(self, content: BulletinContent) -> str:
+        """The line under the title: the date ("7 December 2026"), the issue number, or nothing."""
+        if self.settings.DATELINE == "issue":
+            return f"Issue no. {content.id}" if content.id else ""
+        if self.settings.DATELINE == "date":
+            day = self.issue_date(content)
+            return f"{day.day} {day:%B %Y}"
+        return ""
+
+    def subject(self, content: BulletinContent) -> str:
+        """The subject line: `SUBJECT_TEMPLATE` filled in, or the bulletin's subject as written."""
+        title = content.subject or content.title
+        return render_subject(
+            self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0
+        )
 
     def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
         """The public archive page of exactly what this variant holds: the email's "view online" link,
@@ -220,19 +272,42 @@ class Renderer:
         return self.settings.BASE_URL.rstrip("/") + archive.path(content.id, content.title, regions)
 
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
-        html, text, preheader = self.sources(content, selected, test)
-        subject = content.subject or content.title
+        context = self._context(content, selected, test)
+        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
+        html = self._union(content, test).variant(context)
+        if html is None:
+            source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+            html = inline_css_marked(source)
+        subject = self.subject(content)
         return RenderedVariant(
             key=variant_key(selected),
             regions=selected,
             subject=(TEST_PREFIX + subject) if test else subject,
-            html=inline_css(html),
-            text=text,
+            html=html,
+            text=_tidy_text(text),
             html_placeholders=dict(self._html_placeholders),
             text_placeholders=dict(self._text_placeholders),
             bulletin_id=content.id,
-            preheader=preheader,
+            preheader=str(context["preheader"]),
         )
+
+    def _union(self, content: BulletinContent, test: bool) -> _InlinedUnion:
+        """The bulletin with every section, inlined once; each variant is cut from it (`_InlinedUnion`)."""
+        key = (content, content.footer_note, test)
+        with self._lock:
+            union = self._unions.get(key)
+        if union is None:
+            context = self._context(content, content.region_codes, test)
+            context.update(regions_label=_LABEL_MARK, preheader=_PREHEADER_MARK)
+            if context["archive_url"]:
+                context["archive_url"] = _ARCHIVE_MARK
+            source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+            union = _InlinedUnion.cut(inline_css(source), len(content.sections))
+            with self._lock:
+                if len(self._unions) >= 8:
+                    self._unions.pop(next(iter(self._unions)))
+                self._unions[key] = union
+        return union
 
     def confirmation(self, email: str, name: str) -> RenderedVariant:
         """The double opt-in email for `email`: one placeholder, `confirm_url` (see module docstring)."""
@@ -240,6 +315,7 @@ class Renderer:
         name = display_name(name)
         org = self.settings.ORG_NAME
         context = {
+            **self._brand_context(),
             "lang": "en",
             "title": f"Confirm your subscription to {org}",
             "test": False,
@@ -257,12 +333,75 @@ class Renderer:
             key=CONFIRMATION_KEY,
             regions=(),
             subject=f"Please confirm your subscription to {org}",
-            html=inline_css(html),
+            html=inline_css_marked(html),
             text=_tidy_text(text),
             html_placeholders=dict(html_ph),
             text_placeholders=dict(text_ph),
             preheader=str(context["preheader"]),
         )
+
+
+_SECTION_MARK = _Mark(f"<!--{_MARK}-section~-->")
+_SECTIONS_END = _Mark(f"<!--{_MARK}-sections-end~-->")
+_LABEL_MARK = _Placeholder(f"{_MARK}v~regions_label~")
+_PREHEADER_MARK = _Placeholder(f"{_MARK}v~preheader~")
+_ARCHIVE_MARK = _Placeholder(f"{_MARK}v~archive_url~")
+# A URL lxml writes into an href exactly as given: nothing it would entity- or percent-escape.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9._~:/?#@!'()*+,;=%-]*")
+
+
+def inline_css_marked(html: str) -> str:
+    """`inline_css`, and the section marks of the bulletin template taken out."""
+    return inline_css(html).replace(_SECTION_MARK, "").replace(_SECTIONS_END, "")
+
+
+class _InlinedUnion:
+    """A bulletin with all its sections, inlined once, cut at the template's section marks.
+
+    Premailer is most of a render's time, and a bulletin has up to 31 variants that differ only in
+    which sections they hold, the regions named in the footer, the preheader and the archive link. Inlining styles each
+    element by the rules that match it, and the stylesheet has no rule that looks at siblings, so an
+    inlined section does not depend on which others are present: a variant is the inlined head, its
+    sections and the tail, with the label and preheader written in as the HTML serializer writes text.
+    `tests/unit/test_render.py` checks this byte for byte against inlining each variant on its own.
+    """
+
+    def __init__(self, head: str, sections: list[str], tail: str) -> None:
+        self.head, self.sections, self.tail = head, sections, tail
+
+    @classmethod
+    def cut(cls, inlined: str, count: int) -> _InlinedUnion:
+        head, *rest = inlined.split(_SECTION_MARK)
+        if len(rest) != count or rest[-1].count(_SECTIONS_END) != 1:
+            return cls("", [], "")  # a template without the marks: every variant is inlined on its own
+        last, tail = rest[-1].split(_SECTIONS_END)
+        return cls(head, [*rest[:-1], last], tail)
+
+    def variant(self, context: Mapping[str, Any]) -> str | None:
+        """The inlined HTML of the variant `context` renders, or None when this union cannot give it."""
+        if not self.sections:
+            return None
+        content: BulletinContent = context["content"]
+        chosen = {s.region_code for s in context["sections"]}
+        body = "".join(
+            part
+            for section, part in zip(content.sections, self.sections, strict=True)
+            if section.region_code in chosen
+        )
+        html = self.head + body + self.tail
+        for mark, value in ((_LABEL_MARK, context["regions_label"]), (_PREHEADER_MARK, context["preheader"])):
+            html = html.replace(mark, _html_text(str(_finalize(value))))
+        if _ARCHIVE_MARK in html:
+            url = str(context["archive_url"])
+            if not _PLAIN_URL.fullmatch(url):
+                return None  # the serializer would escape it: let premailer write this variant itself
+            html = html.replace(_ARCHIVE_MARK, url)
+        return html
+
+
+def _html_text(value: str) -> str:
+    """`value` as text content, escaped as lxml's HTML serializer (premailer's output) escapes it."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def personalize(variant: RenderedVariant, values: Mapping[str, str]) -> tuple[str, str]:

@@ -7,6 +7,7 @@ Free of the database on purpose: parsing, rendering and previews take and return
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from newsletter.core.status import ItemKind
 
@@ -37,6 +38,8 @@ class BulletinContent:
     intro: str = ""
     id: int | None = None
     footer_note: str = field(default="", compare=False)
+    send_time: datetime | None = None
+    """When it is (or was) sent, for the dateline and `SUBJECT_TEMPLATE`; None: not planned yet (today)."""
 
     @property
     def region_codes(self) -> tuple[str, ...]:

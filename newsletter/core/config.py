@@ -8,12 +8,14 @@ command that does not need a secret (importing a CSV, say) still runs without on
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.core.errors import ConfigError
@@ -63,6 +65,15 @@ class Settings(BaseSettings):
     BASE_URL: str = "http://127.0.0.1:8000"
     UNSUBSCRIBE_MAILTO: str = ""
 
+    # --- branding (no template editing needed) -------------------------------------------------
+    LOGO_URL: str = ""
+    LOGO_ALT: str = ""
+    ACCENT_COLOUR: str = "#1d4e89"
+    DONATE_URL: str = ""
+    DONATE_LABEL: str = "Give to our work"
+    DATELINE: Literal["date", "issue", "none"] = "date"
+    SUBJECT_TEMPLATE: str = ""
+
     # --- secrets ---------------------------------------------------------------------------------
     SECRET_KEY: str = ""
     SECRET_KEYS_OLD: str = ""
@@ -111,6 +122,7 @@ class Settings(BaseSettings):
     MAX_WEBHOOK_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
     CONFIRM_SEND_ATTEMPTS: int = Field(default=3, ge=1)
     STAFF_TEST_RECIPIENTS: str = ""
+    WELCOME_LATEST_BULLETIN: bool = False
     SUBSCRIBE_LIMIT_PER_ADDRESS: int = 3
     SUBSCRIBE_LIMIT_PER_IP: int = 20
     SUBSCRIBE_LIMIT_WINDOW_SECONDS: int = 3600
@@ -142,6 +154,39 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {name!r}") from exc
         return name
+
+    @field_validator("ACCENT_COLOUR")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()):
+            raise ValueError(f"expected a colour like #1d4e89, got {value!r}")
+        return value.strip().lower()
+
+    @field_validator("LOGO_URL", "DONATE_URL")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"https?://[^\s\"'<>]+$", value):
+            raise ValueError(f"expected an http(s):// address, got {value!r}")
+        return value
+
+    @field_validator("SUBJECT_TEMPLATE")
+    @classmethod
+    def _subject_template(cls, template: str) -> str:
+        """Tried once here, so a typo stops the start-up instead of a send."""
+        try:
+            render_subject(template, "Title", date(2026, 12, 7), 1)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"cannot use {template!r}: {exc!r} (fields: {{title}}, {{date:%d %B %Y}}, {{issue}})"
+            ) from None
+        return template
+
+    @model_validator(mode="after")
+    def _logo_needs_alt(self) -> Settings:
+        if self.LOGO_URL and not self.LOGO_ALT.strip():
+            raise ValueError("LOGO_ALT is required with LOGO_URL (what a reader without images is told)")
+        return self
 
     # --- derived values --------------------------------------------------------------------------
     @property
@@ -215,6 +260,36 @@ class Settings(BaseSettings):
         return "outbox"
 
     @property
+    def sender_warnings(self) -> list[str]:
+        """What is legal or sensible to fix before a bulk send, in words for staff (empty: nothing).
+
+        Shown on the admin home page and logged when the scheduler or a send starts.
+        """
+        warnings = []
+        if not self.ORG_POSTAL_ADDRESS.strip():
+            warnings.append(
+                "ORG_POSTAL_ADDRESS is empty: bulk-mail law (CAN-SPAM, PECR) requires the sender's postal "
+                "address in every bulletin"
+            )
+        if self.FROM_EMAIL.endswith(("@example.org", "@example.com")):
+            warnings.append(f"FROM_EMAIL is still the example address {self.FROM_EMAIL}")
+        return warnings
+
+    @property
+    def branding(self) -> dict[str, str]:
+        """The branding settings as staff see them in the admin (setting name → value, empty ones too)."""
+        names = (
+            "LOGO_URL",
+            "LOGO_ALT",
+            "ACCENT_COLOUR",
+            "DONATE_URL",
+            "DONATE_LABEL",
+            "DATELINE",
+            "SUBJECT_TEMPLATE",
+        )
+        return {name: str(getattr(self, name)) for name in ("ORG_NAME", "ORG_POSTAL_ADDRESS", *names)}
+
+    @property
     def staff_test_recipients(self) -> list[str]:
         return [a.strip() for a in self.STAFF_TEST_RECIPIENTS.split(",") if a.strip()]
 
@@ -224,6 +299,34 @@ class Settings(BaseSettings):
         if self.TEMPLATES_DIR is not None:
             return self.TEMPLATES_DIR
         return default_templates_dir()
+
+
+def render_subject(template: str, title: str, issue_date: date, issue: int) -> str:
+    """A subject from `SUBJECT_TEMPLATE` (empty: the title itself), e.g. "{title} – {date:%d %B %Y}"."""
+    if not template:
+        return title
+    return template.format(title=title, date=issue_date, issue=issue)
+
+
+def served_base_url(settings: Settings, host: str, port: int) -> tuple[Settings, str]:
+    """The settings a web server on `host:port` should use, and a line saying where links point.
+
+    Unset `BASE_URL`: derived from the address actually served (a wildcard host becomes 127.0.0.1),
+    so `newsletter web --port 8080` does not send subscribers to a dead port. Set and different:
+    kept (a reverse proxy usually serves the public address), with a warning in the line.
+    """
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    served = f"http://{shown}:{port}"
+    if "BASE_URL" not in settings.model_fields_set:
+        derived = settings.model_copy(update={"BASE_URL": served})
+        return derived, f"BASE_URL is not set: links in emails and pages use {served}"
+    if settings.BASE_URL.rstrip("/") != served:
+        return settings, (
+            f"warning: BASE_URL is {settings.BASE_URL} but this server listens on {served}; "
+            "links in emails and pages use BASE_URL"
+        )
+    return settings, f"links in emails and pages use BASE_URL {settings.BASE_URL}"
 
 
 MIN_KEY_LENGTH = 16
@@ -253,6 +356,22 @@ def default_subscribers_dir() -> Path:
     return _PACKAGE.parent / "subscribers"
 
 
+def _setting_problem(error: Any) -> str:
+    """One pydantic error as "NAME: problem (got 'value')", without pydantic's "Value error, " prefix."""
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = repr(error.get("input"))
+    return f"{name}: {message}" if given in message else f"{name}: {message} (got {given})"
+
+
 def get_settings(**overrides: object) -> Settings:
-    """A fresh settings object; keyword arguments override the environment (tests, the demo)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """A fresh settings object; keyword arguments override the environment (tests, the demo).
+
+    A bad value raises `ConfigError` naming each setting and its problem on one line, so a command
+    stops with that line instead of pydantic's traceback.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(_setting_problem(error) for error in exc.errors())
+        raise ConfigError(f"bad setting: {problems}") from None

@@ -42,8 +42,11 @@ class DeliveryStatus(StrEnum):
 
 
 class ItemKind(StrEnum):
+    """How an item is labelled: a prayer request, a praise report, or plain (no label: a statement)."""
+
     PRAY = "pray"
     PRAISE = "praise"
+    PLAIN = "plain"
 
 
 class Role(StrEnum):

@@ -7,9 +7,15 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import newsletter.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from newsletter.core.dialect import SEARCH_OBJECTS
 
 config = context.config
 target_metadata = SQLModel.metadata
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave out the name search's objects, which the models cannot describe (see `SEARCH_OBJECTS`)."""
+    return name not in SEARCH_OBJECTS
 
 
 def _run(connection: sa.Connection) -> None:
@@ -18,6 +24,7 @@ def _run(connection: sa.Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -228,6 +228,8 @@ class Progress:
     duration: float | None
     eta: float | None
     """Seconds until every open delivery is done at the recent rate, when it can be estimated."""
+    finished: bool = False
+    """Done and nothing open: there is no "last minute" to show, only the whole run's duration and rate."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,7 @@ def _progress(session: Session, summary: SendSummary, now: datetime) -> Progress
         average_rate=summary.rate or 0.0,
         duration=summary.duration,
         eta=summary.open / recent_rate if recent and summary.open else None,
+        finished=summary.finished_at is not None and not summary.open,
     )
 
 

@@ -32,7 +32,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
-from newsletter.audience import my_data, optin, preferences, suppressions
+from newsletter.audience import my_data, optin, preferences, suppressions, welcome
 from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.audience.timezones import change_timezone
@@ -222,8 +222,9 @@ def confirm_page(request: Request, link: ConfirmLink) -> Response:
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(request: Request, link: ConfirmLink, session: SessionDep, settings: SettingsDep) -> Response:
     subscriber = link.subscriber
-    outcome = optin.confirm(session, subscriber, issued_at=link.claims.issued_at)
-    session.commit()
+    outcome = welcome.confirm_with_welcome(
+        session, settings, get_renderer(request), subscriber, issued_at=link.claims.issued_at
+    )
     context = {
         "outcome": str(outcome),
         "preferences_url": Links(settings).preferences_url(subscriber.id, subscriber.link_secret),

@@ -66,7 +66,7 @@ def test_volunteer_finds_a_subscriber_among_10k_and_changes_their_regions(
     shoot(page, "home-volunteer")
     page.get_by_role("link", name="Subscribers").click()
     shoot(page, "subscribers")
-    page.get_by_label("Name or email starts with").fill("user4242@")
+    page.get_by_label("Any word of the name, or the start of the email").fill("user4242@")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="user4242@example.org").click()
     expect(page.get_by_role("heading", name="user4242@example.org")).to_be_visible()
@@ -120,8 +120,8 @@ def test_staff_imports_edits_previews_tests_schedules_and_watches_it_go(
         latin.get_by_label("Text (Markdown)").first.fill(
             "Praise God for **2,600** officers trained in Guatemala."
         )
-        latin.get_by_role("button", name="Save item").first.click()
-        expect(page.get_by_text("Item saved.")).to_be_visible()
+        page.get_by_role("button", name="Save all changes").click()
+        expect(page.get_by_text("Saved.")).to_be_visible()
         shoot(page, "bulletin-editor")
 
         page.get_by_role("link", name="Preview & test send").click()

@@ -32,10 +32,27 @@ def test_dangerous_link_schemes_stay_text():
     assert "href" not in html
 
 
-def test_a_bare_url_stays_text_with_its_ampersands_escaped():
+def test_a_bare_url_becomes_a_link_with_its_ampersands_escaped():
     html = to_html(f"See {URL} today")
-    assert "<a" not in html
-    assert URL.replace("&", "&amp;") in html
+    escaped = URL.replace("&", "&amp;")
+    assert html == f'<p>See <a href="{escaped}">{escaped}</a> today</p>\n'
+
+
+def test_only_urls_with_a_scheme_link_not_bare_domains_or_emails():
+    html = to_html("Visit www.ijm.org, IJM.org or write to info@ijm.org, or http://ijm.org.")
+    assert html.count("<a ") == 1
+    assert '<a href="http://ijm.org">http://ijm.org</a>' in html
+
+
+def test_linkify_never_makes_a_dangerous_link():
+    for source in ("javascript:alert(1)", "data:text/html;base64,PHNjcmlwdD4=", "vbscript:msgbox(1)"):
+        assert "<a" not in to_html(f"see {source} now")
+    html = to_html('https://example.org/"onmouseover="alert(1)')
+    assert 'onmouseover="' not in html  # the quote is escaped inside the attribute
+
+
+def test_a_linkified_url_appears_once_in_the_text_part():
+    assert to_text(f"See {URL} and www.ijm.org today") == f"See\n{URL}\nand www.ijm.org today"
 
 
 def test_indented_text_and_dash_lines_are_not_code_or_headings():
@@ -90,4 +107,6 @@ def test_every_word_survives_wrapping_and_no_line_is_longer_than_it_must_be(toke
     text = to_text(source)
     for line in text.splitlines():
         # a line may pass 72 columns only when it holds one unbreakable word
-        assert len(line) <= WIDTH or not re.search(r"\S\s+\S", line.strip())
+        # (after quote markers and list bullets or numbers, which are not words)
+        words_of_line = re.sub(r"^(\s*(>|[-*+•]|\d+[.)])(?=\s))+", "", line).strip()
+        assert len(line) <= WIDTH or not re.search(r"\S\s+\S", words_of_line)

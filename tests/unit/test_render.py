@@ -17,7 +17,7 @@ import pytest
 from newsletter.content.archive import slug
 from newsletter.content.bulletins import parse_bulletin
 from newsletter.content.markdown import WIDTH, plain
-from newsletter.content.render import Renderer, personalize, substitutions
+from newsletter.content.render import Renderer, inline_css_marked, personalize, substitutions
 from newsletter.content.types import PERSONAL_FIELDS, BulletinContent, ItemContent, Recipient, Section
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.status import ItemKind
@@ -249,7 +249,8 @@ def test_markup_and_template_syntax_in_content_show_as_text(basic_settings, valu
     expected = "Alert <script>alert('x')</script> then {{ name }} and {% if x %} Fish & chips at https://example.org/a?b=1&c=2"
     assert expected in seen and expected in words(text)
     assert "Title <i>with</i> & tags" in seen and "Verse {{ 7 * 7 }}" in seen and "Ref & co" in seen
-    assert not doc.xpath("//div[@class='body']//a")  # a bare URL is text (mail clients link it)
+    # a bare URL becomes a link, and only it
+    assert [a.get("href") for a in doc.xpath("//div[@class='body']//a")] == ["https://example.org/a?b=1&c=2"]
     assert "https://example.org/a?b=1&c=2" in text.split()
 
 
@@ -340,3 +341,54 @@ def test_templates_dir_setting_replaces_the_shipped_templates(basic_settings, co
     txt.write_text("Custom edition\n" + txt.read_text(encoding="utf-8"), encoding="utf-8")
     settings = get_settings(TEMPLATES_DIR=custom)
     assert Renderer(settings).variant(content, ["africa"]).text.startswith("Custom edition")
+
+
+TRICKY = BulletinContent(
+    title="Tom & Jerry's <news>",
+    subject="A & B",
+    scripture_text="“Fear not” — Isaiah’s words & more",
+    scripture_reference="Isaiah 41:10",
+    sections=tuple(
+        Section(
+            code,
+            f"{code.title()} & <Friends> «{n}»",
+            (
+                ItemContent(
+                    ItemKind.PRAY, f"Pray for *{code}* & <b>the</b> \u00a0team — “{n}” ~nl 'x' \"y\""
+                ),
+                ItemContent(ItemKind.PRAISE, "Praise: [a link](https://example.org/?a=1&b=2)"),
+            ),
+        )
+        for n, code in enumerate(CODES)
+    ),
+    intro="Intro with **bold** & <tags>",
+    id=BULLETIN,
+)
+
+
+@pytest.mark.parametrize("test_send", [False, True])
+@pytest.mark.parametrize("which", ["sample", "tricky"])
+def test_cutting_variants_from_one_inlined_bulletin_gives_the_bytes_of_inlining_each(
+    basic_settings, content, which, test_send
+):
+    """Variants are cut from the whole bulletin inlined once; each must be exactly what premailer makes
+    of that variant's own HTML."""
+    bulletin = content if which == "sample" else TRICKY
+    renderer = Renderer(basic_settings)
+    for mix in MIXES:
+        fast = renderer.variant(bulletin, mix, test=test_send).html
+        source, _, _ = renderer.sources(
+            bulletin, tuple(c for c in bulletin.region_codes if c in mix), test_send
+        )
+        assert fast == inline_css_marked(source), mix
+        assert "~nl-section" not in fast and "~nlv~" not in fast
+
+
+def test_a_template_without_section_marks_is_inlined_variant_by_variant(basic_settings, content, tmp_path):
+    shutil.copytree(basic_settings.templates_dir, tmp_path / "templates")
+    page = tmp_path / "templates" / "email" / "bulletin.html"
+    page.write_text(page.read_text().replace("{{ section_mark }}", "").replace("{{ sections_end }}", ""))
+    renderer = Renderer(get_settings(TEMPLATES_DIR=tmp_path / "templates"))
+    for mix in [("africa",), ("africa", "global"), tuple(CODES)]:
+        source, _, _ = renderer.sources(content, mix)
+        assert renderer.variant(content, mix).html == inline_css_marked(source)

@@ -90,7 +90,10 @@ _ADMIN: dict[str, Callable[..., tuple[str, dict[str, str | list[str]]]]] = {
     "add": lambda b, **f: (f"/admin/bulletins/{b}/items", f),
     "edit": lambda b, i, **f: (f"/admin/bulletins/{b}/items/{i}", f),
     "move": lambda b, i, way: (f"/admin/bulletins/{b}/items/{i}/move", {"direction": way}),
-    "delete": lambda b, i: (f"/admin/bulletins/{b}/items/{i}/delete", {}),
+    "delete": lambda b, i: (
+        f"/admin/bulletins/{b}/items/{i}/delete",
+        {"confirmed": "yes"},
+    ),  # past the confirm step
     "subscriber": lambda s, **f: (
         f"/admin/subscribers/{s}",
         {**f, "regions": f["regions"].split(";")} if "regions" in f else f,

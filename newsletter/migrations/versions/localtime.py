@@ -1,7 +1,7 @@
 """local-time delivery: a time zone per subscriber, a local-time slot per bulletin
 
 Revision ID: localtime
-Revises: engagement
+Revises: name_search
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "localtime"
-down_revision = "engagement"
+down_revision = "name_search"
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from newsletter.content import items, queries
 from newsletter.content.bulletins import (
+    duplicate_bulletin,
     get_bulletin,
     list_bulletins,
     parse_bulletin,
@@ -192,6 +193,60 @@ def _edited(
         flash(request, done)
 
 
+def _editor_form(form: Any) -> tuple[items.HeaderEdit, list[items.ItemEdit], items.ItemEdit]:
+    """The editor's one form as edits: the header, each item (`body-<id>`…), the new item."""
+
+    def text(name: str) -> str:
+        value = form.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    header = items.HeaderEdit(
+        text("title"), text("subject"), text("scripture_text"), text("scripture_reference"), text("intro")
+    )
+    edits = [
+        items.ItemEdit(int(i), text(f"body-{i}"), text(f"kind-{i}") or ItemKind.PRAY, text(f"region-{i}"))
+        for i in form.getlist("item")
+        if isinstance(i, str) and i.isdigit()
+    ]
+    new = items.ItemEdit(0, text("new_body"), text("new_kind") or ItemKind.PRAY, text("new_region"))
+    return header, edits, new
+
+
+@router.post("/{bulletin_id}/edit")
+async def save_editor(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+    """The editor's single form: every field saved together, then the button's own step (move an item,
+    or ask before deleting one). Works without JavaScript: each button is a submit button of the form."""
+    form = await request.form()
+    header, edits, new = _editor_form(form)
+    op = form.get("op", "save")
+    op = op if isinstance(op, str) else "save"
+    action, _, target = op.partition(":")
+    saved: list[bool] = []
+
+    def save() -> bool:
+        saved.append(bool(items.save_editor(session, bulletin_id, header, edits, new, actor=user.email)))
+        if action in ("up", "down") and target.isdigit():
+            way: items.Direction = "down" if action == "down" else "up"
+            items.move_item(session, bulletin_id, int(target), way, actor=user.email)
+        return True
+
+    _edited(request, session, bulletin_id, save, "Saved.")
+    if action == "delete" and target.isdigit() and saved:
+        item = items.find_item(session, bulletin_id, int(target))
+        return confirm_page(
+            request,
+            "Delete this item?",
+            f"/admin/bulletins/{bulletin_id}/items/{target}/delete",
+            f"/admin/bulletins/{bulletin_id}#item-{target}",
+            quote=item.body,
+            detail="Your other changes are saved. The item is removed from the bulletin for good.",
+            confirm_label="Delete the item",
+            back_label="Keep it",
+        )
+    anchor = f"#item-{target}" if target.isdigit() else ""
+    return see_other(f"/admin/bulletins/{bulletin_id}{anchor}")
+
+
 @router.post("/{bulletin_id}")
 def save_header(
     request: Request,
@@ -276,10 +331,49 @@ def move_item(
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
+def confirm_page(
+    request: Request, question: str, action_url: str, back_url: str, **extra: object
+) -> Response:
+    """The step between a destructive button and its effect: the same form again, with `confirmed=yes`.
+    Works without JavaScript; nothing has changed until the second button is pressed."""
+    context: dict[str, object] = {
+        "question": question,
+        "action_url": action_url,
+        "back_url": back_url,
+        "fields": {},
+        "detail": "",
+        "quote": "",
+        "confirm_label": "Yes",
+        "back_label": "No, go back",
+    }
+    context.update(extra)
+    return render(request, "confirm.html", context)
+
+
 @router.post("/{bulletin_id}/items/{item_id}/delete")
 def delete_item(
-    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int
+    request: Request,
+    user: StaffUser,
+    session: SessionDep,
+    bulletin_id: int,
+    item_id: int,
+    confirmed: Annotated[str, Form()] = "",
 ) -> Response:
+    if confirmed != "yes":
+        try:
+            item = items.find_item(session, bulletin_id, item_id)
+        except NotFound as exc:
+            raise HTTPException(404, "no such item") from exc
+        return confirm_page(
+            request,
+            "Delete this item?",
+            f"/admin/bulletins/{bulletin_id}/items/{item_id}/delete",
+            f"/admin/bulletins/{bulletin_id}#item-{item_id}",
+            quote=item.body,
+            detail="It is removed from the bulletin for good.",
+            confirm_label="Delete the item",
+            back_label="Keep it",
+        )
     _edited(
         request,
         session,
@@ -288,6 +382,30 @@ def delete_item(
         "Item deleted.",
     )
     return see_other(f"/admin/bulletins/{bulletin_id}")
+
+
+@router.post("/{bulletin_id}/duplicate")
+def duplicate(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+    """A new draft with this bulletin's heading, verse and items (listmonk's Clone, Mailchimp's Replicate)."""
+    get_bulletin_or_404(session, bulletin_id)
+    copy = duplicate_bulletin(session, bulletin_id, actor=user.email)
+    session.commit()
+    flash(request, f"This is a new draft copied from bulletin {bulletin_id}: edit it and mark it ready.")
+    return see_other(f"/admin/bulletins/{copy.id}")
+
+
+def _confirm_cancel(request: Request, bulletin: Bulletin) -> Response:
+    return confirm_page(
+        request,
+        f"Cancel “{bulletin.title}”?",
+        f"/admin/bulletins/{bulletin.id}/status",
+        f"/admin/bulletins/{bulletin.id}",
+        fields={"action": "cancel"},
+        detail="A cancelled bulletin is never sent, and this cannot be undone"
+        + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
+        confirm_label="Cancel the bulletin",
+        back_label="Keep it",
+    )
 
 
 @router.post("/{bulletin_id}/status")
@@ -300,11 +418,15 @@ def change(
     action: Annotated[str, Form()],
     send_at: Annotated[str, Form()] = "",
     local: Annotated[str, Form()] = "",
+    confirmed: Annotated[str, Form()] = "",
 ) -> Response:
     """Lifecycle actions. Scheduling sets `send_at` and makes the bulletin ready (with `local`, the time is
-    each subscriber's own wall-clock time); "ready" alone leaves it for the next slot of the weekly schedule."""
+    each subscriber's own wall-clock time); "ready" alone leaves it for the next slot of the weekly
+    schedule. Cancelling asks first (it cannot be undone)."""
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
+    if action == "cancel" and confirmed != "yes":
+        return _confirm_cancel(request, bulletin)
     try:
         if action == "ready":
             items.mark_ready(session, bulletin_id, actor=user.email)

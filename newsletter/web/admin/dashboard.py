@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from newsletter.core import zones
 from newsletter.sending.summary import dashboard as read_dashboard
 from newsletter.web.admin.bulletins import get_bulletin_or_404
-from newsletter.web.admin.pages import render
+from newsletter.web.admin.pages import duration_text, render
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 
@@ -33,6 +33,7 @@ def dashboard(
             "counts": board.counts,
             "errors": board.summary.errors,
             "progress": board.progress,
+            "duration_text": duration_text(board.progress.duration),
             "events": board.events,
             "problems": board.problems,
             "tests": board.tests,

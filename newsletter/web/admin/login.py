@@ -75,4 +75,11 @@ def logout(request: Request, user: CurrentUser, session: SessionDep) -> Response
 @router.get("")
 @router.get("/")
 def home(request: Request, user: CurrentUser, session: SessionDep) -> Response:
-    return render(request, "home.html", {"upcoming": upcoming(session), "last_sent": last_sent(session)})
+    settings = request.app.state.settings
+    context = {
+        "upcoming": upcoming(session),
+        "last_sent": last_sent(session),
+        "sender_warnings": settings.sender_warnings,
+        "branding": settings.branding,
+    }
+    return render(request, "home.html", context)

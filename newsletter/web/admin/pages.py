@@ -3,12 +3,14 @@ a redirect after a successful POST (so a reload never posts twice), and one-shot
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from newsletter.core.config import Settings
 from newsletter.core.models import User
@@ -21,9 +23,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
-    # Inline styles are allowed for the preview widths; nothing else runs on admin pages.
+    # Inline styles are allowed for the preview widths. Scripts only from our own /static (the preview's
+    # frame sizing): never inline, so nothing a user typed can run.
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; "
-    "frame-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'",
 }
 
@@ -43,7 +46,52 @@ def local_time(value: datetime | None, settings: Settings, fmt: str = "%a %d %b 
     """A stored UTC time as the people using the admin read it: in `TIMEZONE`."""
     if value is None:
         return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # stored times are UTC; SQLite returns them naive
     return value.astimezone(settings.tz).strftime(fmt)
+
+
+_STORED_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)?$")
+
+
+def time_element(value: datetime | None, settings: Settings) -> Markup:
+    """A time for people: `<time>` showing the day and minute in `TIMEZONE`, with the exact instant
+    (seconds, zone and UTC offset) on hover and in `datetime` for machines. "—" when there is none."""
+    if value is None:
+        return Markup("—")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # stored times are UTC; SQLite returns them naive
+    local = value.astimezone(settings.tz)
+    exact = local.strftime("%A %d %B %Y, %H:%M:%S %Z (UTC%z)")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value.astimezone(UTC).isoformat(timespec="seconds"), exact, local.strftime("%d %b %Y, %H:%M %Z")
+    )
+
+
+def audit_value(value: Any, settings: Settings) -> Markup | str:
+    """A value in an audit entry's changes: stored times (kept as text) shown like every other time."""
+    if value is None:
+        return "—"
+    if isinstance(value, str) and _STORED_TIME.match(value):
+        try:
+            return time_element(datetime.fromisoformat(value), settings)
+        except ValueError:
+            return value
+    return str(value)
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration as people say it: "48 s", "3 min 05 s", "2 h 04 min"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def render(
@@ -65,6 +113,8 @@ def render(
         "org_name": settings.ORG_NAME,
         "tz_name": settings.TIMEZONE,
         "when": lambda value, fmt="%a %d %b %Y, %H:%M %Z": local_time(value, settings, fmt),
+        "time_tag": lambda value: time_element(value, settings),
+        "audit_value": lambda value: audit_value(value, settings),
         "path": request.url.path,
     }
     full.update(context or {})

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session
 
-from newsletter.audience import staff, suppressions
+from newsletter.audience import staff, staged_imports, suppressions
 from newsletter.audience.search import Filters, export_rows, search_page
 from newsletter.audience.subscribers import export_csv, import_subscribers
 from newsletter.content.queries import regions_in_order
@@ -89,27 +89,48 @@ def import_page(request: Request, user: VolunteerUser) -> Response:
     return render(request, "subscribers_import.html", {"report": None, "filename": ""})
 
 
+async def _read_upload(file: UploadFile | None, cap: int) -> tuple[str, str, str]:
+    """(filename, text, error) of an uploaded CSV, capped before it is read."""
+    if file is None:
+        return "", "", "Choose a CSV file to upload."
+    raw = await file.read(cap + 1)
+    filename = file.filename or "upload.csv"
+    if len(raw) > cap:
+        return (
+            filename,
+            "",
+            f"The file is larger than {cap // (1024 * 1024)} MB; split it or use the command line.",
+        )
+    try:
+        return filename, raw.decode("utf-8-sig"), ""
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return (
+            filename,
+            "",
+            f"Line {line} is not valid UTF-8: save the file as “CSV UTF-8” and upload it again.",
+        )
+
+
 @router.post("/import")
 async def import_upload(
     request: Request,
     user: VolunteerUser,
     session: SessionDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File()],
+    file: Annotated[UploadFile | None, File()] = None,
     dry_run: Annotated[bool, Form()] = False,
+    staged: Annotated[str, Form()] = "",
 ) -> Response:
-    cap = settings.MAX_UPLOAD_BYTES
-    raw = await file.read(cap + 1)
-    filename = file.filename or "upload.csv"
-    error = ""
-    if len(raw) > cap:
-        error = f"The file is larger than {cap // (1024 * 1024)} MB; split it or use the command line."
-    else:
+    """Import a CSV; a dry run keeps the checked file so that the real run needs no second upload."""
+    if staged:
         try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            error = f"Line {line} is not valid UTF-8: save the file as “CSV UTF-8” and upload it again."
+            filename, text = staged_imports.take(staged, user.email)
+            error = ""
+        except NewsletterError as exc:
+            filename, text, error = "", "", f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+    else:
+        filename, text, error = await _read_upload(file, settings.MAX_UPLOAD_BYTES)
     if error:
         return render(
             request,
@@ -131,7 +152,9 @@ async def import_upload(
         session.rollback()
     else:
         session.commit()
-    return render(request, "subscribers_import.html", {"report": report, "filename": filename})
+    token = staged_imports.stage(text, filename, user.email) if dry_run and report.stored else ""
+    context = {"report": report, "filename": filename, "staged": token}
+    return render(request, "subscribers_import.html", context)
 
 
 def _get(session: Session, subscriber_id: int) -> Subscriber:

@@ -1,0 +1,75 @@
+"""Finding people by any word of their name, whatever the case and accents, on both databases."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from newsletter.audience.search import Filters, search_page
+from newsletter.core.models import SUBSCRIBER
+
+PEOPLE = [
+    ("priya@example.org", "Priya Nair"),
+    ("anil@example.org", "Dr. Anil NAIR"),
+    ("meera@example.org", "Meera Nair-Thomas"),
+    ("jonas@example.org", "Jonas Müller"),
+    ("grete@example.org", "Grete MULLER"),
+    ("sean@example.org", "Seán O'Brien"),
+    ("ada@example.org", "Ada Lovelace"),
+]
+
+
+def names(session, q: str, **filters: str) -> list[str]:
+    page = search_page(session.connection(), Filters(q=q, **filters))
+    session.commit()
+    return sorted(row.name for row in page.rows)
+
+
+def test_any_word_of_the_name_any_case_any_accent(session, make_subscriber):
+    for email, name in PEOPLE:
+        make_subscriber(email=email, name=name)
+    assert names(session, "nair") == ["Dr. Anil NAIR", "Meera Nair-Thomas", "Priya Nair"]
+    assert names(session, "NAIR") == names(session, "nair")
+    assert names(session, "muller") == ["Grete MULLER", "Jonas Müller"]
+    assert names(session, "müller") == ["Grete MULLER", "Jonas Müller"]
+    assert names(session, "sean") == ["Seán O'Brien"] == names(session, "brien")
+    assert names(session, "priya nair") == ["Priya Nair"]  # every word must match, in any order
+    assert names(session, "nair priya") == ["Priya Nair"]
+    assert names(session, "nai") == names(session, "nair")  # the last word may be typed in part
+    assert names(session, "nair pri") == ["Priya Nair"]
+    assert names(session, "nai priya") == []  # the others are whole words
+    assert names(session, "thomas") == ["Meera Nair-Thomas"]
+
+
+def test_query_syntax_is_text_and_never_an_error(session, make_subscriber):
+    for email, name in PEOPLE:
+        make_subscriber(email=email, name=name)
+    for q in ['"nair', "nair OR ada", "nair*", "NOT ada", "nair:*", "(nair)", "a & b | !c", "ada'--", "*"]:
+        page = search_page(session.connection(), Filters(q=q))
+        session.commit()
+        assert all("NAIR" in r.name.upper() or "ADA" in r.name.upper() for r in page.rows), q
+    assert names(session, "nair OR ada") == []  # three words: nair, or, ada (nobody has all three)
+
+
+def test_renamed_and_deleted_people_are_found_by_their_current_name(session, make_subscriber):
+    person = make_subscriber(email="x@example.org", name="Ruth Nair")
+    session.execute(sa.update(SUBSCRIBER).where(SUBSCRIBER.c.id == person.id).values(name="Ruth Boaz"))
+    session.commit()
+    assert names(session, "nair") == [] and names(session, "boaz") == ["Ruth Boaz"]
+    session.execute(sa.delete(SUBSCRIBER).where(SUBSCRIBER.c.id == person.id))
+    session.commit()
+    assert names(session, "boaz") == []
+
+
+def test_word_search_pages_newest_first_and_respects_filters(session, make_subscriber):
+    for n in range(7):
+        make_subscriber(
+            email=f"nair{n}@example.org", name=f"Nair {n}", regions=["africa" if n % 2 else "global"]
+        )
+    page = search_page(session.connection(), Filters(q="nair"), limit=3)
+    seen = [r.name for r in page.rows]
+    while page.next_cursor:
+        page = search_page(session.connection(), Filters(q="nair"), page.next_cursor, mode=page.mode, limit=3)
+        seen += [r.name for r in page.rows]
+    session.commit()
+    assert seen == [f"Nair {n}" for n in reversed(range(7))]
+    assert names(session, "nair", region="africa") == ["Nair 1", "Nair 3", "Nair 5"]
