@@ -69,14 +69,16 @@ def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> N
 
 
 def _new_pending(
-    session: Session, email: str, name: str, regions: Sequence[str], now: datetime
+    session: Session, email: str, name: str, regions: Sequence[str], now: datetime, timezone: str
 ) -> Subscriber | None:
-    """Insert a pending subscriber for a new address (None if another request just inserted it)."""
+    """Insert a pending subscriber for a new address, in `timezone` (None if another request just
+    inserted it)."""
     new_id = insert_pending(
         session,
         {
             "email": email, "email_hash": email_hash(email), "name": name, "status": SubscriberStatus.PENDING,
             "source": SOURCE, "created_at": now, "updated_at": now, "link_secret": secrets.token_hex(16),
+            "timezone": timezone,
         },
     )  # fmt: skip
     if new_id is None:
@@ -98,6 +100,7 @@ def request_subscription(
     *,
     client_ip: str,
     now: datetime | None = None,
+    timezone: str | None = None,
 ) -> SubscribeResult:
     """Record a request to subscribe a normalised `email` with a clean `name` to region `regions`.
 
@@ -106,6 +109,8 @@ def request_subscription(
     address is left exactly as it is (name, regions, status): whoever typed it may not be its owner,
     so only the confirm link, which reaches the owner, changes anything; it then reactivates the
     stored subscription. The caller commits, then sends (`send_confirmation`) outside the request.
+    `timezone` is a checked IANA name (`zones.check_zone`), usually the browser's own; a new subscriber
+    without one gets `TIMEZONE` (a known address keeps its own, like everything else).
     """
     now = now or utcnow()
     window = timedelta(seconds=settings.SUBSCRIBE_LIMIT_WINDOW_SECONDS)
@@ -118,7 +123,7 @@ def request_subscription(
         return SubscribeResult(Outcome.QUIET)
     subscriber = subscriber_by_email(session, email)
     if subscriber is None:
-        subscriber = _new_pending(session, email, name, regions, now)
+        subscriber = _new_pending(session, email, name, regions, now, timezone or settings.TIMEZONE)
         if subscriber is None:  # a concurrent request for the same address won: it sends
             return SubscribeResult(Outcome.QUIET)
     elif subscriber.status == SubscriberStatus.ACTIVE or not _may_confirm(subscriber.status):

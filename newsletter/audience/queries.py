@@ -52,7 +52,7 @@ def known_addresses(session: Session, hashes: dict[str, str]) -> KnownAddresses:
     existing = {
         row.email: row
         for row in session.execute(
-            sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(
+            sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status, sub.c.timezone).where(
                 one_of(session, sub.c.email, hashes)
             )
         )

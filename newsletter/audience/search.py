@@ -147,9 +147,11 @@ def search_page(
     )
 
 
-def export_query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
+def export_query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str, str | None]]:
     """Subscribers for export or listing, oldest first, optionally of one region code and status."""
-    query = sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status).order_by(_sub.c.id)
+    query = sa.select(_sub.c.id, _sub.c.email, _sub.c.name, _sub.c.status, _sub.c.timezone).order_by(
+        _sub.c.id
+    )
     return filtered(query, region or "", status or "")
 
 
@@ -161,7 +163,7 @@ def export_rows(conn: sa.Connection, region: str | None, status: str | None) -> 
     for chunk in result.partitions():
         regions = subscriber_regions(conn, [r.id for r in chunk])
         for row in chunk:
-            yield [row.email, row.name, ";".join(regions.get(row.id, [])), row.status]
+            yield [row.email, row.name, ";".join(regions.get(row.id, [])), row.status, row.timezone or ""]
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from sqlmodel import Session
 
 from newsletter.audience import queries, suppressions
 from newsletter.audience.subscribers import normalize_email, validate_name
+from newsletter.audience.timezones import change_timezone
 from newsletter.content.queries import regions_in_order
-from newsletter.core import audit
+from newsletter.core import audit, zones
 from newsletter.core.errors import InvalidTransition, NewsletterError, NotFound
 from newsletter.core.models import AuditEntry, Bulletin, Delivery, DeliveryEvent, Subscriber, utcnow
 from newsletter.core.status import (
@@ -43,6 +44,8 @@ class SubscriberEdit:
     status: str | None = None
     regions: Sequence[str] | None = None
     """Region codes; order does not matter (they are kept in display order)."""
+    timezone: str | None = None
+    """An IANA zone name (`core.zones`); deliveries not yet due move to it (`audience.timezones`)."""
 
 
 @dataclass
@@ -140,14 +143,18 @@ def _change_status(
 
 
 def update_subscriber(session: Session, subscriber_id: int, edit: SubscriberEdit, *, actor: str) -> bool:
-    """Change name, regions and status as `edit` asks; True when anything changed.
+    """Change name, regions, time zone and status as `edit` asks; True when anything changed.
 
-    Everything is checked before anything changes: a bad name, an unknown region or a status the
-    lifecycle forbids raises a NewsletterError and the subscriber stays as they were.
+    Everything is checked before anything changes: a bad name, an unknown region or time zone, or a
+    status the lifecycle forbids raises a NewsletterError and the subscriber stays as they were.
     """
     subscriber = get_subscriber(session, subscriber_id)
     assert subscriber.id is not None
     name, status = _checked(subscriber, edit)
+    try:
+        zone = zones.check_zone(edit.timezone) if edit.timezone is not None else None
+    except ValueError as exc:
+        raise NewsletterError(str(exc)) from exc
     wanted = _wanted_regions(session, edit.regions) if edit.regions is not None else None
     before_regions = regions_of(session, subscriber)
     changes: dict[str, Any] = {}
@@ -161,9 +168,10 @@ def update_subscriber(session: Session, subscriber_id: int, edit: SubscriberEdit
     status_changed = status != subscriber.status
     if status_changed and (change := _change_status(session, subscriber, status, actor, now)):
         changes["status"] = change
+    moved = zone is not None and change_timezone(session, subscriber, zone, actor=actor, now=now)
     if changes:
         subscriber.updated_at = now
         session.add(subscriber)
         audit.record(session, actor, "subscriber.update", "subscriber", subscriber.id, changes)
     session.flush()
-    return bool(changes) or status_changed
+    return bool(changes) or status_changed or moved

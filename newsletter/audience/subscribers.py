@@ -2,11 +2,12 @@
 
 The import format (documented for volunteers in `subscribers/README.md`)::
 
-    email,name,regions,status
-    ada@example.org,Ada Lovelace,africa;South Asia,active
+    email,name,regions,status,timezone
+    ada@example.org,Ada Lovelace,africa;South Asia,active,Africa/Nairobi
 
 `regions` are codes or names separated by `;` (empty means all regions); `status` is optional
-(default `active`). Re-importing an address updates it. An import never re-activates an address that
+(default `active`); `timezone` is optional, an IANA name (empty: keep the subscriber's zone, or for a
+new subscriber the default `TIMEZONE`). Re-importing an address updates it. An import never re-activates an address that
 unsubscribed, bounced or complained, and never stores an address that is suppressed.
 
 Reading (`read_csv`) is pure and yields each row or a line-numbered problem; `import_subscribers`
@@ -28,14 +29,16 @@ from sqlmodel import Session
 
 from newsletter.audience import queries
 from newsletter.audience.queries import subscriber_regions as subscriber_regions
+from newsletter.audience.timezones import retime
 from newsletter.content.queries import region_ids as regions_by_code
 from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import InvalidTransition, Problem
 from newsletter.core.models import email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
+from newsletter.core.zones import check_zone
 
-COLUMNS = ("email", "name", "regions", "status")
+COLUMNS = ("email", "name", "regions", "status", "timezone")
 REQUIRED_COLUMNS = ("email",)
 CHUNK = 2000
 MAX_NAME = 200
@@ -85,6 +88,8 @@ class Row(NamedTuple):
     name: str
     regions: tuple[str, ...]
     status: SubscriberStatus
+    timezone: str | None = None
+    """An IANA zone name, or None when the cell was empty (keep the zone, or the default for a new row)."""
 
 
 def _region_parser(regions: RegionIndex) -> Callable[[str], tuple[str, ...] | str]:
@@ -155,7 +160,7 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     try:
         header = next(reader)
     except StopIteration:
-        yield Problem(0, "the file is empty; expected a header line: email,name,regions[,status]")
+        yield Problem(0, "the file is empty; expected a header line: email,name,regions[,status][,timezone]")
         return
     except csv.Error as exc:
         yield Problem(1, f"unreadable header: {exc}")
@@ -164,16 +169,21 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         yield Problem(
-            1, f"the header has no {', '.join(missing)} column; expected email,name,regions[,status]"
+            1,
+            f"the header has no {', '.join(missing)} column; expected email,name,regions[,status][,timezone]",
         )
         return
     unknown = [c for c in columns if c and c not in COLUMNS]
     if unknown:
-        yield Problem(1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status]")
+        yield Problem(
+            1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status][,timezone]"
+        )
         return
     # Position of each column, or a position past any row (read as empty) when the column is absent.
     absent = len(columns)
-    email_at, name_at, regions_at, status_at = (columns.index(c) if c in columns else absent for c in COLUMNS)
+    email_at, name_at, regions_at, status_at, zone_at = (
+        columns.index(c) if c in columns else absent for c in COLUMNS
+    )
     parse_regions = _region_parser(regions)
     statuses = {s.value: s for s in SubscriberStatus}
     seen: dict[str, int] = {}
@@ -217,8 +227,15 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
         if status is None:
             yield Problem(start, f"unknown status {raw_status!r} (allowed: {', '.join(statuses)})")
             continue
+        zone = fields[zone_at].strip() or None
+        if zone is not None:
+            try:
+                zone = check_zone(zone)
+            except ValueError as exc:
+                yield Problem(start, str(exc))
+                continue
         seen[email] = start
-        yield Row(start, email, name, codes, status)
+        yield Row(start, email, name, codes, status, zone)
 
 
 @dataclass
@@ -282,6 +299,8 @@ class _ChunkPlan:
     new_regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)
     region_sets: dict[int, set[int]] = field(default_factory=dict)
+    moved: list[int] = field(default_factory=list)
+    """Known subscribers whose time zone changes: their deliveries not yet due move with them."""
 
 
 def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any]:
@@ -295,6 +314,7 @@ def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any
         "updated_at": now,
         "confirmed_at": now if row.status == SubscriberStatus.ACTIVE else None,
         "unsubscribed_at": now if row.status == SubscriberStatus.UNSUBSCRIBED else None,
+        "timezone": row.timezone,
     }
 
 
@@ -332,7 +352,8 @@ def _plan_chunk(
         status = _kept_status(found, row, digest in known.suppressed)
         if status != row.status:
             report.kept_status += 1
-        changed = found.name != row.name or found.status != status
+        zone = row.timezone or found.timezone
+        changed = found.name != row.name or found.status != status or found.timezone != zone
         wanted = {region_ids[c] for c in row.regions}
         if known.regions.get(found.id, set()) != wanted:
             plan.region_sets[found.id] = wanted
@@ -341,6 +362,9 @@ def _plan_chunk(
             report.unchanged += 1
             continue
         update: dict[str, Any] = {"id": found.id, "name": row.name, "status": str(status), "updated_at": now}
+        update["timezone"] = zone
+        if zone != found.timezone:
+            plan.moved.append(found.id)
         if status != found.status and status == SubscriberStatus.UNSUBSCRIBED:
             update["unsubscribed_at"] = now
         plan.updates.append(update)
@@ -376,6 +400,7 @@ def import_subscribers(
             for sid, email in queries.insert_subscribers(session, plan.new_rows).items()
         }
         queries.update_subscribers(session, plan.updates)
+        retime(session.connection(), plan.moved, now)
         queries.replace_regions(session, plan.region_sets)
         queries.replace_regions(session, created, created=True)
         if progress:

@@ -25,6 +25,7 @@ from sqlmodel import Session
 from newsletter.cli import context
 from newsletter.cli.bulletins import bulletins_app, local_time
 from newsletter.content.bulletins import parse_send_at
+from newsletter.core import zones
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
 from newsletter.core.errors import NewsletterError
 from newsletter.core.status import BulletinStatus
@@ -95,6 +96,17 @@ def _print_summary(summary: SendSummary) -> None:
         if summary.rate:
             out.print(f", {summary.rate:,.0f} recipients/s", end="")
         out.print()
+    if summary.zones:
+        zones = Table(f"zone (local time {summary.local_send_at})", "due", "sent", "pending", "total")
+        for z in summary.zones:
+            zones.add_row(
+                z.timezone or "(default)",
+                local_time(z.due_at),
+                str(z.sent),
+                str(z.counts.get("pending", 0)),
+                str(z.total),
+            )
+        out.print(zones)
     if summary.last_error:
         out.print(f"[red]{summary.last_error}[/red]", soft_wrap=True)
     if summary.errors:
@@ -138,7 +150,7 @@ def status_command(
 ) -> None:
     """Where a bulletin's send stands: deliveries per status, duration, rate, errors."""
     with context.session() as session:
-        summary = send_summary(session, bulletin_id)
+        summary = send_summary(session, bulletin_id, default_zone=context.settings().TIMEZONE)
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -150,7 +162,11 @@ def status_command(
 
 def worker_command(
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Exit once no bulletin is sending (no schedule slots).")
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Exit once nothing is due now (no schedule slots), printing when the next delivery falls due.",
+        ),
     ] = False,
 ) -> None:
     """Send: the schedule slots and the tick (lease recovery, due bulletins, the send loop). Run as many
@@ -162,7 +178,11 @@ def worker_command(
     context.warn_about_sender()
     with _stop_on_signals() as stop:
         if until_idle:
-            run_until_idle(context.settings(), stop, engine=context.engine())
+            next_due = run_until_idle(context.settings(), stop, engine=context.engine())
+            if next_due is not None:
+                context.console.print(
+                    f"nothing is due now; the next delivery falls due {local_time(next_due)}"
+                )
         else:
             run_scheduler(context.settings(), stop, engine=context.engine())
 
@@ -362,8 +382,32 @@ def schedule_command(
     at: Annotated[
         str, typer.Option("--at", help="ISO-8601 time (TIMEZONE if no offset), e.g. 2026-11-30T07:00")
     ],
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="--at is a wall-clock time (no offset) each subscriber receives in their own time zone.",
+        ),
+    ] = False,
 ) -> None:
-    """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready)."""
+    """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready).
+
+    With --local, `--at 2026-11-30T07:00` reaches everyone at 07:00 their time: it starts when 07:00
+    first comes anywhere (UTC+14) and ends when it comes in the last zone (UTC−12).
+    """
+    if local:
+        try:
+            wall = zones.parse_wall(at)
+        except ValueError as exc:
+            raise NewsletterError(str(exc)) from exc
+        with context.session() as session:
+            lifecycle.schedule_local(session, bulletin_id, wall)
+        first, last = zones.first_and_last(wall)
+        context.console.print(
+            f"bulletin {bulletin_id} will reach each subscriber at {zones.format_wall(wall).replace('T', ' ')} "
+            f"their time: the first zone {local_time(first)}, the last {local_time(last)}"
+        )
+        return
     when = parse_send_at(at, context.settings())
     with context.session() as session:
         lifecycle.schedule(session, bulletin_id, when)
@@ -384,7 +428,7 @@ def pause_command(bulletin_id: Id) -> None:
 def resume_command(bulletin_id: Id) -> None:
     """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
     with context.session() as session:
-        bulletin = lifecycle.resume(session, bulletin_id)
+        bulletin = lifecycle.resume(session, bulletin_id, default_zone=context.settings().TIMEZONE)
         status = bulletin.status
     context.console.print(f"bulletin {bulletin_id} is {status} again")
 

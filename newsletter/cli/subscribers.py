@@ -41,7 +41,7 @@ def _read_text(path: Path) -> str:
 
 @subscribers_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="CSV with columns email,name,regions[,status]")],
+    file: Annotated[Path, typer.Argument(help="CSV with columns email,name,regions[,status][,timezone]")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row, store nothing.")] = False,
 ) -> None:
     """Import or update subscribers from CSV. Bad rows are reported by line; the good ones are stored."""
@@ -148,10 +148,15 @@ def update_command(
     regions: Annotated[
         str | None, typer.Option(help="The regions, codes separated by ';' (replaces the current ones).")
     ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone, e.g. Africa/Nairobi (local-time bulletins arrive then)."),
+    ] = None,
 ) -> None:
-    """Change a subscriber's name, status or regions, as staff do in the admin (same rules, audited)."""
+    """Change a subscriber's name, status, regions or time zone, as staff do in the admin (same rules,
+    audited)."""
     codes = [c.strip() for c in regions.split(";") if c.strip()] if regions is not None else None
-    edit = staff.SubscriberEdit(name=name, status=status, regions=codes)
+    edit = staff.SubscriberEdit(name=name, status=status, regions=codes, timezone=timezone)
     with context.session() as session:
         found = staff.get_subscriber(session, subscriber)
         assert found.id is not None

@@ -162,8 +162,12 @@ def change_status(
     reason: str = "",
     send_at: datetime | None = None,
     set_send_at: bool = False,
+    local_send_at: str | None = None,
 ) -> Bulletin:
-    """Move a bulletin through its lifecycle (rules in `newsletter.core.status`), audited."""
+    """Move a bulletin through its lifecycle (rules in `newsletter.core.status`), audited.
+
+    `set_send_at` sets its send time, and its local-time slot with it (None: everyone at once).
+    """
     old = bulletin.status
     if new != old:
         check_bulletin(old, new)
@@ -172,6 +176,9 @@ def change_status(
     if set_send_at:
         changes["send_at"] = [bulletin.send_at, send_at]
         bulletin.send_at = send_at
+        if bulletin.local_send_at != local_send_at:
+            changes["local_send_at"] = [bulletin.local_send_at, local_send_at]
+            bulletin.local_send_at = local_send_at
     if reason:
         bulletin.last_error = reason
         changes["reason"] = reason

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     # --- schedule --------------------------------------------------------------------------------
     TIMEZONE: str = "Europe/London"
     SEND_SCHEDULE: str = "0 7 * * mon"
+    SEND_LOCAL_TIME: bool = False
     SCHEDULER_TICK_SECONDS: float = 5.0
     MISFIRE_GRACE_SECONDS: int = 6 * 3600
 

@@ -74,6 +74,8 @@ class Subscriber(SQLModel, table=True):
         sa_type=sa.String(32),
         sa_column_kwargs={"server_default": random_secret()},  # for bulk inserts that do not name it
     )
+    # An IANA zone name (`core.zones`); None means `TIMEZONE`, the default, whatever it is set to.
+    timezone: str | None = Field(default=None, sa_type=sa.String(64))
 
 
 class Subscription(SQLModel, table=True):
@@ -96,6 +98,9 @@ class Bulletin(SQLModel, table=True):
     intro: str = Field(default="", sa_type=sa.Text)
     status: str = Field(default=BulletinStatus.DRAFT, sa_type=sa.String(16))
     send_at: datetime | None = None
+    # A local-time send: the wall-clock slot (`YYYY-MM-DDTHH:MM`) each subscriber receives in their own
+    # zone; `send_at` is then when the first zone's slot comes. None: everyone at once.
+    local_send_at: str | None = Field(default=None, sa_type=sa.String(16))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

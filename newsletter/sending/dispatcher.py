@@ -95,15 +95,18 @@ class Dispatcher:
                 bulletin_id = queries.claim_due(conn, now)
                 if bulletin_id is None:
                     break
-                planned = queries.plan(conn, bulletin_id, now)
+                planned = queries.plan(conn, bulletin_id, now, default_zone=self.settings.TIMEZONE)
                 self._audit_start(conn, bulletin_id, "send_at reached")
             log.info("bulletin %s: its send time has come; sending to %d recipients", bulletin_id, planned)
             started.append(bulletin_id)
         return started
 
-    def fire_slot(self, slot_at: datetime) -> int | None:
+    def fire_slot(self, slot_at: datetime, local: datetime | None = None) -> int | None:
         """Fire one slot of `SEND_SCHEDULE`: once across all processes, start the oldest ready bulletin
-        without a `send_at`. Returns its id, or None (slot fired elsewhere already, or nothing ready)."""
+        without a `send_at`. Returns its id, or None (slot fired elsewhere already, or nothing ready).
+
+        `local` (a naive wall-clock time) makes it a local-time send of that slot (`SEND_LOCAL_TIME`),
+        fired when the slot first comes anywhere: each subscriber then gets it at `local` in their zone."""
         now = self.clock()
         with self.transaction() as conn:
             if not queries.fire_slot(conn, slot_at, now, self.worker):
@@ -114,7 +117,9 @@ class Dispatcher:
                 log.info("slot %s: no bulletin is ready; nothing sent", slot_at.isoformat())
                 return None
             queries.set_slot_bulletin(conn, slot_at, bulletin_id)
-            planned = queries.plan(conn, bulletin_id, now)
+            if local is not None:
+                queries.set_local_slot(conn, bulletin_id, local)
+            planned = queries.plan(conn, bulletin_id, now, default_zone=self.settings.TIMEZONE)
             self._audit_start(conn, bulletin_id, f"schedule slot {slot_at.isoformat()}")
         log.info("slot %s: sending bulletin %s to %d recipients", slot_at.isoformat(), bulletin_id, planned)
         return bulletin_id

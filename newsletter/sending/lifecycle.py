@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from newsletter.content.bulletins import change_status, get_bulletin
 from newsletter.content.items import ensure_sendable
-from newsletter.core import audit
+from newsletter.core import audit, zones
 from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.core.status import BulletinStatus
@@ -35,7 +35,9 @@ def locked(session: Session, bulletin_id: int) -> Bulletin:
     return bulletin
 
 
-def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime) -> int:
+def _to_sending(
+    session: Session, bulletin: Bulletin, actor: str, now: datetime, default_zone: str | None = None
+) -> int:
     change_status(session, bulletin, B.SENDING, actor=actor)
     if bulletin.started_at is None:
         bulletin.started_at = now
@@ -43,7 +45,7 @@ def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime)
     session.add(bulletin)
     session.flush()
     assert bulletin.id is not None
-    planned = queries.plan(session.connection(), bulletin.id, now)
+    planned = queries.plan(session.connection(), bulletin.id, now, default_zone=default_zone)
     log.info("bulletin %s %r: sending to %d new recipients (%s)", bulletin.id, bulletin.title, planned, actor)
     return planned
 
@@ -52,6 +54,7 @@ def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR
     """Start sending a bulletin now (from draft, ready or paused); returns how many deliveries were planned.
 
     A bulletin already sending is left as it is (0). Sent or cancelled ones raise InvalidTransition.
+    "Now" means everyone now: a local-time slot the bulletin had is dropped (unless it already started).
     """
     now = utcnow()
     bulletin = locked(session, bulletin_id)
@@ -60,18 +63,46 @@ def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR
         return 0
     if bulletin.status == B.DRAFT:
         change_status(session, bulletin, B.READY, actor=actor)
+    if bulletin.started_at is None and bulletin.local_send_at is not None:
+        bulletin.local_send_at = None
     return _to_sending(session, bulletin, actor, now)
 
 
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
     """Set a bulletin's own send time and make it `ready` (from draft, ready, or paused before it started)."""
+    bulletin = _schedulable(session, bulletin_id)
+    return change_status(session, bulletin, B.READY, actor=actor, send_at=when, set_send_at=True)
+
+
+def schedule_local(
+    session: Session, bulletin_id: int, wall: datetime, *, actor: str = audit.CLI_ACTOR
+) -> Bulletin:
+    """Send a bulletin at a wall-clock time (naive `wall`) that each subscriber receives in their own zone.
+
+    It starts when that time first comes anywhere (`send_at`: Pacific/Kiritimati, UTC+14) and finishes
+    after it comes in the last zone (UTC−12); each delivery waits for its own zone (`core.zones`).
+    """
+    bulletin = _schedulable(session, bulletin_id)
+    first, _ = zones.first_and_last(wall)
+    return change_status(
+        session,
+        bulletin,
+        B.READY,
+        actor=actor,
+        send_at=first,
+        set_send_at=True,
+        local_send_at=zones.format_wall(wall),
+    )
+
+
+def _schedulable(session: Session, bulletin_id: int) -> Bulletin:
     bulletin = locked(session, bulletin_id)
     ensure_sendable(session, bulletin_id)
     if bulletin.status == B.PAUSED and bulletin.started_at is not None:
         raise InvalidTransition(
             f"bulletin {bulletin_id} has already started sending; resume it instead of scheduling it"
         )
-    return change_status(session, bulletin, B.READY, actor=actor, send_at=when, set_send_at=True)
+    return bulletin
 
 
 def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, reason: str = "") -> Bulletin:
@@ -79,13 +110,19 @@ def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, r
     return change_status(session, locked(session, bulletin_id), B.PAUSED, actor=actor, reason=reason)
 
 
-def resume(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
-    """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`."""
+def resume(
+    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, default_zone: str | None = None
+) -> Bulletin:
+    """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`.
+
+    A local-time send goes on with the zones still to come (deliveries already due go out at once);
+    re-planning it needs `default_zone` (`TIMEZONE`) for subscribers without a zone of their own.
+    """
     bulletin = locked(session, bulletin_id)
     if bulletin.status != B.PAUSED:
         raise InvalidTransition(f"bulletin {bulletin_id} is {bulletin.status}, not paused")
     if bulletin.started_at is not None:
-        _to_sending(session, bulletin, actor, utcnow())
+        _to_sending(session, bulletin, actor, utcnow(), default_zone)
         return bulletin
     bulletin.last_error = ""
     return change_status(session, bulletin, B.READY, actor=actor)

@@ -23,16 +23,19 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
+from newsletter.core import zones
 from newsletter.core.config import Settings
 from newsletter.core.db import make_engine
 from newsletter.core.errors import ConfigError
 from newsletter.core.models import utcnow
+from newsletter.sending import queries
 from newsletter.sending.dispatcher import Dispatcher, PassReport
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 SLOT_JOB = "newsletter-slot"
 TICK_JOB = "newsletter-tick"
 _MAX_SLOTS_SCANNED = 100_000
+_LOCAL_LEAD = timedelta(hours=27)
+"""More than the widest gap between a zone's clock and any other's (UTC+14 to UTC−12 is 26 hours)."""
+LOCAL_SLOT_CHECK_SECONDS = 60
+"""With `SEND_LOCAL_TIME`, how often the slot job looks for a slot whose first zone has come."""
 
 
 class _QuietTickFilter(logging.Filter):
@@ -80,6 +87,29 @@ def latest_slot(trigger: CronTrigger, now: datetime, grace_seconds: float) -> da
     return last.astimezone(UTC) if last is not None else None
 
 
+def latest_local_slot(
+    trigger: CronTrigger, tz: ZoneInfo, now: datetime, grace_seconds: float
+) -> tuple[datetime, datetime] | None:
+    """With `SEND_LOCAL_TIME`: the latest slot whose wall-clock time has come in the first zone on Earth
+    by `now`, at most `grace_seconds` ago, as (the slot in `TIMEZONE`, in UTC; its wall-clock time).
+
+    A slot's wall time comes up to 14 hours before `TIMEZONE`'s and is caught up to `grace_seconds`
+    after; the slot keeps its `TIMEZONE` instant as its key, so it still fires once across processes.
+    """
+    earliest = now - timedelta(seconds=grace_seconds)
+    slot = trigger.get_next_fire_time(None, earliest - _LOCAL_LEAD)
+    found = None
+    for _ in range(_MAX_SLOTS_SCANNED):
+        if slot is None or slot > now + _LOCAL_LEAD:
+            break
+        wall = slot.astimezone(tz).replace(tzinfo=None)
+        first, _ = zones.first_and_last(wall)
+        if earliest <= first <= now:
+            found = (slot.astimezone(UTC), wall)
+        slot = trigger.get_next_fire_time(slot, slot + timedelta(seconds=1))
+    return found
+
+
 class SendScheduler:
     """The slot and tick jobs for one process. `start()` catches up a missed slot, then runs both jobs."""
 
@@ -102,6 +132,11 @@ class SendScheduler:
     def fire_slot(self, now: datetime | None = None) -> int | None:
         """Fire the latest slot within the grace period, if any and not yet fired; the bulletin started."""
         now = now or self.clock()
+        if self.settings.SEND_LOCAL_TIME:
+            local = latest_local_slot(
+                self.trigger, self.settings.tz, now, self.settings.MISFIRE_GRACE_SECONDS
+            )
+            return self.dispatcher.fire_slot(*local) if local is not None else None
         slot = latest_slot(self.trigger, now, self.settings.MISFIRE_GRACE_SECONDS)
         if slot is None:
             return None
@@ -138,9 +173,13 @@ class SendScheduler:
                 logger.addFilter(_QUIET)
         self.catch_up()
         scheduler = BackgroundScheduler(timezone=s.tz)
+        # A local-time slot fires when it first comes anywhere, which no cron in TIMEZONE says: the job
+        # then looks every minute (the slot table still makes each slot fire once).
         scheduler.add_job(
             self._slot_job,
-            self.trigger,
+            IntervalTrigger(seconds=LOCAL_SLOT_CHECK_SECONDS, timezone=s.tz)
+            if s.SEND_LOCAL_TIME
+            else self.trigger,
             id=SLOT_JOB,
             name=SLOT_JOB,
             misfire_grace_time=s.MISFIRE_GRACE_SECONDS,
@@ -194,24 +233,27 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
             engine.dispose()
 
 
-def run_until_idle(settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None) -> int:
-    """Tick until no bulletin is sending (or `stop_event` is set); returns recipients handled.
+def run_until_idle(
+    settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None
+) -> datetime | None:
+    """Tick until nothing is due now (or `stop_event` is set); returns when the next delivery falls due
+    (a local-time send's next zone, a scheduled bulletin), or None when nothing is waiting.
 
-    For batch jobs, benchmarks and tests: the send loop without the cron slots.
+    For batch jobs, benchmarks and tests: the send loop without the cron slots. Deliveries waiting for a
+    retry or a lease count as due: the send under way is finished first.
     """
     own_engine = engine is None
     engine = engine or make_engine(settings.DATABASE_URL)
     dispatcher = Dispatcher(settings, engine, stop=stop_event)
-    handled = 0
     try:
         while not stop_event.is_set():
             report = dispatcher.tick()
-            handled += report.recipients
-            if not dispatcher.sending():
-                break
+            with dispatcher.transaction() as conn:
+                if not queries.due_now(conn, dispatcher.clock()):
+                    return queries.next_due(conn)
             if report.recipients == 0:
                 stop_event.wait(min(settings.SCHEDULER_TICK_SECONDS, 1.0))
+        return None
     finally:
         if own_engine:
             engine.dispose()
-    return handled

@@ -11,13 +11,15 @@ Read-only: nothing here changes a row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlmodel import Session
 
 from newsletter.content.bulletins import get_bulletin
+from newsletter.core import zones
 from newsletter.core.models import Bulletin, Delivery, TestSend, utcnow
 from newsletter.core.status import OPEN_DELIVERY, SENT_DELIVERY, BulletinStatus, DeliveryStatus
 from newsletter.sending import queries
@@ -44,6 +46,53 @@ class ErrorCount:
 
 
 @dataclass(frozen=True)
+class ZoneProgress:
+    """One time zone of a local-time send: when the slot comes there and how its deliveries stand."""
+
+    timezone: str | None
+    """The IANA name; None for subscribers without a zone when the default zone was not given."""
+    due_at: datetime | None
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def sent(self) -> int:
+        return sum(n for s, n in self.counts.items() if s in SENT_DELIVERY)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "timezone": self.timezone,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "total": self.total,
+            "pending": self.counts.get(DeliveryStatus.PENDING, 0),
+            "sending": self.counts.get(DeliveryStatus.SENDING, 0),
+            "sent": self.sent,
+            "failed": self.counts.get(DeliveryStatus.FAILED, 0),
+            "skipped": self.counts.get(DeliveryStatus.SKIPPED, 0),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+def zone_progress(
+    conn: Connection, bulletin_id: int, wall: datetime | None, default_zone: str | None
+) -> list[ZoneProgress]:
+    """Per zone, in the order the slot comes there: a local-time send's timeline. Empty for other sends."""
+    if wall is None:
+        return []
+    counts: dict[str | None, dict[str, int]] = {}
+    for zone, status, n in queries.zone_status_counts(conn, bulletin_id):
+        key = zone if zone in zones.all_zones() else default_zone
+        bucket = counts.setdefault(key, {})
+        bucket[status] = bucket.get(status, 0) + n
+    rows = [ZoneProgress(z, zones.due_at(wall, z) if z else None, c) for z, c in counts.items()]
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(rows, key=lambda r: (r.due_at or far, r.timezone or ""))
+
+
+@dataclass(frozen=True)
 class SendSummary:
     """Where a bulletin's send stands: what `newsletter status` prints and the admin shows."""
 
@@ -59,6 +108,10 @@ class SendSummary:
     last_error: str
     errors: list[ErrorCount]
     as_of: datetime
+    local_send_at: str | None = None
+    """The wall-clock slot of a local-time send (None: everyone at once)."""
+    zones: list[ZoneProgress] = field(default_factory=list)
+    """A local-time send's zones, first due first."""
 
     @property
     def total(self) -> int:
@@ -110,6 +163,8 @@ class SendSummary:
             "rate_per_second": round(self.rate, 1) if self.rate is not None else None,
             "last_error": self.last_error,
             "errors": [{"status": e.status, "error": e.error, "count": e.count} for e in self.errors],
+            "local_send_at": self.local_send_at,
+            "zones": [z.as_dict() for z in self.zones],
         }
 
     def line(self) -> str:
@@ -122,8 +177,13 @@ class SendSummary:
         return f"bulletin {self.bulletin_id} {self.title!r} {self.status}: {counts}{duration}{rate}"
 
 
-def send_summary(session: Session, bulletin_id: int, *, now: datetime | None = None) -> SendSummary:
-    """The send summary of a bulletin from its delivery ledger (read afresh, whatever the session holds)."""
+def send_summary(
+    session: Session, bulletin_id: int, *, now: datetime | None = None, default_zone: str | None = None
+) -> SendSummary:
+    """The send summary of a bulletin from its delivery ledger (read afresh, whatever the session holds).
+
+    `default_zone` (`TIMEZONE`) names the zone of subscribers without one in a local-time send's `zones`.
+    """
     bulletin = session.get(Bulletin, bulletin_id, populate_existing=True) or get_bulletin(
         session, bulletin_id
     )
@@ -139,6 +199,13 @@ def send_summary(session: Session, bulletin_id: int, *, now: datetime | None = N
         last_error=bulletin.last_error,
         errors=[ErrorCount(*e) for e in queries.error_counts(conn, bulletin_id)],
         as_of=now or utcnow(),
+        local_send_at=bulletin.local_send_at,
+        zones=zone_progress(
+            conn,
+            bulletin_id,
+            zones.parse_wall(bulletin.local_send_at) if bulletin.local_send_at else None,
+            default_zone,
+        ),
     )
 
 
@@ -200,11 +267,13 @@ def _progress(session: Session, summary: SendSummary, now: datetime) -> Progress
     )
 
 
-def dashboard(session: Session, bulletin_id: int, *, now: datetime | None = None) -> Dashboard:
-    """The dashboard of a bulletin (NotFound if there is none)."""
+def dashboard(
+    session: Session, bulletin_id: int, *, now: datetime | None = None, default_zone: str | None = None
+) -> Dashboard:
+    """The dashboard of a bulletin (NotFound if there is none); `default_zone` as for `send_summary`."""
     now = now or utcnow()
     bulletin = get_bulletin(session, bulletin_id)
-    summary = send_summary(session, bulletin_id, now=now)
+    summary = send_summary(session, bulletin_id, now=now, default_zone=default_zone)
     counts = {s.value: 0 for s in DeliveryStatus}
     counts.update(summary.counts)
     conn = session.connection()

@@ -35,12 +35,14 @@ from sqlmodel import Session
 from newsletter.audience import my_data, optin, preferences, suppressions, welcome
 from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
+from newsletter.audience.timezones import change_timezone
 from newsletter.audience.view_online import online_view
 from newsletter.content.regions import RegionIndex
 from newsletter.content.render import Renderer, as_web_page, personalize
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber
 from newsletter.core.status import SubscriberStatus
+from newsletter.core.zones import all_zones, check_zone
 from newsletter.mail.links import Links
 from newsletter.mail.tokens import Claims, Purpose
 from newsletter.web.background import after_response
@@ -137,6 +139,8 @@ def _form_context(
         "action": settings.BASE_URL.rstrip("/") + "/subscribe",
         "honeypot": HONEYPOT_FIELD,
         "form_errors": FormErrors(prefix=SUBSCRIBE_FIELD_PREFIX),
+        "timezone_script": settings.BASE_URL.rstrip("/") + "/static/timezone.js",
+        "embed": False,
     }
 
 
@@ -156,6 +160,7 @@ def subscribe(
     name: Annotated[str, Form()] = "",
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     website: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
     if website.strip():
         log.info("subscribe: honeypot filled in; nothing stored")
@@ -177,7 +182,9 @@ def subscribe(
         context = _form_context(session, settings, {"email": email, "name": name, "regions": list(codes)})
         form_errors = FormErrors(errors, prefix=SUBSCRIBE_FIELD_PREFIX)
         return page(request, "subscribe.html", {**context, "form_errors": form_errors}, status=400)
-    result = optin.request_subscription(session, settings, address, clean, codes, client_ip=client_ip)
+    result = optin.request_subscription(
+        session, settings, address, clean, codes, client_ip=client_ip, timezone=_zone_or_none(timezone)
+    )
     session.commit()
     if result.outcome is optin.Outcome.TOO_MANY:
         return page(request, "too_many.html", status=429)
@@ -186,6 +193,16 @@ def subscribe(
             request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
         )
     return page(request, "check_inbox.html")
+
+
+def _zone_or_none(raw: str) -> str | None:
+    """The browser's zone from the form's hidden field, or None (the default zone applies). The visitor
+    never typed it, so a value `zoneinfo` does not know is dropped rather than shown as an error."""
+    try:
+        return check_zone(raw) if raw.strip() else None
+    except ValueError:
+        log.info("subscribe: unknown time zone %r from the browser; the default applies", raw[:64])
+        return None
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
@@ -247,6 +264,8 @@ def _preferences_page(
         "messages": messages,
         "active": subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
         "can_resubscribe": subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+        "timezone": subscriber.timezone or settings.TIMEZONE,
+        "zones": sorted(all_zones()),
         "my_data_minutes": max(1, settings.MY_DATA_TTL_SECONDS // 60),
     }
     return page(request, "preferences.html", context, status=status, token_page=True)
@@ -257,6 +276,18 @@ def preferences_page(
     request: Request, link: PreferencesLink, session: SessionDep, settings: SettingsDep
 ) -> Response:
     return _preferences_page(request, session, settings, link.subscriber)
+
+
+def _timezone_action(
+    session: Session, subscriber: Subscriber, raw: str, page: Callable[..., HTMLResponse]
+) -> HTMLResponse:
+    """The preference centre's time zone form: saved (moving deliveries not yet due), or a 400 saying why."""
+    try:
+        changed = change_timezone(session, subscriber, raw)
+    except ValueError as exc:
+        return page(errors={"timezone": f"Please choose your time zone from the list ({exc})."}, status=400)
+    session.commit()
+    return page(notice="Your time zone is saved." if changed else "Your time zone is unchanged.")
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
@@ -270,6 +301,7 @@ def preferences_change(
     action: Annotated[str, Form()] = "",
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     weeks: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
     subscriber = link.subscriber
 
@@ -284,6 +316,8 @@ def preferences_change(
         changed = preferences.change_regions(session, subscriber, codes)
         session.commit()
         return again(notice="Your regions are saved." if changed else "Your regions are unchanged.")
+    if action == "timezone":
+        return _timezone_action(session, subscriber, timezone, again)
     if action == "pause":
         try:
             until = preferences.pause(session, subscriber, int(weeks))

@@ -134,3 +134,45 @@ def test_run_serves_the_web_app_and_sends_due_bulletins_in_one_process(
     assert proc.returncode == 0, stderr
     assert f"bulletin {bulletin.id}" in stderr
     assert "scheduler stopped" in stderr  # the scheduler thread was stopped, not killed
+
+
+def test_schedule_local_then_worker_until_idle_sends_the_zones_that_have_come(
+    cli: Cli, settings: Settings, session: Session, make_bulletin: MakeBulletin, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.core import zones
+
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,name,regions,timezone\n"
+        "m@example.org,M,africa,Asia/Manila\nk@example.org,K,africa,Pacific/Kiritimati\n"
+        "g@example.org,G,africa,America/Guatemala\nx@example.org,X,africa,Etc/GMT+12\n",
+        "utf-8",
+    )
+    cli("subscribers", "import", str(people))
+    bulletin = make_bulletin(status=BulletinStatus.DRAFT)
+    # Three hours ahead on UTC's clock: come in Manila and Kiritimati, not yet in Guatemala or at GMT+12.
+    wall = (datetime.now(UTC) + timedelta(hours=3)).replace(tzinfo=None, second=0, microsecond=0)
+    at = zones.format_wall(wall)
+    out = cli("bulletins", "schedule", str(bulletin.id), "--at", at, "--local").output
+    assert "their time" in out and "the first zone" in out
+    refused = cli(
+        "bulletins", "schedule", str(bulletin.id), "--at", "2026-11-30T07:00+02:00", "--local", code=1
+    )
+    assert "has a UTC offset" in refused.output
+
+    done = cli("worker", "--until-idle").output
+    next_due = zones.due_at(wall, "America/Guatemala").astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+    assert f"the next delivery falls due {next_due}" in done
+    data = json.loads(cli("status", str(bulletin.id), "--json").stdout)
+    assert data["status"] == "sending" and data["local_send_at"] == at
+    by_zone = {z["timezone"]: z for z in data["zones"]}
+    assert [z["timezone"] for z in data["zones"]] == [
+        "Pacific/Kiritimati",
+        "Asia/Manila",
+        "America/Guatemala",
+        "Etc/GMT+12",
+    ]
+    assert by_zone["Asia/Manila"]["due_at"] == zones.due_at(wall, "Asia/Manila").isoformat()
+    assert (by_zone["Asia/Manila"]["sent"], by_zone["Etc/GMT+12"]["pending"]) == (1, 1)

@@ -12,16 +12,16 @@ from sqlalchemy.engine import Engine
 
 from newsletter.core.models import SUBSCRIBER
 
-ROWS = '''email,name,regions,status
-ada@example.org,Ada Lovelace,africa;global,active
-"o'brien+tag@example.org","O'Brien, Seán ""Bud""",south-asia,active
-zoë@example.org,Zoë Ångström,latin-america;southeast-asia,pending
-left@example.org,,africa;latin-america;south-asia;southeast-asia;global,unsubscribed
-gone@example.org,Gone,africa,bounced
-spam@example.org,Spam,global,complained
-eve@example.org,"=HYPERLINK(""http://evil.example/"",""Click"")",africa,active
--minus@example.org,+1 @home,global,active
-quoted@example.org,''=typed with a quote,global,active
+ROWS = '''email,name,regions,status,timezone
+ada@example.org,Ada Lovelace,africa;global,active,Asia/Kathmandu
+"o'brien+tag@example.org","O'Brien, Seán ""Bud""",south-asia,active,America/Santiago
+zoë@example.org,Zoë Ångström,latin-america;southeast-asia,pending,
+left@example.org,,africa;latin-america;south-asia;southeast-asia;global,unsubscribed,
+gone@example.org,Gone,africa,bounced,
+spam@example.org,Spam,global,complained,Etc/GMT+12
+eve@example.org,"=HYPERLINK(""http://evil.example/"",""Click"")",africa,active,
+-minus@example.org,+1 @home,global,active,
+quoted@example.org,''=typed with a quote,global,active,
 '''
 
 
@@ -34,11 +34,12 @@ def test_export_then_import_round_trips(cli, engine: Engine, tmp_path: Path) -> 
     cli("subscribers", "export", str(first))
     exported = first.read_text(encoding="utf-8")
     # A BOM, so that Excel reads UTF-8; no cell a spreadsheet would run as a formula (OWASP).
-    assert exported.startswith("\ufeffemail,name,regions,status\n")
+    assert exported.startswith("\ufeffemail,name,regions,status,timezone\n")
     assert len(exported.splitlines()) == 10
     cells = [cell for row in csv.reader(io.StringIO(exported.lstrip("\ufeff"))) for cell in row]
     assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
     assert "'=HYPERLINK" in exported and "''=typed with a quote" in exported
+    assert "ada@example.org,Ada Lovelace,africa;global,active,Asia/Kathmandu" in exported.splitlines()
 
     # Into the same database: nothing changes.
     assert "0 new, 0 updated, 9 unchanged" in cli("subscribers", "import", str(first)).output
@@ -58,4 +59,4 @@ def test_export_then_import_round_trips(cli, engine: Engine, tmp_path: Path) -> 
 def test_export_to_standard_output_filters_like_list(cli) -> None:
     cli("init")
     out = cli("subscribers", "export", "--status", "active").stdout
-    assert out.splitlines() == ["email,name,regions,status"]
+    assert out.splitlines() == ["email,name,regions,status,timezone"]

@@ -173,3 +173,23 @@ def test_any_csv_gives_rows_or_line_numbered_problems(rows, crlf):
             assert "\n" not in result.name and "\r" not in result.name
             seen.add(result.email)
             assert SubscriberStatus(result.status)
+
+
+def test_timezone_column_is_checked_against_zoneinfo_with_line_numbers(session, settings):
+    text = (
+        "email,name,regions,timezone\n"
+        "a@example.org,A,africa,Africa/Nairobi\n"
+        "b@example.org,B,africa,Mars/Olympus\n"
+        "c@example.org,C,africa,\n"
+        "d@example.org,D,africa,europe/london\n"
+    )
+    report = run_import(session, settings, text)
+    assert [(p.line, "unknown time zone" in p.message) for p in report.problems] == [(3, True), (5, True)]
+    zones = dict(session.exec(select(Subscriber.email, Subscriber.timezone)).all())
+    assert zones == {"a@example.org": "Africa/Nairobi", "c@example.org": None}
+    # Re-importing without the column, or with an empty cell, keeps the zone; a new zone replaces it.
+    run_import(session, settings, "email,name,regions\na@example.org,A,africa\n")
+    run_import(session, settings, "email,name,regions,timezone\nc@example.org,C,africa,Asia/Manila\n")
+    session.expire_all()
+    zones = dict(session.exec(select(Subscriber.email, Subscriber.timezone)).all())
+    assert zones == {"a@example.org": "Africa/Nairobi", "c@example.org": "Asia/Manila"}

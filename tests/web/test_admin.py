@@ -324,8 +324,8 @@ def test_export_is_the_import_format(volunteer, new_subscriber):
     assert answer.text.startswith("\ufeff")  # Excel reads the file as UTF-8
     rows = list(csv.reader(io.StringIO(answer.text.removeprefix("\ufeff"))))
     assert rows == [
-        ["email", "name", "regions", "status"],
-        ["a@example.org", "A, with comma", "africa;global", "active"],
+        ["email", "name", "regions", "status", "timezone"],
+        ["a@example.org", "A, with comma", "africa;global", "active", ""],
     ]
 
 
@@ -481,3 +481,75 @@ def test_staff_manage_accounts(staff, session):
     staff.post(f"/admin/users/{new.id}", data={"csrf_token": token, "action": "disable"})
     session.expire_all()
     assert not session.get(User, new.id).is_active
+
+
+def test_volunteer_sets_a_time_zone_and_a_bad_one_changes_nothing(volunteer, new_subscriber, session):
+    person = new_subscriber(name="Ada", regions=["africa"])
+    page = volunteer.get(f"/admin/subscribers/{person.id}").text
+    assert (
+        '<option value="" selected>(the default zone)</option>' in page
+        and "<option>Asia/Kathmandu</option>" in page
+    )
+    token = csrf_of(volunteer, f"/admin/subscribers/{person.id}")
+    data = {"csrf_token": token, "name": "Ada", "regions": ["africa"], "status": "active"}
+    refused = volunteer.post(f"/admin/subscribers/{person.id}", data={**data, "timezone": "Mars/Olympus"})
+    assert refused.status_code == 400 and "unknown time zone" in refused.text
+    session.expire_all()
+    assert session.get(Subscriber, person.id).timezone is None
+    session.commit()
+    answer = volunteer.post(f"/admin/subscribers/{person.id}", data={**data, "timezone": "Asia/Kathmandu"})
+    assert answer.status_code == 303
+    session.expire_all()
+    assert session.get(Subscriber, person.id).timezone == "Asia/Kathmandu"
+    entry = session.exec(select(AuditEntry).where(AuditEntry.action == "subscriber.timezone")).one()
+    assert entry.actor == VOLUNTEER and "Asia/Kathmandu" in entry.changes
+    session.commit()
+    assert "<option selected>Asia/Kathmandu</option>" in volunteer.get(f"/admin/subscribers/{person.id}").text
+
+
+def test_staff_schedule_in_local_time_and_see_the_zones(staff, make_bulletin, session, settings):
+    from datetime import datetime, timedelta
+
+    from newsletter.audience.subscribers import import_subscribers
+    from newsletter.content.regions import RegionIndex
+    from newsletter.core import zones
+    from newsletter.core.db import make_engine
+    from newsletter.sending import dispatcher
+
+    csv_text = "email,name,regions,timezone\nk@example.org,K,africa,Pacific/Kiritimati\nl@example.org,L,africa,Etc/GMT+12\n"
+    assert import_subscribers(session, csv_text, RegionIndex.from_db(session, settings)).ok
+    bulletin = make_bulletin(status="draft")
+    wall = (datetime.now() + timedelta(days=3)).replace(hour=7, minute=0, second=0, microsecond=0)
+    first, last = zones.first_and_last(wall)
+    token = csrf_of(staff, f"/admin/bulletins/{bulletin.id}")
+    data = {
+        "csrf_token": token,
+        "action": "schedule",
+        "send_at": wall.strftime("%Y-%m-%dT%H:%M"),
+        "local": "yes",
+    }
+    answer = staff.post(f"/admin/bulletins/{bulletin.id}/status", data=data)
+    assert answer.status_code == 303
+    session.expire_all()
+    fresh = session.get(Bulletin, bulletin.id)
+    assert (fresh.status, fresh.local_send_at, fresh.send_at) == ("ready", zones.format_wall(wall), first)
+    session.commit()
+    shown = first.astimezone(settings.tz).strftime("%a %d %b %Y, %H:%M")
+    assert "each subscriber" in (page := staff.get(f"/admin/bulletins/{bulletin.id}").text) and shown in page
+    last_shown = last.astimezone(settings.tz).strftime("%a %d %b %Y, %H:%M")
+    assert last_shown in staff.get(f"/admin/bulletins/{bulletin.id}/preview").text
+
+    # Started at the first zone (a clock set to it): the timeline shows Kiritimati sent, GMT+12 waiting.
+    engine = make_engine(settings.DATABASE_URL)
+    worker = dispatcher.Dispatcher(settings, engine, clock=lambda: first)
+    worker.tick()
+    engine.dispose()
+    page = staff.get(f"/admin/bulletins/{bulletin.id}/dashboard").text
+    kiritimati = re.search(r'data-zone="Pacific/Kiritimati".*?</tr>', page, re.S)
+    waiting = re.search(r'data-zone="Etc/GMT\+12">.*?</tr>', page, re.S)
+    assert kiritimati and '<td class="num">1</td><td class="num">0</td>' in kiritimati.group(0)
+    assert (
+        waiting
+        and "(not yet)" in waiting.group(0)
+        and '<td class="num">0</td><td class="num">1</td>' in waiting.group(0)
+    )

@@ -242,6 +242,22 @@ def test_a_staff_edit_changes_name_and_regions(door, make_subscriber, session):
     assert _fresh(session, Subscriber, sid).name == "Ada L."
 
 
+def test_a_staff_edit_sets_the_time_zone_and_refuses_an_unknown_one(door, make_subscriber, session):
+    sid = make_subscriber(name="Ada", regions=["africa"]).id
+    session.commit()
+    refused, said = door(
+        "subscriber", sid, name="Ada", status="active", regions="africa", timezone="Mars/Base"
+    )
+    assert refused and "unknown time zone" in said
+    assert _fresh(session, Subscriber, sid).timezone is None
+    session.commit()
+    refused, _said = door(
+        "subscriber", sid, name="Ada", status="active", regions="africa", timezone="Asia/Manila"
+    )
+    assert not refused
+    assert _fresh(session, Subscriber, sid).timezone == "Asia/Manila"
+
+
 def test_a_test_send_is_a_test_send_never_a_delivery(door, make_bulletin, session, settings):
     b = make_bulletin().id
     session.commit()

@@ -17,8 +17,11 @@ together. The rules:
   matched regions become a bit mask (`SUM(1 << position)` over its subscriptions) and the mask becomes
   the key by concatenating the codes of its set bits in display order (SQLite 3.40 has no ordered
   `group_concat`). `variant_counts` uses the very same `eligible()` select.
+- **Plan a local-time send**: the same statement, joined to a small (zone, due_at) VALUES table computed
+  in Python for the bulletin's wall-clock slot (`core.zones`); each delivery's due time goes in
+  `not_before`, which the claim already honours.
 - **Claim** (`claim_batch`): up to `limit` pending deliveries of one bulletin and one variant, whose
-  `not_before` has passed, become `sending` under a lease token that is unique to the batch. PostgreSQL
+  `not_before` has passed (a retry time, or a local-time send's zone not yet come), become `sending` under a lease token that is unique to the batch. PostgreSQL
   locks them with `FOR UPDATE SKIP LOCKED` so concurrent workers take disjoint batches; SQLite relies on
   `BEGIN IMMEDIATE` (see `newsletter.core.db`), which serialises writers.
 - **Record** (`record_*`): one statement per batch outcome, fenced by the lease token: a worker whose
@@ -50,9 +53,12 @@ from newsletter.sending.queries.batches import (
 from newsletter.sending.queries.bulletins import (
     claim_due,
     claim_next_ready,
+    due_now,
     finish_if_done,
     fire_slot,
+    next_due,
     sending_bulletins,
+    set_local_slot,
     set_slot_bulletin,
     start,
 )
@@ -60,6 +66,7 @@ from newsletter.sending.queries.planning import (
     bulletin_regions,
     eligible,
     eligible_subscriber,
+    local_slot,
     plan,
     variant_counts,
 )
@@ -71,6 +78,7 @@ from newsletter.sending.queries.reporting import (
     recent_test_sends,
     sent_since,
     status_counts,
+    zone_status_counts,
 )
 
 __all__ = [
@@ -82,6 +90,7 @@ __all__ = [
     "claim_due",
     "claim_next_ready",
     "delivered_variants",
+    "due_now",
     "earliest_lease_expiry",
     "eligible",
     "eligible_subscriber",
@@ -89,6 +98,8 @@ __all__ = [
     "event_counts",
     "finish_if_done",
     "fire_slot",
+    "local_slot",
+    "next_due",
     "next_retry_at",
     "plan",
     "problem_deliveries",
@@ -101,9 +112,11 @@ __all__ = [
     "release",
     "sending_bulletins",
     "sent_since",
+    "set_local_slot",
     "set_slot_bulletin",
     "skip_open",
     "start",
     "status_counts",
     "variant_counts",
+    "zone_status_counts",
 ]

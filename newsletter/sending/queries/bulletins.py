@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from newsletter.core import zones
 from newsletter.core.dialect import bind_time, skip_locked
 from newsletter.core.dialect import insert as dialect_insert
 from newsletter.core.models import (
@@ -122,3 +123,44 @@ def set_slot_bulletin(conn: sa.Connection, slot_at: datetime, bulletin_id: int) 
         .where(SCHEDULE_SLOT.c.slot_at == bind_time(slot_at, SCHEDULE_SLOT.c.slot_at))
         .values(bulletin_id=bulletin_id)
     )
+
+
+def set_local_slot(conn: sa.Connection, bulletin_id: int, wall: datetime) -> None:
+    """Make a bulletin a local-time send of the wall-clock slot `wall`, before it is planned."""
+    b = BULLETIN.c
+    first, _ = zones.first_and_last(wall)
+    conn.execute(
+        sa.update(BULLETIN)
+        .where(b.id == bulletin_id)
+        .values(local_send_at=zones.format_wall(wall), send_at=bind_time(first, b.send_at))
+    )
+
+
+def due_now(conn: sa.Connection, now: datetime) -> bool:
+    """Whether any work of a `sending` bulletin is due now or in flight: a pending delivery whose time
+    has come, one waiting for a retry (a retry is part of the send under way), or a leased one."""
+    b, d = BULLETIN.c, DELIVERY.c
+    sending = sa.select(b.id).where(b.status == BulletinStatus.SENDING)
+    ready = sa.or_(
+        d.status == D.SENDING,
+        sa.and_(
+            d.status == D.PENDING,
+            sa.or_(d.not_before.is_(None), d.not_before <= bind_time(now, d.not_before), d.attempts > 0),
+        ),
+    )
+    return bool(conn.execute(sa.select(sa.exists().where(d.bulletin_id.in_(sending), ready))).scalar())
+
+
+def next_due(conn: sa.Connection) -> datetime | None:
+    """When the next delivery falls due: the earliest `not_before` of a pending delivery of a `sending`
+    bulletin, or the earliest `send_at` of a `ready` one; None when nothing is waiting."""
+    b, d = BULLETIN.c, DELIVERY.c
+    sending = sa.select(b.id).where(b.status == BulletinStatus.SENDING)
+    waiting = conn.execute(
+        sa.select(sa.func.min(d.not_before)).where(d.bulletin_id.in_(sending), d.status == D.PENDING)
+    ).scalar()
+    ready = conn.execute(
+        sa.select(sa.func.min(b.send_at)).where(b.status == BulletinStatus.READY, b.send_at.is_not(None))
+    ).scalar()
+    times = [t for t in (waiting, ready) if t is not None]
+    return min(times) if times else None

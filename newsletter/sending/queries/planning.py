@@ -6,12 +6,16 @@ import functools
 import operator
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
+from newsletter.core import zones
 from newsletter.core.dialect import bind_time
 from newsletter.core.dialect import insert as dialect_insert
+from newsletter.core.errors import ConfigError
 from newsletter.core.models import (
+    BULLETIN,
     DELIVERY,
     ITEM,
     REGION,
@@ -43,14 +47,18 @@ def eligible_subscriber(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def eligible(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Subquery:
-    """(subscriber_id, variant) of every eligible subscriber whose regions overlap `regions`.
+    """(subscriber_id, variant, timezone) of every eligible subscriber whose regions overlap `regions`.
 
     `regions` must be non-empty and in display order; the variant lists the overlap in that order.
+    `timezone` is the subscriber's own (None: the default zone).
     """
     s, sn = SUBSCRIBER.c, SUBSCRIPTION.c
     bits = sa.case({rid: 1 << n for n, (rid, _) in enumerate(regions)}, value=sn.region_id)
     masks = (
-        sa.select(s.id.label("subscriber_id"), sa.func.sum(bits).label("mask"))
+        # min(timezone): one value per subscriber, carried through the grouping without grouping by it.
+        sa.select(
+            s.id.label("subscriber_id"), sa.func.sum(bits).label("mask"), sa.func.min(s.timezone).label("tz")
+        )
         .select_from(SUBSCRIBER.join(SUBSCRIPTION, sn.subscriber_id == s.id))
         .where(sn.region_id.in_([rid for rid, _ in regions]), eligible_subscriber(now))
         .group_by(s.id)
@@ -63,19 +71,66 @@ def eligible(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Subquery:
         for n, (_, code) in enumerate(regions)
     ]
     variant = sa.func.rtrim(functools.reduce(operator.add, parts), ",")
-    return sa.select(masks.c.subscriber_id, variant.label("variant")).subquery("eligible")
+    return sa.select(masks.c.subscriber_id, variant.label("variant"), masks.c.tz.label("timezone")).subquery(
+        "eligible"
+    )
 
 
-def plan(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
+def local_slot(conn: sa.Connection, bulletin_id: int) -> datetime | None:
+    """The bulletin's local-time slot (a naive wall-clock time), or None when everyone gets it at once."""
+    stored = conn.execute(sa.select(BULLETIN.c.local_send_at).where(BULLETIN.c.id == bulletin_id)).scalar()
+    return zones.parse_wall(stored) if stored else None
+
+
+def _due_times(
+    conn: sa.Connection, bulletin_id: int, rows: sa.Subquery, default_zone: str | None
+) -> tuple[sa.Subquery, sa.ColumnElement[Any]]:
+    """What planning selects from (subscriber_id, variant), and each delivery's `not_before`: NULL (due at
+    once) for an ordinary send; for a local-time send, the slot in the subscriber's zone, from a small
+    (zone, due_at) table computed in Python for every IANA zone and joined to the eligible rows.
+
+    A subscriber without a zone gets `default_zone`'s time; a name the tz database no longer knows
+    matches no row of the table and gets the default zone's time too, rather than being lost.
+    """
+    d = DELIVERY.c
+    wall = local_slot(conn, bulletin_id)
+    if wall is None:
+        return rows, sa.null()
+    if default_zone is None:
+        raise ConfigError(f"bulletin {bulletin_id} is a local-time send: planning it needs the default zone")
+    table = zones.zone_table(wall, [*zones.all_zones(), default_zone])
+    due = (
+        sa.values(sa.column("zone", sa.String), sa.column("due_at", d.not_before.type), name="zone_due")
+        .data(table)
+        # A CTE, since SQLite cannot name the columns of `(VALUES …) AS t (…)`; nested in a subquery, so
+        # that the statement still starts with INSERT (Python's sqlite3 counts no rows for one starting WITH).
+        .cte("zone_due", nesting=True)
+    )
+    default_due = bind_time(zones.due_at(wall, default_zone), d.not_before)
+    timed = (
+        sa.select(
+            rows.c.subscriber_id,
+            rows.c.variant,
+            sa.func.coalesce(due.c.due_at, default_due).label("not_before"),
+        )
+        .select_from(rows.outerjoin(due, due.c.zone == rows.c.timezone))
+        .subquery("timed")
+    )
+    return timed, timed.c.not_before
+
+
+def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, default_zone: str | None = None) -> int:
     """Create the pending deliveries of a bulletin in one statement; returns how many were new.
 
     Idempotent: a delivery that exists (any status) is left alone, so planning again only adds
-    subscribers who became eligible since.
+    subscribers who became eligible since. A local-time send gives each delivery its due time in
+    `not_before` (the claim takes only rows whose `not_before` has passed); `default_zone` (`TIMEZONE`)
+    is then required, for subscribers without a zone of their own.
     """
     regions = bulletin_regions(conn, bulletin_id)
     if not regions:
         return 0
-    rows = eligible(regions, now)
+    rows, not_before = _due_times(conn, bulletin_id, eligible(regions, now), default_zone)
     d = DELIVERY.c
     select = sa.select(
         sa.literal(bulletin_id, sa.Integer),
@@ -85,6 +140,7 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
         sa.literal(0, sa.Integer),
         sa.literal("", sa.Text),
         bind_time(now, d.updated_at),
+        not_before,
     ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT to parse INSERT … SELECT … ON CONFLICT
     # Ids in variant order: a claimed batch (one variant, consecutive ids) is then a run of neighbouring
     # rows, so its claim and record touch a few dozen pages instead of one page per recipient, which
@@ -93,7 +149,16 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
     stmt = (
         dialect_insert(conn, DELIVERY)
         .from_select(
-            ["bulletin_id", "subscriber_id", "variant", "status", "attempts", "last_error", "updated_at"],
+            [
+                "bulletin_id",
+                "subscriber_id",
+                "variant",
+                "status",
+                "attempts",
+                "last_error",
+                "updated_at",
+                "not_before",
+            ],
             select,
         )
         .on_conflict_do_nothing(index_elements=["bulletin_id", "subscriber_id"])

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from newsletter.core.dialect import bind_time
-from newsletter.core.models import DELIVERY, DELIVERY_EVENT, Delivery, Subscriber, TestSend
+from newsletter.core.models import DELIVERY, DELIVERY_EVENT, SUBSCRIBER, Delivery, Subscriber, TestSend
 
 
 def status_counts(conn: sa.Connection, bulletin_id: int) -> dict[str, int]:
@@ -19,6 +19,19 @@ def status_counts(conn: sa.Connection, bulletin_id: int) -> dict[str, int]:
         sa.select(d.status, sa.func.count()).where(d.bulletin_id == bulletin_id).group_by(d.status)
     )
     return {status: int(n) for status, n in rows}
+
+
+def zone_status_counts(conn: sa.Connection, bulletin_id: int) -> list[tuple[str | None, str, int]]:
+    """(subscriber's zone, delivery status, count) for a bulletin; the zone is None for subscribers
+    without one (the default zone) and for erased subscribers."""
+    d, s = DELIVERY.c, SUBSCRIBER.c
+    rows = conn.execute(
+        sa.select(s.timezone, d.status, sa.func.count())
+        .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
+        .where(d.bulletin_id == bulletin_id)
+        .group_by(s.timezone, d.status)
+    )
+    return [(zone, status, int(n)) for zone, status, n in rows]
 
 
 def delivered_variants(conn: sa.Connection, bulletin_id: int) -> dict[str, int]:

@@ -5,7 +5,7 @@ mark ready, schedule (`send_at` entered and shown in `TIMEZONE`), pause, resume,
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
@@ -22,6 +22,8 @@ from newsletter.content.bulletins import (
     store_bulletin,
 )
 from newsletter.content.types import BulletinContent
+from newsletter.core import zones
+from newsletter.core.config import Settings
 from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
@@ -150,6 +152,7 @@ def editor(
             "editable": bulletin.status in EDITABLE_BULLETIN,
             "send_at_value": local.strftime("%Y-%m-%dT%H:%M"),
             "actions": _actions(bulletin),
+            "local_window": zones.window(bulletin.local_send_at),
         },
     )
 
@@ -430,10 +433,12 @@ def change(
     bulletin_id: int,
     action: Annotated[str, Form()],
     send_at: Annotated[str, Form()] = "",
+    local: Annotated[str, Form()] = "",
     confirmed: Annotated[str, Form()] = "",
 ) -> Response:
-    """Lifecycle actions. Scheduling sets `send_at` and makes the bulletin ready; "ready" alone leaves
-    it for the next slot of the weekly schedule. Cancelling asks first (it cannot be undone)."""
+    """Lifecycle actions. Scheduling sets `send_at` and makes the bulletin ready (with `local`, the time is
+    each subscriber's own wall-clock time); "ready" alone leaves it for the next slot of the weekly
+    schedule. Cancelling asks first (it cannot be undone)."""
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
     if action == "cancel" and confirmed != "yes":
@@ -446,6 +451,8 @@ def change(
         elif action == "draft":
             items.back_to_draft(session, bulletin_id, actor=user.email)
             message = "Back to draft."
+        elif action == "schedule" and local:
+            message = _schedule_local(session, settings, bulletin_id, send_at, user.email)
         elif action == "schedule":
             field = "send_at"
             when = parse_send_at(send_at, settings)
@@ -461,7 +468,7 @@ def change(
             lifecycle.pause(session, bulletin_id, actor=user.email)
             message = "Paused: nothing more is sent until you resume."
         elif action == "resume":
-            lifecycle.resume(session, bulletin_id, actor=user.email)
+            lifecycle.resume(session, bulletin_id, actor=user.email, default_zone=settings.TIMEZONE)
             message = "Resumed."
         elif action == "cancel":
             skipped = lifecycle.cancel(session, bulletin_id, actor=user.email)
@@ -483,3 +490,23 @@ def change(
     if action in {"schedule", "resume"} and bulletin.status in {B.READY, B.SENDING}:
         return see_other(f"/admin/bulletins/{bulletin_id}/dashboard")
     return back
+
+
+def _schedule_local(session: Session, settings: Settings, bulletin_id: int, text: str, actor: str) -> str:
+    """Schedule at a wall-clock time each subscriber receives in their own zone; the flash message."""
+    try:
+        wall = zones.parse_wall(text)
+    except ValueError as exc:
+        raise NewsletterError(str(exc)) from exc
+    first, last = zones.first_and_last(wall)
+    if first < utcnow() - SCHEDULE_SLACK:
+        raise NewsletterError("that local time has already come in the first time zone; choose a later one")
+    lifecycle.schedule_local(session, bulletin_id, wall, actor=actor)
+
+    def shown(t: datetime) -> str:
+        return t.astimezone(settings.tz).strftime("%a %d %b %Y, %H:%M %Z")
+
+    return (
+        f"Scheduled for {wall.strftime('%a %d %b %Y, %H:%M')} in each subscriber's own time zone: "
+        f"the first zone receives it {shown(first)}, the last {shown(last)}."
+    )

@@ -8,11 +8,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from newsletter.core import zones
 from newsletter.sending.summary import dashboard as read_dashboard
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import duration_text, render
 from newsletter.web.auth import StaffUser
-from newsletter.web.deps import SessionDep
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/bulletins")
 
@@ -21,10 +22,15 @@ REFRESH_SECONDS = 5
 
 @router.get("/{bulletin_id}/dashboard")
 def dashboard(
-    request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, live: str = ""
+    request: Request,
+    user: StaffUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    bulletin_id: int,
+    live: str = "",
 ) -> Response:
     get_bulletin_or_404(session, bulletin_id)
-    board = read_dashboard(session, bulletin_id)
+    board = read_dashboard(session, bulletin_id, default_zone=settings.TIMEZONE)
     return render(
         request,
         "dashboard.html",
@@ -40,5 +46,8 @@ def dashboard(
             "live": board.live,
             "refresh_every": REFRESH_SECONDS,
             "refresh": REFRESH_SECONDS if board.live and live == "1" else None,
+            "zones": board.summary.zones,
+            "local_window": zones.window(board.bulletin.local_send_at),
+            "now": board.summary.as_of,
         },
     )

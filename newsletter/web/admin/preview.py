@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from newsletter.content.bulletins import load_content
 from newsletter.content.render import Renderer, personalize
 from newsletter.content.types import Recipient
+from newsletter.core import zones
 from newsletter.core.errors import NewsletterError
 from newsletter.mail.links import Links
 from newsletter.sending.summary import variant_counts
@@ -108,6 +109,7 @@ def preview(
             "matrix_total": sum(counts.values()),
             "chosen_url": lambda w: preview_url(bulletin_id, chosen, w),
             "default_to": default_to,
+            "local_window": zones.window(bulletin.local_send_at),
         },
     )
 

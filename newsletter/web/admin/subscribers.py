@@ -19,6 +19,7 @@ from newsletter.content.regions import RegionIndex
 from newsletter.core.errors import InvalidTransition, NewsletterError, NotFound
 from newsletter.core.models import Subscriber, utcnow
 from newsletter.core.status import SubscriberStatus
+from newsletter.core.zones import all_zones
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
@@ -184,6 +185,8 @@ def _detail(
         "form_errors": form_errors or FormErrors(),
         "name_value": typed.get("name", subscriber.name),
         "status_value": typed.get("status", subscriber.status),
+        "timezone_value": typed.get("timezone", subscriber.timezone),
+        "zones": sorted(all_zones()),
         "entries": history.entries,
         "deliveries": history.deliveries,
         "events": history.events,
@@ -216,10 +219,14 @@ async def update(
     name: Annotated[str, Form()] = "",
     status: Annotated[str, Form()] = "",
     regions: Annotated[list[str] | None, Form()] = None,
+    timezone: Annotated[str, Form()] = "",
 ) -> Response:
-    """Change name, regions and status; a status the lifecycle forbids is refused and nothing changes."""
+    """Change name, regions, time zone and status; a status the lifecycle forbids or a zone `zoneinfo`
+    does not know is refused and nothing changes. An empty zone leaves it as it is."""
     subscriber = _get(session, subscriber_id)
-    edit = staff.SubscriberEdit(name=name, status=status or None, regions=regions or [])
+    edit = staff.SubscriberEdit(
+        name=name, status=status or None, regions=regions or [], timezone=timezone.strip() or None
+    )
     try:
         changed = staff.update_subscriber(session, subscriber_id, edit, actor=user.email)
     except NewsletterError as exc:
