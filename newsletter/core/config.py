@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     RETRY_MAX_SECONDS: float = 600.0
     LEASE_SECONDS: int = 300
     RESEND_ON_UNKNOWN: bool = True
+    ESP_OUTAGE_BATCHES: int = Field(default=3, ge=1)
+    ESP_PROBE_MAX_SECONDS: float = Field(default=300.0, gt=0)
+    NO_SECTION: Literal["global", "skip"] = "global"
+
+    # --- alerts ----------------------------------------------------------------------------------
+    ALERT_EMAILS: str = ""
+    ALERT_FAILED_PERCENT: float = Field(default=1.0, ge=0.0, le=100.0)
+    SCHEDULER_STALE_SECONDS: int = Field(default=300, ge=1)
 
     # --- web -------------------------------------------------------------------------------------
     WEB_HOST: str = "127.0.0.1"
@@ -192,6 +200,10 @@ class Settings(BaseSettings):
         if self.SMTP_HOST:
             return "smtp"
         return "outbox"
+
+    @property
+    def alert_emails(self) -> list[str]:
+        return [a.strip() for a in self.ALERT_EMAILS.split(",") if a.strip()]
 
     @property
     def staff_test_recipients(self) -> list[str]:

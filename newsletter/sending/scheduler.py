@@ -8,9 +8,11 @@ Two jobs on a BackgroundScheduler in `TIMEZONE`:
   own `send_at`. A slot is recorded in `schedule_slot` with `INSERT … ON CONFLICT DO NOTHING` before
   anything else, so however many processes run the scheduler, each slot fires once (as procrastinate
   deduplicates periodic jobs). A slot with nothing ready is logged and sends nothing.
-- **tick** (every `SCHEDULER_TICK_SECONDS`, `max_instances=1`, coalesced): recovers expired leases,
-  starts bulletins whose `send_at` has come, and runs the send loop. A failing tick is logged and the
-  next one runs as usual.
+- **tick** (every `SCHEDULER_TICK_SECONDS`, `max_instances=1`, coalesced): writes this process's
+  heartbeat row (the admin warns when none is recent), recovers leases, resumes bulletins paused for an
+  ESP outage once the ESP answers, starts bulletins whose `send_at` has come, fires the latest slot if it
+  has not fired yet (so a slot held back by a failed preflight goes out once the problem is fixed), and
+  runs the send loop. A failing tick is logged and the next one runs as usual.
 
 A slot missed while no process ran is caught up once on start if it is at most `MISFIRE_GRACE_SECONDS`
 old (the same grace APScheduler applies to a slot missed while the process was busy); the slot table
@@ -30,9 +32,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from newsletter.core.config import Settings
-from newsletter.core.db import make_engine
-from newsletter.core.errors import ConfigError
+from newsletter.core.db import open_engine
+from newsletter.core.errors import ConfigError, NewsletterError
 from newsletter.core.models import utcnow
+from newsletter.sending import preflight, queries
 from newsletter.sending.dispatcher import Dispatcher, PassReport
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class SendScheduler:
         self.dispatcher = dispatcher or Dispatcher(settings, engine, clock=clock)
         self.trigger = send_trigger(settings)
         self._scheduler: BackgroundScheduler | None = None
+        self.started_at = clock()
 
     # --- the jobs (also called directly by tests) ------------------------------------------------
     def fire_slot(self, now: datetime | None = None) -> int | None:
@@ -115,13 +119,25 @@ class SendScheduler:
             log.exception("catching up the last schedule slot failed")
             return None
 
+    def beat(self) -> None:
+        """Write this process's heartbeat row: the admin shows whether a scheduler is alive."""
+        with self.dispatcher.transaction() as conn:
+            queries.beat(conn, self.dispatcher.worker, self.clock(), self.started_at)
+
     def tick(self) -> PassReport | None:
-        """Recover leases, start due bulletins, send; any error is logged and the next tick runs anyway."""
+        """Beat, recover leases, start due bulletins and a pending slot, send; any error is logged and the
+        next tick runs anyway."""
         try:
+            self.beat()
+            self.fire_slot()
             return self.dispatcher.tick()
+        except NewsletterError as exc:
+            log.error(
+                "scheduler tick stopped: %s; trying again in %gs", exc, self.settings.SCHEDULER_TICK_SECONDS
+            )
         except Exception:
             log.exception("scheduler tick failed; trying again in %gs", self.settings.SCHEDULER_TICK_SECONDS)
-            return None
+        return None
 
     def _slot_job(self) -> None:
         try:
@@ -183,7 +199,7 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
     The web app can run next to it in the same process: call this in a thread, set the event on exit.
     """
     own_engine = engine is None
-    engine = engine or make_engine(settings.DATABASE_URL)
+    engine = engine or open_engine(settings.DATABASE_URL)
     scheduler = SendScheduler(settings, engine)
     scheduler.start()
     try:
@@ -194,13 +210,18 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
             engine.dispose()
 
 
-def run_until_idle(settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None) -> int:
-    """Tick until no bulletin is sending (or `stop_event` is set); returns recipients handled.
+def run_until_idle(
+    settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None
+) -> tuple[int, list[int]]:
+    """Tick until no bulletin is sending or due to start (or `stop_event` is set); returns recipients
+    handled and the bulletins left paused for an ESP outage (the caller's exit status says so).
 
+    A bulletin another worker is starting right now is still `ready` and due to everyone else, so this
+    worker waits for its planning to commit and then shares the sending instead of quitting.
     For batch jobs, benchmarks and tests: the send loop without the cron slots.
     """
     own_engine = engine is None
-    engine = engine or make_engine(settings.DATABASE_URL)
+    engine = engine or open_engine(settings.DATABASE_URL)
     dispatcher = Dispatcher(settings, engine, stop=stop_event)
     handled = 0
     try:
@@ -208,10 +229,15 @@ def run_until_idle(settings: Settings, stop_event: threading.Event, *, engine: E
             report = dispatcher.tick()
             handled += report.recipients
             if not dispatcher.sending():
-                break
+                if not dispatcher.due():
+                    break
+                if dispatcher.blocked:
+                    raise preflight.PreflightFailed(dispatcher.blocked)
             if report.recipients == 0:
                 stop_event.wait(min(settings.SCHEDULER_TICK_SECONDS, 1.0))
+        with dispatcher.transaction() as conn:
+            paused = queries.outage_paused(conn)
     finally:
         if own_engine:
             engine.dispose()
-    return handled
+    return handled, paused

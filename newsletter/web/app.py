@@ -14,14 +14,14 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 
 from newsletter.core.config import Settings
-from newsletter.core.db import make_engine
+from newsletter.core.db import open_engine
 from newsletter.web import admin, public, webhooks
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="newsletter", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
-    app.state.engine = engine or make_engine(settings.DATABASE_URL)
+    app.state.engine = engine or open_engine(settings.DATABASE_URL)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir / "web")),
         autoescape=True,

@@ -20,7 +20,9 @@ from newsletter.core.status import BulletinStatus, DeliveryStatus, SubscriberSta
 from newsletter.sending.queries.planning import eligible_subscriber
 
 D = DeliveryStatus
-UNKNOWN_OUTCOME = "outcome unknown (worker stopped mid-send)"
+UNKNOWN_PREFIX = "outcome unknown"
+"""How `last_error` begins for a delivery failed because its copy may already be out (RESEND_ON_UNKNOWN off)."""
+UNKNOWN_OUTCOME = f"{UNKNOWN_PREFIX} (worker stopped mid-send)"
 LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
 
 
@@ -153,7 +155,7 @@ def record_accepted(
     if not accepted:
         return 0
     d = DELIVERY.c
-    values = {
+    values: dict[str, Any] = {
         "status": D.ACCEPTED,
         "sent_at": bind_time(now, d.sent_at),
         "updated_at": bind_time(now, d.updated_at),
@@ -170,7 +172,9 @@ def record_accepted(
             _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
         )
         done = conn.execute(
-            sa.update(DELIVERY).where(*leased).values(message_id=message_id, **values)
+            sa.update(DELIVERY)
+            .where(*leased)
+            .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
         ).rowcount
         if done < len(ids):
             recovered = [
@@ -180,7 +184,9 @@ def record_accepted(
                 d.status.in_([D.PENDING, D.FAILED]),
             ]
             done += conn.execute(
-                sa.update(DELIVERY).where(*recovered).values(message_id=message_id, **values)
+                sa.update(DELIVERY)
+                .where(*recovered)
+                .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
             ).rowcount
         return done
     # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
@@ -191,9 +197,23 @@ def record_accepted(
         sa.or_(d.status == D.SENDING, d.status == D.PENDING, d.status == D.FAILED),
         d.id == sa.bindparam("did"),
     ]
-    stmt = sa.update(DELIVERY).where(*where).values(message_id=sa.bindparam("mid"), **values)
+    stmt = (
+        sa.update(DELIVERY)
+        .where(*where)
+        .values(**_with_message_id(sa.bindparam("mid", type_=sa.Text)), **values)
+    )
     conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
     return len(accepted)
+
+
+def _with_message_id(message_id: sa.ColumnElement[Any]) -> dict[str, Any]:
+    """`message_id` becomes the latest id; `message_ids` keeps every id the ESP ever gave the delivery."""
+    d = DELIVERY.c
+    appended = sa.case(
+        (d.message_ids == "", sa.func.coalesce(message_id, "")),
+        else_=d.message_ids + sa.func.coalesce(sa.literal(" ", sa.Text) + message_id, ""),
+    )
+    return {"message_id": message_id, "message_ids": appended}
 
 
 def record_retry(
@@ -203,18 +223,21 @@ def record_retry(
     ids: Sequence[int] | None,
     error: str,
     not_before: datetime,
-    max_attempts: int,
+    max_attempts: int | None,
     now: datetime,
     *,
     count_attempt: bool = True,
+    ambiguous: bool = False,
 ) -> tuple[int, int]:
     """Back to `pending` after `not_before`, or `failed` once `max_attempts` are used: one statement.
 
-    `ids=None` means every row of the batch still leased. Returns (retried, failed).
+    `ids=None` means every row of the batch still leased; `max_attempts=None` never fails anyone (the
+    fault was the ESP's, not the recipient's); `ambiguous` counts an attempt whose outcome is unknown.
+    Returns (retried, failed).
     """
     d = DELIVERY.c
     attempts = d.attempts + (1 if count_attempt else 0)
-    gave_up = attempts >= max_attempts
+    gave_up = attempts >= max_attempts if max_attempts is not None else sa.false()
     rows = conn.execute(
         sa.update(DELIVERY)
         .where(*_leased(bulletin_id, token, ids))
@@ -228,6 +251,7 @@ def record_retry(
             not_before=bind_time(not_before, d.not_before),
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
+            ambiguous=d.ambiguous + (1 if ambiguous else 0),
         )
         .returning(d.status)
     ).fetchall()
@@ -236,9 +260,19 @@ def record_retry(
 
 
 def record_failed(
-    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int] | None, error: str, now: datetime
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    ids: Sequence[int] | None,
+    error: str,
+    now: datetime,
+    *,
+    refused: bool = True,
+    ambiguous: bool = False,
 ) -> int:
-    """A permanent error: `failed` with the reason, never retried."""
+    """A final error: `failed` with the reason. `refused`: the ESP refused the address itself (never
+    queued again, not even by `--retry-failed`); `ambiguous`: the outcome is unknown and
+    `RESEND_ON_UNKNOWN` is off."""
     d = DELIVERY.c
     stmt = (
         sa.update(DELIVERY)
@@ -249,6 +283,8 @@ def record_failed(
             last_error=error,
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
+            refused=refused,
+            ambiguous=d.ambiguous + (1 if ambiguous else 0),
         )
     )
     return conn.execute(stmt).rowcount
@@ -296,11 +332,14 @@ def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime)
     return conn.execute(stmt).rowcount
 
 
-def recover_expired(conn: sa.Connection, now: datetime, *, resend: bool) -> dict[int, int]:
+def recover_expired(
+    conn: sa.Connection, now: datetime, *, resend: bool, tokens: Sequence[str] | None = None
+) -> dict[int, int]:
     """Expired leases of bulletins not yet finished: back to `pending` (resend) or `failed` (outcome unknown).
 
-    The batch token stays in `leased_by`, so a worker that was only slow can still record the outcome
-    it learnt (`record_accepted`). Returns {bulletin id: rows recovered}.
+    With `tokens`, those leases instead, expired or not (their worker is known to be dead). The batch
+    token stays in `leased_by`, so a worker that was only slow can still record the outcome it learnt
+    (`record_accepted`). Every recovered row counts an ambiguous attempt. Returns {bulletin id: rows}.
     """
     b, d = BULLETIN.c, DELIVERY.c
     open_bulletins = [
@@ -318,14 +357,20 @@ def recover_expired(conn: sa.Connection, now: datetime, *, resend: bool) -> dict
             if resend
             else {"status": D.FAILED, "last_error": UNKNOWN_OUTCOME, "attempts": d.attempts + 1}
         )
+        which = (
+            d.lease_expires_at < bind_time(now, d.lease_expires_at)
+            if tokens is None
+            else d.leased_by.in_(list(tokens))
+        )
         n = conn.execute(
             sa.update(DELIVERY)
-            .where(
-                d.bulletin_id == bulletin_id,
-                d.status == D.SENDING,
-                d.lease_expires_at < bind_time(now, d.lease_expires_at),
+            .where(d.bulletin_id == bulletin_id, d.status == D.SENDING, which)
+            .values(
+                lease_expires_at=None,
+                updated_at=bind_time(now, d.updated_at),
+                ambiguous=d.ambiguous + 1,
+                **values,
             )
-            .values(lease_expires_at=None, updated_at=bind_time(now, d.updated_at), **values)
         ).rowcount
         if n:
             out[bulletin_id] = n
@@ -345,3 +390,31 @@ def earliest_lease_expiry(conn: sa.Connection, bulletin_id: int) -> datetime | N
     return conn.execute(
         sa.select(sa.func.min(d.lease_expires_at)).where(d.bulletin_id == bulletin_id, d.status == D.SENDING)
     ).scalar()
+
+
+def live_leases(conn: sa.Connection, now: datetime) -> list[tuple[int, str, datetime, int]]:
+    """(bulletin id, lease token, expiry, rows) of every unexpired lease: whose batches are in flight."""
+    d = DELIVERY.c
+    rows = conn.execute(
+        sa.select(d.bulletin_id, d.leased_by, sa.func.max(d.lease_expires_at), sa.func.count())
+        .where(d.status == D.SENDING, d.lease_expires_at >= bind_time(now, d.lease_expires_at))
+        .group_by(d.bulletin_id, d.leased_by)
+    )
+    return [(r[0], r[1] or "", r[2], int(r[3])) for r in rows]
+
+
+def requeue_failed(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
+    """Failed deliveries the ESP did not refuse for the address itself go back to `pending` with fresh
+    attempts (`send --retry-failed`). Returns how many."""
+    d = DELIVERY.c
+    stmt = (
+        sa.update(DELIVERY)
+        .where(d.bulletin_id == bulletin_id, d.status == D.FAILED, d.refused == sa.false())
+        .values(
+            status=D.PENDING,
+            attempts=0,
+            not_before=None,
+            updated_at=bind_time(now, d.updated_at),
+        )
+    )
+    return conn.execute(stmt).rowcount
