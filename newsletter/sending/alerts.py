@@ -65,8 +65,8 @@ class Alerts:
     def nothing_in_slot(self, slot_at: datetime) -> None:
         self.tell(
             f"schedule slot {slot_at:%Y-%m-%d %H:%M} UTC sent nothing",
-            f"The schedule slot of {slot_at:%Y-%m-%d %H:%M} UTC passed with no bulletin ready: nothing "
-            "was sent this week. Mark a bulletin ready, or send one with `newsletter send ID`.",
+            f"Schedule slot {slot_at:%Y-%m-%d %H:%M} UTC: no bulletin is ready; nothing sent this week. "
+            "Mark a bulletin ready, or send one with `newsletter send ID`.",
         )
 
     def preflight_failed(self, bulletin_id: int, why: str, problems: Sequence[object]) -> None:

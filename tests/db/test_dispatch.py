@@ -233,7 +233,7 @@ def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
     assert len(refused) <= 2 * 2 * 6 and len(fake_esp.requests()) < 32
 
 
-def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
+def test_retryable_errors_are_retried_and_pause_the_bulletin_after_max_attempts(
     settings: Settings,
     engine: Engine,
     session: Session,
@@ -253,9 +253,9 @@ def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
     second = planned_bulletin()
     fake_esp.fail(500)
     result = Dispatcher(sendgrid(settings, fake_esp, MAX_ATTEMPTS=3), engine).run_until_done(second.id)
-    assert result.status == BulletinStatus.SENT
-    assert result.counts == {DeliveryStatus.FAILED: 10}
-    assert all("gave up after 3 attempts" in d.last_error for d in deliveries(session, second.id))
+    assert result.status == BulletinStatus.PAUSED, "a batch out of attempts on a 500 is an outage"
+    assert result.counts == {DeliveryStatus.PENDING: 10}, "nobody failed for the ESP's fault"
+    assert all("500" in d.last_error for d in deliveries(session, second.id))
 
 
 def test_refused_credentials_pause_the_bulletin_with_nothing_lost(

@@ -188,6 +188,16 @@ def record_accepted(
                 .where(*recovered)
                 .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
             ).rowcount
+        if done < len(ids) and message_id:
+            # Sent again by another worker meanwhile: the ledger keeps this id too (the duplicate shows).
+            resent = [
+                d.bulletin_id == bulletin_id,
+                _ids_in(conn, ids),
+                d.leased_by != token,
+                d.status.not_in([D.PENDING, D.SENDING, D.FAILED, D.SKIPPED]),
+            ]
+            added = _with_message_id(sa.literal(message_id, sa.Text))["message_ids"]
+            conn.execute(sa.update(DELIVERY).where(*resent).values(message_ids=added))
         return done
     # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
     # IN (…), which cannot go through executemany.
