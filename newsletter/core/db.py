@@ -64,7 +64,7 @@ def open_engine(url: str, **kwargs: Any) -> Engine:
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"DATABASE_URL {url!r} is not a database URL: {exc}") from None
     shown = parsed.render_as_string(hide_password=True)
-    database = parsed.database or ""
+    database = (parsed.database or "").removeprefix("file:").split("?", 1)[0]  # also `file:…?mode=ro`
     if url.startswith("sqlite") and database not in ("", ":memory:") and not Path(database).exists():
         raise NotInitialised(f"there is no database at {parsed.database}: run `newsletter init` first")
     try:

@@ -65,8 +65,8 @@ def run(
     variant, problem = _variant(settings, engine, bulletin_id)
     if problem:
         problems.append(problem)
-    if esp and variant is not None and not problems:
-        problems.extend(_esp(settings, variant))
+    if esp and variant is not None:
+        problems.extend(_esp(settings, variant, probe=not problems))  # ask the ESP once the rest is right
     return problems
 
 
@@ -202,7 +202,7 @@ def _variant(
         )
 
 
-def _esp(settings: Settings, variant: RenderedVariant) -> list[Problem]:
+def _esp(settings: Settings, variant: RenderedVariant, *, probe: bool = True) -> list[Problem]:
     name = settings.esp_backend
     setting = {"sendgrid": "SENDGRID_API_KEY/SENDGRID_HOST", "smtp": "SMTP_HOST", "outbox": "OUTBOX_DIR"}.get(
         name, "ESP_BACKEND"
@@ -211,6 +211,9 @@ def _esp(settings: Settings, variant: RenderedVariant) -> list[Problem]:
         backend = backend_for(settings)
     except ConfigError as exc:
         return [Problem(setting, str(exc))]
+    if not probe:
+        backend.close()
+        return []
     try:
         backend.probe(variant)
     except EspError as exc:
