@@ -129,7 +129,8 @@ class Banner:
 
 def banners(session: Session, settings: Settings, *, now: datetime | None = None) -> list[Banner]:
     """What the admin shows on top of its pages: paused sends with their reason, sends that finished with
-    failures above the threshold, slots that sent nothing, and a scheduler that stopped ticking."""
+    failures above the threshold, slots that sent nothing, and a scheduler that stopped ticking.
+    Reads through `session`'s transaction (the caller ends it)."""
     now = now or utcnow()
     conn = session.connection()
     out = [
@@ -167,5 +168,4 @@ def banners(session: Session, settings: Settings, *, now: datetime | None = None
                 f"{since}: scheduled bulletins will not go out. Start `newsletter worker` or `newsletter run`.",
             )
         )
-    session.commit()  # end the read (on SQLite an open transaction would hold up writers)
     return out

@@ -24,7 +24,8 @@ from newsletter.core.errors import ImportFailed, NewsletterError
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
 from newsletter.sending import lifecycle
-from newsletter.web.admin.pages import flash, render, see_other
+from newsletter.sending.slots import slot_plan
+from newsletter.web.admin.pages import flash, local_time, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 
@@ -403,7 +404,11 @@ def change(
                 raise NewsletterError("a bulletin without items cannot be sent")
         if action == "ready":
             change_status(session, bulletin, B.READY, actor=user.email)
-            message = "Ready: it goes out at the next slot of the weekly schedule."
+            session.commit()
+            plan = slot_plan(session, settings, bulletin_id)
+            message = f"Ready: it goes out {local_time(plan.slot_at, settings)} (the next slot of the weekly schedule)."
+            if plan.ahead:
+                flash(request, f"Warning: {plan.warning(bulletin_id, settings)}.", "error")
         elif action == "draft":
             change_status(session, bulletin, B.DRAFT, actor=user.email)
             message = "Back to draft."

@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from sqlmodel import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.models import User
+from newsletter.sending.alerts import Banner, banners
 from newsletter.web.csrf import csrf_token
 
 FLASH_KEY = "flash"
@@ -46,6 +48,15 @@ def local_time(value: datetime | None, settings: Settings, fmt: str = "%a %d %b 
     return value.astimezone(settings.tz).strftime(fmt)
 
 
+def _banners(request: Request, settings: Settings) -> list[Banner]:
+    """What needs staff now (paused sends, failures, empty slots, no scheduler), on top of every page."""
+    session = getattr(request.state, "session", None)
+    if session is not None:  # the request's own: on SQLite a second one would wait for its lock
+        return banners(session, settings)
+    with Session(request.app.state.engine) as own:
+        return banners(own, settings)
+
+
 def render(
     request: Request,
     template: str,
@@ -58,8 +69,10 @@ def render(
     settings: Settings = request.app.state.settings
     templates: Jinja2Templates = request.app.state.templates
     messages = [tuple(m) for m in request.session.pop(FLASH_KEY, [])]
+    who = user if user is not None else getattr(request.state, "user", None)
     full: dict[str, Any] = {
-        "user": user if user is not None else getattr(request.state, "user", None),
+        "user": who,
+        "banners": _banners(request, settings) if who is not None else [],
         "csrf_token": csrf_token(request),
         "messages": messages,
         "org_name": settings.ORG_NAME,
