@@ -156,13 +156,17 @@ def _start(bulletin_id: int, *, yes: bool, retry_failed: bool) -> int:
             return lifecycle.retry_failed(session, bulletin_id)
     try:
         with context.session() as session:
-            return lifecycle.send_now(session, bulletin_id, allow_draft=yes)
+            return lifecycle.send_now(
+                session, bulletin_id, allow_draft=yes, no_section=context.settings().NO_SECTION
+            )
     except lifecycle.DraftNeedsConfirmation as exc:
         if not sys.stdin.isatty():
             raise lifecycle.DraftNeedsConfirmation(f"{exc} (no terminal to ask on)") from None
         typer.confirm(f"Bulletin {bulletin_id} is a draft. Send it to every subscriber now?", abort=True)
     with context.session() as session:
-        return lifecycle.send_now(session, bulletin_id, allow_draft=True)
+        return lifecycle.send_now(
+            session, bulletin_id, allow_draft=True, no_section=context.settings().NO_SECTION
+        )
 
 
 def _outcome(result: SendSummary) -> int:
@@ -421,7 +425,7 @@ def pause_command(bulletin_id: Id) -> None:
 def resume_command(bulletin_id: Id) -> None:
     """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
     with context.session() as session:
-        bulletin = lifecycle.resume(session, bulletin_id)
+        bulletin = lifecycle.resume(session, bulletin_id, no_section=context.settings().NO_SECTION)
         status = bulletin.status
     context.console.print(f"bulletin {bulletin_id} is {status} again")
 

@@ -116,7 +116,7 @@ class Dispatcher:
                 bulletin_id = queries.claim_due(conn, now)
                 if bulletin_id is None:
                     break
-                planned = queries.plan(conn, bulletin_id, now)
+                planned = queries.plan(conn, bulletin_id, now, no_section=self.settings.NO_SECTION)
                 self._audit_start(conn, bulletin_id, "send_at reached")
             log.info("bulletin %s: its send time has come; sending to %d recipients", bulletin_id, planned)
             started.append(bulletin_id)
@@ -142,7 +142,7 @@ class Dispatcher:
                 self.alerts.nothing_in_slot(slot_at)
                 return None
             queries.set_slot_bulletin(conn, slot_at, bulletin_id)
-            planned = queries.plan(conn, bulletin_id, now)
+            planned = queries.plan(conn, bulletin_id, now, no_section=self.settings.NO_SECTION)
             self._audit_start(conn, bulletin_id, f"schedule slot {slot_at.isoformat()}")
         log.info("slot %s: sending bulletin %s to %d recipients", slot_at.isoformat(), bulletin_id, planned)
         return bulletin_id
@@ -240,7 +240,9 @@ class Dispatcher:
             self.probes.forget(bulletin_id)
             self.health.ok()
             with self.write_lock, session_scope(self.engine) as session:
-                lifecycle.resume(session, bulletin_id, actor=audit.SYSTEM_ACTOR)
+                lifecycle.resume(
+                    session, bulletin_id, actor=audit.SYSTEM_ACTOR, no_section=self.settings.NO_SECTION
+                )
             log.warning("bulletin %s: the ESP answers again; sending resumed", bulletin_id)
             resumed.append(bulletin_id)
         return resumed

@@ -19,6 +19,7 @@ from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.core.status import BulletinStatus
 from newsletter.sending import queries
+from newsletter.sending.queries.planning import GLOBAL_REGION
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def locked(session: Session, bulletin_id: int) -> Bulletin:
     return bulletin
 
 
-def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime) -> int:
+def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime, no_section: str) -> int:
     change_status(session, bulletin, B.SENDING, actor=actor)
     if bulletin.started_at is None:
         bulletin.started_at = now
@@ -43,7 +44,7 @@ def _to_sending(session: Session, bulletin: Bulletin, actor: str, now: datetime)
     session.add(bulletin)
     session.flush()
     assert bulletin.id is not None
-    planned = queries.plan(session.connection(), bulletin.id, now)
+    planned = queries.plan(session.connection(), bulletin.id, now, no_section=no_section)
     log.info("bulletin %s %r: sending to %d new recipients (%s)", bulletin.id, bulletin.title, planned, actor)
     return planned
 
@@ -53,12 +54,17 @@ class DraftNeedsConfirmation(InvalidTransition):
 
 
 def send_now(
-    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, allow_draft: bool = True
+    session: Session,
+    bulletin_id: int,
+    *,
+    actor: str = audit.CLI_ACTOR,
+    allow_draft: bool = True,
+    no_section: str = GLOBAL_REGION,
 ) -> int:
     """Start sending a bulletin now (from draft, ready or paused); returns how many deliveries were planned.
 
     A bulletin already sending is left as it is (0). Sent or cancelled ones raise InvalidTransition; a
-    draft raises DraftNeedsConfirmation unless `allow_draft`.
+    draft raises DraftNeedsConfirmation unless `allow_draft`. `no_section` is `NO_SECTION` (see planning).
     """
     now = utcnow()
     bulletin = locked(session, bulletin_id)
@@ -75,7 +81,7 @@ def send_now(
         )
     if bulletin.status == B.DRAFT:
         change_status(session, bulletin, B.READY, actor=actor)
-    return _to_sending(session, bulletin, actor, now)
+    return _to_sending(session, bulletin, actor, now, no_section)
 
 
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
@@ -93,13 +99,15 @@ def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, r
     return change_status(session, locked(session, bulletin_id), B.PAUSED, actor=actor, reason=reason)
 
 
-def resume(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
+def resume(
+    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, no_section: str = GLOBAL_REGION
+) -> Bulletin:
     """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`."""
     bulletin = locked(session, bulletin_id)
     if bulletin.status != B.PAUSED:
         raise InvalidTransition(f"bulletin {bulletin_id} is {bulletin.status}, not paused")
     if bulletin.started_at is not None:
-        _to_sending(session, bulletin, actor, utcnow())
+        _to_sending(session, bulletin, actor, utcnow(), no_section)
         return bulletin
     bulletin.last_error = ""
     bulletin.esp_down_since = None

@@ -215,3 +215,33 @@ def test_a_lease_of_a_dead_process_is_taken_over_at_once_and_a_live_one_is_annou
     assert time.monotonic() - began < 30, "the dead lease was not waited out"
     assert f"taking over the leases of {host}:{gone.pid}:dead" in caplog.text
     assert "waiting for 5 deliveries leased by worker elsewhere:7 until" in caplog.text
+
+
+@pytest.mark.parametrize("policy", ["global", "skip"])
+def test_who_gets_no_section_is_counted_and_gets_global_or_a_recorded_skip(
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    make_bulletin: MakeBulletin,
+    policy: str,
+) -> None:
+    from newsletter.sending import lifecycle
+    from newsletter.sending.summary import no_section_count, variant_counts
+    from tests.db.test_dispatch import THREE_REGIONS
+
+    make_subscriber("a@example.org", ["africa"])
+    lonely = make_subscriber("l@example.org", ["latin-america"])
+    bulletin = make_bulletin(THREE_REGIONS)
+    assert bulletin.id is not None
+    assert no_section_count(session, bulletin.id) == 1
+    counts = variant_counts(session, bulletin.id, no_section=policy)
+    assert counts == ({"africa": 1, "global": 1} if policy == "global" else {"africa": 1})
+    session.commit()
+    lifecycle.send_now(session, bulletin.id, no_section=policy)
+    session.commit()
+    mine = next(d for d in deliveries(session, bulletin.id) if d.subscriber_id == lonely.id)
+    if policy == "global":
+        assert (mine.variant, mine.status) == ("global", D.PENDING)
+    else:
+        assert (mine.status, mine.last_error) == (D.SKIPPED, queries.NO_SECTION_REASON)

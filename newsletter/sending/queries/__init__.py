@@ -67,9 +67,11 @@ from newsletter.sending.queries.bulletins import (
     start,
 )
 from newsletter.sending.queries.planning import (
+    NO_SECTION_REASON,
     bulletin_regions,
     eligible,
     eligible_subscriber,
+    no_section_count,
     plan,
     variant_counts,
 )
@@ -87,6 +89,7 @@ from newsletter.sending.queries.reporting import (
 
 __all__ = [
     "LEASE_EXPIRED",
+    "NO_SECTION_REASON",
     "UNKNOWN_OUTCOME",
     "UNKNOWN_PREFIX",
     "ClaimedRow",
@@ -109,6 +112,7 @@ __all__ = [
     "last_beat",
     "live_leases",
     "next_retry_at",
+    "no_section_count",
     "outage_paused",
     "plan",
     "problem_deliveries",

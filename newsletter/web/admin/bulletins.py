@@ -427,7 +427,7 @@ def change(
             lifecycle.pause(session, bulletin_id, actor=user.email)
             message = "Paused: nothing more is sent until you resume."
         elif action == "resume":
-            lifecycle.resume(session, bulletin_id, actor=user.email)
+            lifecycle.resume(session, bulletin_id, actor=user.email, no_section=settings.NO_SECTION)
             message = "Resumed."
         elif action == "cancel":
             skipped = lifecycle.cancel(session, bulletin_id, actor=user.email)

@@ -28,7 +28,7 @@ from newsletter.core.config import Settings
 from newsletter.core.models import TestSend, User
 from newsletter.esp import EspError, backend_for
 from newsletter.mail.links import Links
-from newsletter.sending.summary import variant_counts
+from newsletter.sending.summary import no_section_count, variant_counts
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
@@ -90,7 +90,8 @@ def preview(
             "key": variant.key,
             "size": len(html.encode("utf-8")),
         }
-    counts = variant_counts(session, bulletin_id)
+    counts = variant_counts(session, bulletin_id, no_section=settings.NO_SECTION)
+    nobody = no_section_count(session, bulletin_id)
     matrix = [
         {
             "key": key,
@@ -116,6 +117,8 @@ def preview(
             "error": error,
             "matrix": matrix,
             "matrix_total": sum(counts.values()),
+            "no_section": nobody,
+            "no_section_policy": settings.NO_SECTION,
             "chosen_url": lambda w: preview_url(bulletin_id, chosen, w),
             "default_to": default_to,
         },
