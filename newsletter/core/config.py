@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     RESEND_ON_UNKNOWN: bool = True
     ESP_OUTAGE_BATCHES: int = Field(default=3, ge=1)
     ESP_PROBE_MAX_SECONDS: float = Field(default=300.0, gt=0)
-    NO_SECTION: Literal["global", "skip"] = "global"
+    NO_SECTION: Literal["global", "skip"] = "skip"
 
     # --- alerts ----------------------------------------------------------------------------------
     ALERT_EMAILS: str = ""

@@ -19,7 +19,7 @@ from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.core.status import BulletinStatus
 from newsletter.sending import queries
-from newsletter.sending.queries.planning import GLOBAL_REGION
+from newsletter.sending.queries.planning import SKIP
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def send_now(
     *,
     actor: str = audit.CLI_ACTOR,
     allow_draft: bool = True,
-    no_section: str = GLOBAL_REGION,
+    no_section: str = SKIP,
 ) -> int:
     """Start sending a bulletin now (from draft, ready or paused); returns how many deliveries were planned.
 
@@ -100,7 +100,7 @@ def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, r
 
 
 def resume(
-    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, no_section: str = GLOBAL_REGION
+    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, no_section: str = SKIP
 ) -> Bulletin:
     """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`."""
     bulletin = locked(session, bulletin_id)

@@ -143,7 +143,7 @@ def send_summary(session: Session, bulletin_id: int, *, now: datetime | None = N
 
 
 def variant_counts(
-    session: Session, bulletin_id: int, *, now: datetime | None = None, no_section: str = "global"
+    session: Session, bulletin_id: int, *, now: datetime | None = None, no_section: str = "skip"
 ) -> dict[str, int]:
     """How many subscribers eligible now get each variant of the bulletin (the planning rule, exactly;
     `no_section` is `NO_SECTION`)."""

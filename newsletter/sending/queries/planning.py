@@ -69,6 +69,8 @@ def eligible(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Subquery:
 
 NO_SECTION_REASON = "no section for their regions this week"
 GLOBAL_REGION = "global"
+SKIP = "skip"
+"""The `NO_SECTION` values: the global section, or a recorded skip (the default)."""
 
 
 def without_section(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Select[Any]:
@@ -115,7 +117,7 @@ def _plan_no_section(
     return conn.execute(stmt).rowcount
 
 
-def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: str = GLOBAL_REGION) -> int:
+def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: str = SKIP) -> int:
     """Create the pending deliveries of a bulletin in one statement; returns how many were new.
 
     Subscribers with no section this week get the global section or a `skipped` delivery with the
@@ -154,7 +156,7 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: st
 
 
 def variant_counts(
-    conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: str = GLOBAL_REGION
+    conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: str = SKIP
 ) -> dict[str, int]:
     """How many subscribers eligible now would get each variant (the planning rule, not the ledger),
     those without a section included under `global` when `no_section` sends them that."""
