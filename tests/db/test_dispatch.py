@@ -154,7 +154,8 @@ def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their
         assert ("Pray for the conference in Accra" in text) == ("africa" in variant)
         assert ("Pray for the investigators" in text) == ("south-asia" in variant)
         assert ("Pray for the recruiting team" in text) == ("global" in variant)
-    assert all(d.message_id and d.sent_at and d.attempts == 1 for d in deliveries(session, bulletin.id))
+    sent = [d for d in deliveries(session, bulletin.id) if d.status == DeliveryStatus.ACCEPTED]
+    assert all(d.message_id and d.sent_at and d.attempts == 1 for d in sent)
 
 
 def test_sendgrid_batches_carry_every_recipient_once_with_delivery_ids(
