@@ -245,3 +245,32 @@ def test_who_gets_no_section_is_counted_and_gets_global_or_a_recorded_skip(
         assert (mine.variant, mine.status) == ("global", D.PENDING)
     else:
         assert (mine.status, mine.last_error) == (D.SKIPPED, queries.NO_SECTION_REASON)
+
+
+def test_staff_are_told_through_smtp_when_the_esp_is_down(
+    settings: Settings,
+    engine: Engine,
+    twenty: int,
+    fake_esp: FakeEsp,
+    smtp_server: object,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = smtp_server  # tests.fixtures_esp.SmtpTestServer
+    s = sendgrid(
+        settings,
+        fake_esp,
+        **FAST,
+        ALERT_EMAILS="staff@example.org, lead@example.org",
+        SMTP_HOST=server.host,  # type: ignore[attr-defined]
+        SMTP_PORT=server.port,  # type: ignore[attr-defined]
+        SMTP_STARTTLS=False,
+    )
+    fake_esp.fail(503)
+    with caplog.at_level(logging.ERROR, logger="newsletter"):
+        assert Dispatcher(s, engine).run_until_done(twenty).status == BulletinStatus.PAUSED
+    assert f"ALERT bulletin {twenty} paused" in caplog.text
+    alerts = server.messages  # type: ignore[attr-defined]
+    assert sorted(a.rcpt_tos[0] for a in alerts) == ["lead@example.org", "staff@example.org"]
+    message = alerts[0].parsed()
+    assert f"bulletin {twenty} paused" in str(message["Subject"]) and "List-Unsubscribe" not in message
+    assert OUTAGE_REASON in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
