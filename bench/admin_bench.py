@@ -6,7 +6,7 @@ Seeds `--rows` subscribers (random region mixes) in bulk with set-based SQL, sta
 uvicorn (127.0.0.1, a free port), logs in as staff and times each page over HTTP (median and worst of
 `--repeat` requests). The baseline runs, on the same database, the queries the list would run without
 its design: OFFSET pagination to the same depth and a case-insensitive substring search (`LIKE '%…%'`),
-which no b-tree can serve. Target (issue 6): first page and a search each ≤ 200 ms at 1M subscribers.
+which no b-tree can serve. Target: first page and a search each ≤ 200 ms at 1M subscribers.
 """
 
 from __future__ import annotations

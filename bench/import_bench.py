@@ -4,7 +4,7 @@
 
 The baseline is what the importer would be without its design: full email-validator on every address
 and one INSERT per row through the ORM (run on a tenth of the rows and scaled, as it is slow).
-Target (issue 2): 100k rows in ≤ 5 s.
+Target: 100k rows in ≤ 5 s.
 """
 
 from __future__ import annotations

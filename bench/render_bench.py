@@ -3,7 +3,7 @@ and the per-recipient steps (tokens, personalize) that run once per message.
 
     .venv/bin/python bench/render_bench.py [--bulletin FILE] [--scale N]
 
-Targets (issue 3): warm `variant()` ≤ 1 ms, cold variant render ≤ 100 ms; tokens ≤ 5 µs each.
+Targets: warm `variant()` ≤ 1 ms, cold variant render ≤ 100 ms; tokens ≤ 5 µs each.
 `--scale 3` repeats every item three times (the size the Gmail-clipping test uses).
 """
 

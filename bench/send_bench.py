@@ -13,7 +13,7 @@ to exit), and end to end; requests made; duplicates; peak RSS of each worker (`w
 The baseline (same run, `--naive` recipients): per recipient, render the template, inline the CSS with
 premailer and make one API call with one personalization.
 
-Targets (issue 4, 2 cores): ≥ 20,000 recipients/s end to end at 1M on SQLite, and on PostgreSQL with
+Targets (2 cores): ≥ 20,000 recipients/s end to end at 1M on SQLite, and on PostgreSQL with
 2 workers; peak RSS ≤ 150 MB and flat from 100k to 1M.
 """
 

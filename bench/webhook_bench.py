@@ -8,7 +8,7 @@ Three runs, each on a fresh database holding one sent bulletin with a delivery p
 - in-process the same steps without HTTP (`signature_valid` → `parse_events` → `apply_events`);
 - baseline:  one event at a time (signature, parse, apply, commit per event), run on a tenth of the
              events: what a webhook that handles events one by one would cost.
-Target (issue 5): >= 5,000 events/s with signature checks, batches of 1000.
+Target: >= 5,000 events/s with signature checks, batches of 1000.
 """
 
 from __future__ import annotations

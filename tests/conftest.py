@@ -180,5 +180,5 @@ def cli(settings: Settings) -> Callable[..., Result]:
 
 @pytest.fixture
 def sample_text() -> str:
-    """The real bulletin of `shared/samples/prayer-bulletin.txt`."""
+    """The real bulletin in `tests/data/prayer-bulletin.txt` (as in `subscribers/sample-bulletin.txt`)."""
     return (DATA / "prayer-bulletin.txt").read_text(encoding="utf-8")

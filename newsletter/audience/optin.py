@@ -21,16 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
+from newsletter.audience.queries import replace_regions, subscriber_by_email
+from newsletter.content.queries import region_ids
 from newsletter.content.render import Renderer
 from newsletter.content.types import Recipient
 from newsletter.core import audit
 from newsletter.core.config import Settings
 from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import SUBSCRIPTION, Region, Subscriber, email_hash, utcnow
+from newsletter.core.models import Subscriber, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 from newsletter.esp import EspError, backend_for
 
@@ -62,10 +63,40 @@ def _keys(email: str, client_ip: str) -> tuple[str, str]:
 
 def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
     """Replace a subscriber's regions with `codes` (known codes; the caller checks there is one)."""
-    ids = session.exec(select(Region.id).where(col(Region.code).in_(list(codes)))).all()
-    table = SUBSCRIPTION
-    session.execute(sa.delete(table).where(table.c.subscriber_id == subscriber_id))
-    session.execute(sa.insert(table), [{"subscriber_id": subscriber_id, "region_id": rid} for rid in ids])
+    replace_regions(session, {subscriber_id: list(region_ids(session, codes).values())})
+
+
+def _to_pending(
+    session: Session, email: str, name: str, now: datetime
+) -> tuple[Subscriber, str | None, dict[str, object]] | None:
+    """The subscriber for `email`, new or back to `pending` (with its status before and what to audit
+    besides); None when the address must not be asked again (active already, or bounced/complained)."""
+    subscriber = subscriber_by_email(session, email)
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=email,
+            email_hash=email_hash(email),
+            name=name,
+            status=SubscriberStatus.PENDING,
+            source=SOURCE,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(subscriber)
+        session.flush()
+        return subscriber, None, {"source": SOURCE}
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return None
+    try:
+        check_subscriber(subscriber.status, SubscriberStatus.PENDING)
+    except InvalidTransition:
+        return None  # bounced or complained: never again
+    before = subscriber.status
+    subscriber.status = SubscriberStatus.PENDING
+    subscriber.name = name
+    subscriber.updated_at = now
+    session.add(subscriber)
+    return subscriber, before, {}
 
 
 def request_subscription(
@@ -92,34 +123,10 @@ def request_subscription(
     if suppressions.blocks_subscription(suppressions.find(session, email)):
         return SubscribeResult(Outcome.QUIET)
 
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
-    changes: dict[str, object] = {}
-    if subscriber is None:
-        subscriber = Subscriber(
-            email=email,
-            email_hash=email_hash(email),
-            name=name,
-            status=SubscriberStatus.PENDING,
-            source=SOURCE,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(subscriber)
-        session.flush()
-        before = None
-        changes["source"] = SOURCE
-    else:
-        if subscriber.status == SubscriberStatus.ACTIVE:
-            return SubscribeResult(Outcome.QUIET)
-        try:
-            check_subscriber(subscriber.status, SubscriberStatus.PENDING)
-        except InvalidTransition:
-            return SubscribeResult(Outcome.QUIET)  # bounced or complained: never again
-        before = subscriber.status
-        subscriber.status = SubscriberStatus.PENDING
-        subscriber.name = name
-        subscriber.updated_at = now
-        session.add(subscriber)
+    pending = _to_pending(session, email, name, now)
+    if pending is None:
+        return SubscribeResult(Outcome.QUIET)
+    subscriber, before, changes = pending
     assert subscriber.id is not None
     set_regions(session, subscriber.id, regions)
     audit.record(

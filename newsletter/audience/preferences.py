@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from newsletter.audience.optin import set_regions
-from newsletter.audience.subscribers import subscriber_regions
+from newsletter.audience.queries import subscriber_regions
 from newsletter.core import audit
 from newsletter.core.dialect import insert_ignoring_duplicates
 from newsletter.core.models import (

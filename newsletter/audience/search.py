@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from newsletter.audience.queries import subscriber_regions
 from newsletter.audience.subscribers import COLUMNS
 from newsletter.core.models import REGION, SUBSCRIBER, SUBSCRIPTION
 
@@ -133,28 +134,12 @@ def search_page(
     rows = rows[:limit]
     return Page(
         rows=rows,
-        regions=regions_by_subscriber(conn, [r.id for r in rows]),
+        regions=subscriber_regions(conn, [r.id for r in rows]),
         mode=mode,
         next_cursor=_cursor(mode, rows[-1]) if more and rows else None,
         searched=filters.q.strip(),
         notes=notes,
     )
-
-
-def regions_by_subscriber(conn: sa.Connection, ids: list[int]) -> dict[int, list[str]]:
-    """Region codes per subscriber id, in display order."""
-    if not ids:
-        return {}
-    rows = conn.execute(
-        sa.select(_subscription.c.subscriber_id, _region.c.code)
-        .join(_region, _region.c.id == _subscription.c.region_id)
-        .where(_subscription.c.subscriber_id.in_(ids))
-        .order_by(_region.c.position)
-    )
-    result: dict[int, list[str]] = {}
-    for sid, code in rows:
-        result.setdefault(sid, []).append(code)
-    return result
 
 
 def export_query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
@@ -169,6 +154,23 @@ def export_rows(conn: sa.Connection, region: str | None, status: str | None) -> 
     yield list(COLUMNS)
     result = conn.execution_options(yield_per=2000).execute(export_query(region, status))
     for chunk in result.partitions():
-        regions = regions_by_subscriber(conn, [r.id for r in chunk])
+        regions = subscriber_regions(conn, [r.id for r in chunk])
         for row in chunk:
             yield [row.email, row.name, ";".join(regions.get(row.id, [])), row.status]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The first `limit` subscribers of an export-style filter, how many match in all, and their regions."""
+
+    rows: list[Any]
+    total: int
+    regions: dict[int, list[str]]
+
+
+def listing(conn: sa.Connection, region: str | None, status: str | None, limit: int = 0) -> Listing:
+    """Subscribers oldest first (at most `limit`, 0 for all), as `newsletter subscribers list` shows them."""
+    query = export_query(region, status)
+    rows = list(conn.execute(query.limit(limit) if limit else query))
+    total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+    return Listing(rows, int(total), subscriber_regions(conn, [r.id for r in rows]))

@@ -18,28 +18,21 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
-import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from newsletter.audience import queries
+from newsletter.audience.queries import subscriber_regions as subscriber_regions
+from newsletter.content.queries import region_ids as regions_by_code
 from newsletter.content.regions import RegionIndex
-from newsletter.content.regions import region_ids as regions_by_code
 from newsletter.core import audit
-from newsletter.core.dialect import insert_many, one_of
 from newsletter.core.errors import InvalidTransition, Problem
-from newsletter.core.models import (
-    SUBSCRIBER,
-    SUBSCRIPTION,
-    SUPPRESSION,
-    Region,
-    Subscription,
-    email_hash,
-    utcnow,
-)
+from newsletter.core.models import email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 
 COLUMNS = ("email", "name", "regions", "status")
@@ -240,6 +233,81 @@ def _chunks(rows: Iterable[Row | Problem], report: ImportReport, size: int) -> I
         yield chunk
 
 
+@dataclass
+class _ChunkPlan:
+    """What one chunk of rows does to the database, decided before any statement runs."""
+
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    new_regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    region_sets: dict[int, set[int]] = field(default_factory=dict)
+
+
+def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "email": row.email,
+        "email_hash": digest,
+        "name": row.name,
+        "status": str(row.status),
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+        "confirmed_at": now if row.status == SubscriberStatus.ACTIVE else None,
+        "unsubscribed_at": now if row.status == SubscriberStatus.UNSUBSCRIBED else None,
+    }
+
+
+def _kept_status(found: Any, row: Row, suppressed: bool) -> SubscriberStatus:
+    """The status an import may give a known address: the row's, unless the lifecycle forbids the move
+    or a suppressed address would become active (then it keeps its own)."""
+    try:
+        check_subscriber(found.status, row.status)
+    except InvalidTransition:
+        return SubscriberStatus(found.status)
+    if suppressed and row.status == SubscriberStatus.ACTIVE:
+        return SubscriberStatus(found.status)
+    return row.status
+
+
+def _plan_chunk(
+    chunk: list[Row],
+    known: queries.KnownAddresses,
+    region_ids: dict[str, int],
+    report: ImportReport,
+    source: str,
+    now: datetime,
+) -> _ChunkPlan:
+    plan = _ChunkPlan()
+    for row in chunk:
+        digest = known.hashes[row.email]
+        found = known.existing.get(row.email)
+        if found is None:
+            if digest in known.suppressed:
+                report.suppressed += 1
+            else:
+                plan.new_rows.append(_new_row(row, digest, source, now))
+                plan.new_regions[row.email] = row.regions
+            continue
+        status = _kept_status(found, row, digest in known.suppressed)
+        if status != row.status:
+            report.kept_status += 1
+        changed = found.name != row.name or found.status != status
+        wanted = {region_ids[c] for c in row.regions}
+        if known.regions.get(found.id, set()) != wanted:
+            plan.region_sets[found.id] = wanted
+            changed = True
+        if not changed:
+            report.unchanged += 1
+            continue
+        update: dict[str, Any] = {"id": found.id, "name": row.name, "status": str(status), "updated_at": now}
+        if status != found.status and status == SubscriberStatus.UNSUBSCRIBED:
+            update["unsubscribed_at"] = now
+        plan.updates.append(update)
+        report.updated += 1
+    report.created += len(plan.new_rows)
+    return plan
+
+
 def import_subscribers(
     session: Session,
     text: str,
@@ -258,143 +326,22 @@ def import_subscribers(
     """
     report = ImportReport(dry_run=dry_run)
     region_ids = regions_by_code(session)
-    sub = SUBSCRIBER
-    subscription = SUBSCRIPTION
     now = utcnow()
-    dialect = session.get_bind().dialect.name
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
-        emails = [r.email for r in chunk]
-        existing = {
-            row.email: row
-            for row in session.execute(
-                sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.status).where(
-                    one_of(dialect, sub.c.email, emails)
-                )
-            )
-        }
-        hashes = {r.email: email_hash(r.email) for r in chunk}
-        suppressed = set(
-            session.scalars(
-                sa.select(SUPPRESSION.c.email_hash).where(
-                    one_of(dialect, SUPPRESSION.c.email_hash, hashes.values())
-                )
-            )
-        )
-        current_regions: dict[int, set[int]] = {}
-        if existing:
-            for sid, rid in session.execute(
-                sa.select(subscription.c.subscriber_id, subscription.c.region_id).where(
-                    one_of(dialect, subscription.c.subscriber_id, [e.id for e in existing.values()])
-                )
-            ):
-                current_regions.setdefault(sid, set()).add(rid)
-
-        new_rows: list[dict[str, Any]] = []
-        new_regions: dict[str, tuple[str, ...]] = {}
-        updates: list[dict[str, Any]] = []
-        region_sets: dict[int, set[int]] = {}
-        for row in chunk:
-            wanted = {region_ids[c] for c in row.regions}
-            found = existing.get(row.email)
-            if found is None:
-                if hashes[row.email] in suppressed:
-                    report.suppressed += 1
-                    continue
-                new_rows.append(
-                    {
-                        "email": row.email,
-                        "email_hash": hashes[row.email],
-                        "name": row.name,
-                        "status": str(row.status),
-                        "source": source,
-                        "created_at": now,
-                        "updated_at": now,
-                        "confirmed_at": now if row.status == SubscriberStatus.ACTIVE else None,
-                        "unsubscribed_at": now if row.status == SubscriberStatus.UNSUBSCRIBED else None,
-                    }
-                )
-                new_regions[row.email] = row.regions
-                continue
-            status = row.status
-            refused = hashes[row.email] in suppressed and status == SubscriberStatus.ACTIVE
-            try:
-                check_subscriber(found.status, status)
-            except InvalidTransition:
-                refused = True
-            if refused and status != found.status:
-                status = SubscriberStatus(found.status)
-                report.kept_status += 1
-            changed = found.name != row.name or found.status != status
-            if current_regions.get(found.id, set()) != wanted:
-                region_sets[found.id] = wanted
-                changed = True
-            if changed:
-                update: dict[str, Any] = {
-                    "id": found.id,
-                    "name": row.name,
-                    "status": str(status),
-                    "updated_at": now,
-                }
-                if status != found.status and status == SubscriberStatus.UNSUBSCRIBED:
-                    update["unsubscribed_at"] = now
-                updates.append(update)
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        report.created += len(new_rows)
-
-        if new_rows:
-            insert_many(session.connection(), sub, new_rows)
-            for sid, email in session.execute(
-                sa.select(sub.c.id, sub.c.email).where(one_of(dialect, sub.c.email, new_regions))
-            ):
-                region_sets[sid] = {region_ids[c] for c in new_regions[email]}
-        if updates:
-            session.execute(
-                sa.update(sub).where(sub.c.id == sa.bindparam("_id")),
-                [{**{k: v for k, v in u.items() if k != "id"}, "_id": u["id"]} for u in updates],
-            )
-        if region_sets:
-            session.execute(
-                sa.delete(subscription).where(one_of(dialect, subscription.c.subscriber_id, region_sets))
-            )
-            insert_many(
-                session.connection(),
-                subscription,
-                [
-                    {"subscriber_id": sid, "region_id": rid}
-                    for sid, rids in region_sets.items()
-                    for rid in rids
-                ],
-            )
+        known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
+        plan = _plan_chunk(chunk, known, region_ids, report, source, now)
+        for sid, email in queries.insert_subscribers(session, plan.new_rows).items():
+            plan.region_sets[sid] = {region_ids[c] for c in plan.new_regions[email]}
+        queries.update_subscribers(session, plan.updates)
+        queries.replace_regions(session, plan.region_sets)
         if progress:
             progress(len(chunk))
     if not dry_run:
-        audit.record(
-            session,
-            actor,
-            "subscribers.import",
-            "subscriber",
-            None,
-            {
-                "source": source,
-                "created": report.created,
-                "updated": report.updated,
-                "bad_rows": len(report.problems),
-            },
-        )
+        changes = {
+            "source": source,
+            "created": report.created,
+            "updated": report.updated,
+            "bad_rows": len(report.problems),
+        }
+        audit.record(session, actor, "subscribers.import", "subscriber", None, changes)
     return report
-
-
-def subscriber_regions(session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Region codes per subscriber, in display order."""
-    rows = session.exec(
-        select(Subscription.subscriber_id, Region.code)
-        .join(Region, col(Region.id) == col(Subscription.region_id))
-        .where(col(Subscription.subscriber_id).in_(list(subscriber_ids)))
-        .order_by(col(Region.position))
-    ).all()
-    result: dict[int, list[str]] = {sid: [] for sid in subscriber_ids}
-    for sid, code in rows:
-        result[sid].append(code)
-    return result

@@ -1,4 +1,4 @@
-"""`newsletter subscribers import|list|export`."""
+"""`newsletter subscribers import|list|export|update`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.table import Table
 
-from newsletter.audience.search import export_query, export_rows, regions_by_subscriber
+from newsletter.audience import staff
+from newsletter.audience.search import export_rows, listing
 from newsletter.audience.subscribers import import_subscribers
 from newsletter.cli import context
 from newsletter.content.regions import RegionIndex
+from newsletter.core import audit
 from newsletter.core.errors import NewsletterError, NotFound
 from newsletter.core.status import SubscriberStatus
 
@@ -66,10 +67,6 @@ def import_command(
         raise typer.Exit(code=1)
 
 
-def _query(region: str | None, status: str | None) -> sa.Select[tuple[int, str, str, str]]:
-    return export_query(region, status)
-
-
 def _check_filters(region: str | None, status: str | None) -> str | None:
     if status and status not in {s.value for s in SubscriberStatus}:
         raise NewsletterError(
@@ -84,10 +81,6 @@ def _check_filters(region: str | None, status: str | None) -> str | None:
     return code
 
 
-def _regions_by_subscriber(conn: sa.Connection, ids: list[int]) -> dict[int, list[str]]:
-    return regions_by_subscriber(conn, ids)
-
-
 @subscribers_app.command("list")
 def list_command(
     region: Annotated[
@@ -100,20 +93,13 @@ def list_command(
 ) -> None:
     """List subscribers, oldest first, with their regions."""
     code = _check_filters(region, status)
-    query = _query(code, status)
-    if limit:
-        query = query.limit(limit)
     with context.engine().connect() as conn:
-        rows = conn.execute(query).all()
-        total = conn.execute(
-            sa.select(sa.func.count()).select_from(_query(code, status).subquery())
-        ).scalar_one()
-        regions = _regions_by_subscriber(conn, [r.id for r in rows])
+        found = listing(conn, code, status, limit)
     table = Table("id", "email", "name", "status", "regions")
-    for row in rows:
-        table.add_row(str(row.id), row.email, row.name, row.status, ";".join(regions.get(row.id, [])))
+    for row in found.rows:
+        table.add_row(str(row.id), row.email, row.name, row.status, ";".join(found.regions.get(row.id, [])))
     context.console.print(table)
-    context.console.print(f"{len(rows)} of {total} subscribers shown")
+    context.console.print(f"{len(found.rows)} of {found.total} subscribers shown")
 
 
 @subscribers_app.command("export")
@@ -139,3 +125,28 @@ def export_command(
             out.close()
     if file:
         context.console.print(f"{count} subscribers written to {file}")
+
+
+@subscribers_app.command("update")
+def update_command(
+    subscriber: Annotated[str, typer.Argument(metavar="ID|EMAIL", help="The subscriber's id or address.")],
+    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="New status; the lifecycle decides which are allowed (bounced and complained suppress)."
+        ),
+    ] = None,
+    regions: Annotated[
+        str | None, typer.Option(help="The regions, codes separated by ';' (replaces the current ones).")
+    ] = None,
+) -> None:
+    """Change a subscriber's name, status or regions, as staff do in the admin (same rules, audited)."""
+    codes = [c.strip() for c in regions.split(";") if c.strip()] if regions is not None else None
+    edit = staff.SubscriberEdit(name=name, status=status, regions=codes)
+    with context.session() as session:
+        found = staff.get_subscriber(session, subscriber)
+        assert found.id is not None
+        changed = staff.update_subscriber(session, found.id, edit, actor=audit.CLI_ACTOR)
+        email, now_status = found.email, found.status
+    context.console.print(f"{email}: {'updated' if changed else 'nothing to change'} ({now_status})")

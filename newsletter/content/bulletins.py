@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
+from newsletter.content import queries
 from newsletter.content.parse import parse_bulletin as _parse
-from newsletter.content.regions import RegionIndex, region_ids
+from newsletter.content.regions import RegionIndex
 from newsletter.content.types import BulletinContent, ItemContent, Section
 from newsletter.core import audit
 from newsletter.core.config import Settings
-from newsletter.core.errors import ImportFailed, NotFound, Problem
-from newsletter.core.models import Bulletin, Item, Region, utcnow
+from newsletter.core.errors import ImportFailed, NewsletterError, NotFound, Problem
+from newsletter.core.models import Bulletin, Item, utcnow
 from newsletter.core.status import BulletinStatus, ItemKind, check_bulletin
 
 
@@ -48,7 +49,7 @@ def store_bulletin(
     actor: str = audit.CLI_ACTOR,
 ) -> Bulletin:
     """Insert a bulletin and its items in the session's transaction; regions must exist (`init`)."""
-    ids = region_ids(session)
+    ids = queries.region_ids(session)
     missing = [s.region_code for s in content.sections if s.region_code not in ids]
     if missing:
         raise NotFound(f"regions {', '.join(missing)} are not in the database; run `newsletter init`")
@@ -94,12 +95,7 @@ def get_bulletin(session: Session, bulletin_id: int) -> Bulletin:
 def load_content(session: Session, bulletin_id: int) -> BulletinContent:
     """The bulletin as render-ready content: sections in region order, items in their order."""
     bulletin = get_bulletin(session, bulletin_id)
-    rows = session.exec(
-        select(Item, Region)
-        .join(Region, col(Region.id) == col(Item.region_id))
-        .where(Item.bulletin_id == bulletin_id)
-        .order_by(col(Region.position), col(Region.id), col(Item.position), col(Item.id))
-    ).all()
+    rows = queries.items_with_regions(session, bulletin_id)
     sections: list[Section] = []
     for item, region in rows:
         if not sections or sections[-1].region_code != region.code:
@@ -143,14 +139,7 @@ def describe(session: Session, bulletin_id: int) -> dict[str, Any]:
 
 def list_bulletins(session: Session, limit: int = 100) -> list[tuple[Bulletin, int]]:
     """Newest first, each with its item count."""
-    counts = select(Item.bulletin_id, func.count().label("n")).group_by(col(Item.bulletin_id)).subquery()
-    rows = session.exec(
-        select(Bulletin, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.bulletin_id == Bulletin.id)
-        .order_by(col(Bulletin.id).desc())
-        .limit(limit)
-    ).all()
-    return [(b, int(n)) for b, n in rows]
+    return queries.bulletins_with_item_counts(session, limit)
 
 
 def change_status(
@@ -184,10 +173,6 @@ def change_status(
 
 def parse_send_at(text: str, settings: Settings) -> datetime:
     """An ISO-8601 time; without an offset it is read in `TIMEZONE`. Returned in UTC."""
-    from datetime import UTC
-
-    from newsletter.core.errors import NewsletterError
-
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError as exc:

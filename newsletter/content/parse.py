@@ -1,4 +1,4 @@
-"""Reading a bulletin from text: the plain format of `samples/prayer-bulletin.txt`, or Markdown.
+"""Reading a bulletin from text: the plain format of `subscribers/sample-bulletin.txt`, or Markdown.
 
 Plain text::
 

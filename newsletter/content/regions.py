@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from newsletter.content import queries
 from newsletter.core.config import Settings
 from newsletter.core.errors import NotFound
 from newsletter.core.models import Region
@@ -50,7 +51,7 @@ class RegionIndex:
 
     @classmethod
     def from_db(cls, session: Session, settings: Settings) -> RegionIndex:
-        rows = session.exec(select(Region).order_by(col(Region.position), col(Region.id))).all()
+        rows = queries.regions_in_order(session)
         return cls.build([(r.code, r.name) for r in rows], settings.region_aliases)
 
     def resolve(self, text: str) -> str | None:
@@ -87,7 +88,7 @@ class RegionIndex:
 
 def seed_regions(session: Session, settings: Settings) -> int:
     """Create the configured regions and bring names and order up to date; returns how many were added."""
-    existing = {r.code: r for r in session.exec(select(Region)).all()}
+    existing = queries.regions_by_code(session)
     added = 0
     for position, (code, name) in enumerate(settings.regions):
         region = existing.get(code)
@@ -101,5 +102,5 @@ def seed_regions(session: Session, settings: Settings) -> int:
     return added
 
 
-def region_ids(session: Session) -> dict[str, int]:
-    return {r.code: r.id for r in session.exec(select(Region)).all() if r.id is not None}
+region_ids = queries.region_ids
+"""Region id by code (kept here too: the benchmarks and `content.bulletins` look it up with the regions)."""

@@ -1,4 +1,4 @@
-"""The data model of DESIGN.md as SQLModel tables.
+"""The data model as SQLModel tables (each table and why it exists: `docs/architecture.md`).
 
 Statuses are stored as short strings (vocabularies in `newsletter.core.status`) rather than database enums,
 so that SQLite and PostgreSQL share one migration and a new status is not a schema change.

@@ -71,6 +71,15 @@ SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
 """Where a subscriber may go from each status. Nothing, not even an import, re-activates a lost address."""
 
 
+SUPPRESSION_FOR_STATUS: dict[SubscriberStatus, SuppressionReason] = {
+    S.COMPLAINED: SuppressionReason.COMPLAINT,
+    S.BOUNCED: SuppressionReason.BOUNCE,
+    S.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBE,
+}
+"""The statuses that mean "never mail this address again", strongest first, each with the suppression
+it adds. One rule for every way a status changes: ESP events (`sending.events`) and staff edits
+(`audience.staff`) both read it, so an address marked bounced is suppressed whoever marked it."""
+
 B = BulletinStatus
 BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {
     B.DRAFT: frozenset({B.READY, B.CANCELLED}),

@@ -3,7 +3,7 @@
     events = parse_events(body)              # pure: the whole batch, or MalformedEvents (store nothing)
     report = apply_events(session, events)   # a handful of set-based statements per batch
 
-Rules (from DESIGN.md, step 8):
+Rules (the last step of the send path in `docs/architecture.md`):
 - each event is stored once, by its ESP event id (`INSERT … ON CONFLICT DO NOTHING`); an event seen
   before (a replayed or retried batch) is not applied again;
 - an event finds its delivery through `custom_args.delivery_id`, which SendGrid copies into the event;
@@ -40,9 +40,9 @@ from newsletter.core.models import (
 from newsletter.core.status import (
     DELIVERY_RANK,
     SUBSCRIBER_TRANSITIONS,
+    SUPPRESSION_FOR_STATUS,
     DeliveryStatus,
     SubscriberStatus,
-    SuppressionReason,
     delivery_moves_forward,
 )
 from newsletter.esp.sendgrid.events import DELIVERY_STATUS_OF, Event
@@ -64,11 +64,7 @@ _PG_INSERT_EVENTS = sa.text(
 )
 
 # What an event does to the subscriber, strongest first: one batch may carry several for one address.
-_SUBSCRIBER_EFFECTS: tuple[tuple[SubscriberStatus, SuppressionReason], ...] = (
-    (SubscriberStatus.COMPLAINED, SuppressionReason.COMPLAINT),
-    (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE),
-    (SubscriberStatus.UNSUBSCRIBED, SuppressionReason.UNSUBSCRIBE),
-)
+_SUBSCRIBER_EFFECTS = tuple(SUPPRESSION_FOR_STATUS.items())
 _STRENGTH = {status: i for i, (status, _) in enumerate(_SUBSCRIBER_EFFECTS)}
 _REASON = dict(_SUBSCRIBER_EFFECTS)
 
@@ -127,20 +123,31 @@ def apply_events(
         unique.setdefault(event.esp_event_id, event)
     if not unique:
         return report
+    wanted = {e.delivery_id for e in unique.values() if e.delivery_id is not None}
+    known = _known_deliveries(session, wanted)
+    report.unknown_deliveries = len(wanted) - len(known)
+    fresh = _store_new(session, list(unique.values()), known, now)
+    report.new = len(fresh)
+    for e in fresh:
+        report.by_event[e.event] = report.by_event.get(e.event, 0) + 1
+    report.deliveries_updated = _advance_deliveries(session, fresh, known, now)
+    _apply_subscriber_effects(session, fresh, report, actor, now)
+    return report
 
-    delivery = DELIVERY
-    wanted_ids = {e.delivery_id for e in unique.values() if e.delivery_id is not None}
-    known: dict[int, int | None] = {}
-    if wanted_ids:
-        for did, sid in session.execute(
-            sa.select(delivery.c.id, delivery.c.subscriber_id).where(
-                one_of(session, delivery.c.id, wanted_ids)
-            )
-        ):
-            known[did] = sid
-    report.unknown_deliveries = len(wanted_ids) - len(known)
 
-    # 1. Store every event once; the ones that are new are applied, the others were seen before.
+def _known_deliveries(session: Session, wanted_ids: set[int]) -> dict[int, int | None]:
+    """delivery id → subscriber id, for the ids that exist (an event may name mail we never sent)."""
+    if not wanted_ids:
+        return {}
+    d = DELIVERY.c
+    rows = session.execute(sa.select(d.id, d.subscriber_id).where(one_of(session, d.id, wanted_ids)))
+    return {did: sid for did, sid in rows}
+
+
+def _store_new(
+    session: Session, events: list[Event], known: dict[int, int | None], now: datetime
+) -> list[Event]:
+    """Store every event once; returns the ones not seen before (the others are not applied again)."""
     new_ids = _store(
         session,
         [
@@ -151,38 +158,45 @@ def apply_events(
                 "occurred_at": e.occurred_at,
                 "payload": e.payload,
             }
-            for e in unique.values()
+            for e in events
         ],
         now,
     )
-    fresh = [e for e in unique.values() if e.esp_event_id in new_ids]
-    report.new = len(fresh)
-    for e in fresh:
-        report.by_event[e.event] = report.by_event.get(e.event, 0) + 1
+    return [e for e in events if e.esp_event_id in new_ids]
 
-    # 2. Deliveries: the furthest status each one reached in this batch, one UPDATE per target status;
-    # the WHERE on the current status keeps the rule even against a concurrent batch.
+
+def _advance_deliveries(
+    session: Session, fresh: list[Event], known: dict[int, int | None], now: datetime
+) -> int:
+    """Move each delivery to the furthest status it reached in this batch: one UPDATE per target status,
+    whose WHERE on the current status keeps the only-forward rule even against a concurrent batch."""
     furthest: dict[int, DeliveryStatus] = {}
     for e in fresh:
         status = DELIVERY_STATUS_OF.get(e.event)
-        if status is None or e.delivery_id not in known:
+        if status is None or e.delivery_id is None or e.delivery_id not in known:
             continue
-        assert e.delivery_id is not None
         current = furthest.get(e.delivery_id)
         if current is None or DELIVERY_RANK[status] > DELIVERY_RANK[current]:
             furthest[e.delivery_id] = status
     by_target: dict[DeliveryStatus, list[int]] = {}
     for did, status in furthest.items():
         by_target.setdefault(status, []).append(did)
+    updated = 0
+    d = DELIVERY.c
     for target, ids in by_target.items():
         result = session.execute(
-            sa.update(delivery)
-            .where(one_of(session, delivery.c.id, ids), delivery.c.status.in_(_delivery_sources(target)))
+            sa.update(DELIVERY)
+            .where(one_of(session, d.id, ids), d.status.in_(_delivery_sources(target)))
             .values(status=target, updated_at=now)
         )
-        report.deliveries_updated += result.rowcount  # type: ignore[attr-defined]
+        updated += result.rowcount  # type: ignore[attr-defined]
+    return updated
 
-    # 3. Subscribers and suppressions: the strongest effect per address in this batch.
+
+def _apply_subscriber_effects(
+    session: Session, fresh: list[Event], report: EventReport, actor: str, now: datetime
+) -> None:
+    """Suppress and update subscribers: the strongest effect per address in this batch, audited."""
     effects: dict[str, tuple[SubscriberStatus, Event]] = {}
     for e in fresh:
         effect = e.subscriber_effect()
@@ -192,17 +206,13 @@ def apply_events(
         if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
             effects[e.email] = (effect, e)
     if not effects:
-        return report
+        return
     report.suppressed = suppressions.add_many(
         session,
         [(email, _REASON[status], f"{e.event} {e.esp_event_id}") for email, (status, e) in effects.items()],
     )
-    subscriber = SUBSCRIBER
-    found = session.execute(
-        sa.select(subscriber.c.id, subscriber.c.email, subscriber.c.status).where(
-            one_of(session, subscriber.c.email, effects)
-        )
-    ).all()
+    s = SUBSCRIBER.c
+    found = session.execute(sa.select(s.id, s.email, s.status).where(one_of(session, s.email, effects))).all()
     email_of = {sid: email for sid, email, _ in found}
     by_status: dict[SubscriberStatus, dict[int, str]] = {}
     for sid, email, current in found:
@@ -212,13 +222,10 @@ def apply_events(
         if new_status == SubscriberStatus.UNSUBSCRIBED:
             values["unsubscribed_at"] = now
         changed = session.execute(
-            sa.update(subscriber)
-            .where(
-                one_of(session, subscriber.c.id, before),
-                subscriber.c.status.in_(_sources(SUBSCRIBER_TRANSITIONS, new_status)),
-            )
+            sa.update(SUBSCRIBER)
+            .where(one_of(session, s.id, before), s.status.in_(_sources(SUBSCRIBER_TRANSITIONS, new_status)))
             .values(**values)
-            .returning(subscriber.c.id)
+            .returning(s.id)
         ).scalars()
         for sid in changed:
             report.subscribers_changed += 1
@@ -230,4 +237,3 @@ def apply_events(
                 sid,
                 {"status": [before[sid], str(new_status)], "event": effects[email_of[sid]][1].event},
             )
-    return report

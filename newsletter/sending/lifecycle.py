@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from newsletter.content.bulletins import change_status, get_bulletin
+from newsletter.content.items import ensure_sendable
 from newsletter.core import audit
 from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
@@ -68,6 +69,7 @@ def send_now(
     """
     now = utcnow()
     bulletin = locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.DRAFT and not allow_draft:
         raise DraftNeedsConfirmation(
             f"bulletin {bulletin_id} is a draft: confirm, or pass --yes to send it without review"
@@ -87,6 +89,7 @@ def send_now(
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
     """Set a bulletin's own send time and make it `ready` (from draft, ready, or paused before it started)."""
     bulletin = locked(session, bulletin_id)
+    ensure_sendable(session, bulletin_id)
     if bulletin.status == B.PAUSED and bulletin.started_at is not None:
         raise InvalidTransition(
             f"bulletin {bulletin_id} has already started sending; resume it instead of scheduling it"

@@ -1,10 +1,11 @@
 """A fake SendGrid: `POST /v3/mail/send` on loopback, strict about bodies, told how to fail.
 
-Every body is checked against the rules of SendGrid's published Mail Send schema and the limits its
-documentation adds (`sendgrid_rules.validate_mail_send`). A violation answers 400 with SendGrid's error
-shape `{"errors": [{"message", "field", "help"}]}`; a body with `mail_settings.sandbox_mode.enable` true
-answers 200 and is not recorded (SendGrid's sandbox mode: validated, never delivered); otherwise 202 with
-an `X-Message-Id`, and every recipient is recorded. `GET /v3/scopes` is an authenticated read.
+Every body is checked against the rules of the Mail Send OpenAPI schema SendGrid publishes (v3
+`POST /mail/send`) and the limits its documentation adds (`sendgrid_rules.validate_mail_send`). A
+violation answers 400 with SendGrid's error shape `{"errors": [{"message", "field", "help"}]}`; a body
+with `mail_settings.sandbox_mode.enable` true answers 200 and is not recorded (SendGrid's sandbox mode:
+validated, never delivered); otherwise 202 with an `X-Message-Id`, and every recipient is recorded.
+`GET /v3/scopes` is an authenticated read.
 
 Faults, each at a probability (one seeded draw per request, the rates of the faults add up), for the
 next N requests, or for the next N seconds:

@@ -1,5 +1,5 @@
-"""The admin in a real browser (Playwright driving Debian's chromium): the two journeys of the issue,
-and screenshots of the main pages for the README (`docs/screenshots/admin-*.png`)."""
+"""The admin in a real browser (Playwright driving Debian's chromium): a volunteer's journey and a staff
+member's journey, and screenshots of the main pages for the README (`docs/screenshots/admin-*.png`)."""
 
 from __future__ import annotations
 

@@ -89,8 +89,24 @@ def claim_batch(
     ).fetchall()
     if not claimed:
         return None
-    variant = claimed[0][0]
-    s, x = SUBSCRIBER.c, SUPPRESSION.c
+    return claimed[0][0], _leased_rows(conn, bulletin_id, token, now)
+
+
+def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
+    """Why a leased row that may no longer be mailed is skipped."""
+    if email is None:
+        return "subscriber erased"
+    if suppressed:
+        return "address suppressed"
+    if status != SubscriberStatus.ACTIVE:
+        return f"subscriber {status}"
+    return "subscriber paused"
+
+
+def _leased_rows(conn: sa.Connection, bulletin_id: int, token: str, now: datetime) -> list[ClaimedRow]:
+    """The rows just leased under `token`, each with its subscriber and whether it may still be mailed
+    (suppressions and the subscriber's status are checked again: they may have changed since planning)."""
+    d, s, x = DELIVERY.c, SUBSCRIBER.c, SUPPRESSION.c
     ok = eligible_subscriber(now)
     suppressed = sa.exists().where(x.email_hash == s.email_hash)
     rows = conn.execute(
@@ -108,20 +124,18 @@ def claim_batch(
         .where(*_leased(bulletin_id, token))
         .order_by(d.id)
     )
-    out = []
-    for did, sid, attempts, email, name, status, is_ok, is_suppressed in rows:
-        reason = ""
-        if not is_ok:
-            if email is None:
-                reason = "subscriber erased"
-            elif is_suppressed:
-                reason = "address suppressed"
-            elif status != SubscriberStatus.ACTIVE:
-                reason = f"subscriber {status}"
-            else:
-                reason = "subscriber paused"
-        out.append(ClaimedRow(did, sid, email, name or "", attempts, bool(is_ok), reason))
-    return variant, out
+    return [
+        ClaimedRow(
+            did,
+            sid,
+            email,
+            name or "",
+            attempts,
+            bool(is_ok),
+            "" if is_ok else _skip_reason(email, is_suppressed, status),
+        )
+        for did, sid, attempts, email, name, status, is_ok, is_suppressed in rows
+    ]
 
 
 def _leased(bulletin_id: int, token: str, ids: Sequence[int] | None = None) -> list[sa.ColumnElement[bool]]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlmodel import col, select
 
-from newsletter.core.models import AuditEntry
+from newsletter.core import audit
 from newsletter.core.status import Role
 from newsletter.web.admin.pages import render
 from newsletter.web.auth import VolunteerUser
@@ -18,14 +14,6 @@ from newsletter.web.deps import SessionDep
 router = APIRouter()
 
 PAGE_SIZE = 100
-
-
-def _changes(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {"?": raw}
-    return value if isinstance(value, dict) else {"?": value}
 
 
 @router.get("/audit")
@@ -38,23 +26,18 @@ def audit_page(
     before: int | None = None,
 ) -> Response:
     """Newest first, keyset-paginated by id; filter by entity type and actor."""
-    query = select(AuditEntry)
     if user.role != Role.STAFF:
         entity = "subscriber"
-    if entity:
-        query = query.where(AuditEntry.entity_type == entity)
-    if actor.strip():
-        query = query.where(AuditEntry.actor == actor.strip().lower())
-    if before is not None:
-        query = query.where(col(AuditEntry.id) < before)
-    entries = session.exec(query.order_by(col(AuditEntry.id).desc()).limit(PAGE_SIZE + 1)).all()
+    entries = audit.entries(
+        session, entity_type=entity, actor=actor.strip().lower(), before=before, limit=PAGE_SIZE + 1
+    )
     more = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
     return render(
         request,
         "audit.html",
         {
-            "entries": [(e, _changes(e.changes)) for e in entries],
+            "entries": [(e, audit.changes_of(e)) for e in entries],
             "entity": entity,
             "actor": actor,
             "next_before": entries[-1].id if more and entries else None,

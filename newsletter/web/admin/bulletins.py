@@ -4,23 +4,24 @@ mark ready, schedule (`send_at` entered and shown in `TIMEZONE`), pause, resume,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from newsletter.content import items, queries
 from newsletter.content.bulletins import (
-    change_status,
+    get_bulletin,
     list_bulletins,
     parse_bulletin,
     parse_send_at,
     store_bulletin,
 )
 from newsletter.content.types import BulletinContent
-from newsletter.core import audit
-from newsletter.core.errors import ImportFailed, NewsletterError
+from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
 from newsletter.sending import lifecycle
@@ -37,22 +38,11 @@ SCHEDULE_SLACK = timedelta(seconds=30)
 """How far in the past a `send_at` may be and still count as "now" (the form was filled in slowly)."""
 
 
-def _regions(session: Session) -> list[Region]:
-    return list(session.exec(select(Region).order_by(col(Region.position), col(Region.id))).all())
-
-
 def get_bulletin_or_404(session: Session, bulletin_id: int) -> Bulletin:
-    bulletin = session.get(Bulletin, bulletin_id)
-    if bulletin is None:
-        raise HTTPException(404, "no such bulletin")
-    return bulletin
-
-
-def _editable(request: Request, bulletin: Bulletin) -> bool:
-    if bulletin.status in EDITABLE_BULLETIN:
-        return True
-    flash(request, f"A {bulletin.status} bulletin can no longer be edited.", "error")
-    return False
+    try:
+        return get_bulletin(session, bulletin_id)
+    except NotFound as exc:
+        raise HTTPException(404, "no such bulletin") from exc
 
 
 @router.get("")
@@ -131,10 +121,13 @@ async def import_submit(
 
 
 def items_by_region(session: Session, bulletin_id: int) -> list[tuple[Region, list[Item]]]:
-    items = session.exec(
-        select(Item).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position), col(Item.id))
-    ).all()
-    return [(region, [i for i in items if i.region_id == region.id]) for region in _regions(session)]
+    """Every region in display order with the bulletin's items in it (empty regions too: the editor
+    offers them for new items)."""
+    items = queries.items_in_order(session, bulletin_id)
+    return [
+        (region, [i for i in items if i.region_id == region.id])
+        for region in queries.regions_in_order(session)
+    ]
 
 
 @router.get("/{bulletin_id}")
@@ -153,7 +146,7 @@ def editor(
         {
             "bulletin": bulletin,
             "sections": items_by_region(session, bulletin_id),
-            "regions": _regions(session),
+            "regions": queries.regions_in_order(session),
             "kinds": [k.value for k in ItemKind],
             "editable": bulletin.status in EDITABLE_BULLETIN,
             "send_at_value": local.strftime("%Y-%m-%dT%H:%M"),
@@ -178,6 +171,25 @@ def _actions(bulletin: Bulletin) -> list[str]:
     return actions
 
 
+def _edited(
+    request: Request, session: Session, bulletin_id: int, edit: Callable[[], object], done: str
+) -> None:
+    """Run one edit service: commit and say `done` (when it changed anything), or roll back and say why
+    not. A bulletin or item that does not exist is a 404."""
+    try:
+        changed = edit()
+    except NotFound as exc:
+        session.rollback()
+        raise HTTPException(404, str(exc)) from exc
+    except NewsletterError as exc:
+        session.rollback()
+        flash(request, f"Not changed: {exc}.", "error")
+        return
+    session.commit()
+    if changed is not False:
+        flash(request, done)
+
+
 @router.post("/{bulletin_id}")
 def save_header(
     request: Request,
@@ -190,40 +202,15 @@ def save_header(
     scripture_reference: Annotated[str, Form()] = "",
     intro: Annotated[str, Form()] = "",
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    new = {
-        "title": " ".join(title.split())[:200] or bulletin.title,
-        "subject": " ".join(subject.split())[:200] or bulletin.subject,
-        "scripture_text": scripture_text.strip(),
-        "scripture_reference": " ".join(scripture_reference.split())[:120],
-        "intro": intro.strip(),
-    }
-    changes = audit.diff({k: getattr(bulletin, k) for k in new}, new)
-    if changes:
-        for key, value in new.items():
-            setattr(bulletin, key, value)
-        bulletin.updated_at = utcnow()
-        session.add(bulletin)
-        audit.record(session, user.email, "bulletin.edit", "bulletin", bulletin.id, changes)
-        session.commit()
-        flash(request, "Saved.")
+    edit = items.HeaderEdit(title, subject, scripture_text, scripture_reference, intro)
+    _edited(
+        request,
+        session,
+        bulletin_id,
+        lambda: items.edit_header(session, bulletin_id, edit, actor=user.email),
+        "Saved.",
+    )
     return see_other(f"/admin/bulletins/{bulletin_id}")
-
-
-def _region_id(session: Session, code: str) -> int:
-    region = session.exec(select(Region).where(Region.code == code)).first()
-    if region is None or region.id is None:
-        raise HTTPException(400, "unknown region")
-    return region.id
-
-
-def _kind(kind: str) -> ItemKind:
-    try:
-        return ItemKind(kind)
-    except ValueError as exc:
-        raise HTTPException(400, "unknown kind") from exc
 
 
 @router.post("/{bulletin_id}/items")
@@ -236,48 +223,14 @@ def add_item(
     body: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = ItemKind.PRAY,
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    if not body.strip():
-        flash(request, "An item needs some text.", "error")
-        return see_other(f"/admin/bulletins/{bulletin_id}#add-item")
-    last = session.exec(
-        select(Item.position).where(Item.bulletin_id == bulletin_id).order_by(col(Item.position).desc())
-    ).first()
-    item = Item(
-        bulletin_id=bulletin_id,
-        region_id=_region_id(session, region),
-        kind=_kind(kind),
-        position=(last or 0) + 1,
-        body=body.strip(),
-    )
-    session.add(item)
-    session.flush()
-    audit.record(
-        session,
-        user.email,
-        "bulletin.item.add",
-        "bulletin",
-        bulletin_id,
-        {"item": item.id, "region": region, "kind": kind},
-    )
-    _touch(session, bulletin)
-    flash(request, "Item added.")
-    return see_other(f"/admin/bulletins/{bulletin_id}#item-{item.id}")
+    added: list[Item] = []
 
+    def add() -> None:
+        added.append(items.add_item(session, bulletin_id, region, body, kind, actor=user.email))
 
-def _touch(session: Session, bulletin: Bulletin) -> None:
-    bulletin.updated_at = utcnow()
-    session.add(bulletin)
-    session.commit()
-
-
-def _item(session: Session, bulletin_id: int, item_id: int) -> Item:
-    item = session.get(Item, item_id)
-    if item is None or item.bulletin_id != bulletin_id:
-        raise HTTPException(404, "no such item")
-    return item
+    _edited(request, session, bulletin_id, add, "Item added.")
+    anchor = f"item-{added[0].id}" if added else "add-item"
+    return see_other(f"/admin/bulletins/{bulletin_id}#{anchor}")
 
 
 @router.post("/{bulletin_id}/items/{item_id}")
@@ -291,30 +244,12 @@ def save_item(
     kind: Annotated[str, Form()] = ItemKind.PRAY,
     region: Annotated[str, Form()] = "",
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    if not body.strip():
-        flash(request, "An item needs some text (use Delete to remove it).", "error")
-        return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
-    before = {"body": item.body, "kind": item.kind, "region_id": item.region_id}
-    after = {
-        "body": body.strip(),
-        "kind": str(_kind(kind)),
-        "region_id": _region_id(session, region) if region else item.region_id,
-    }
-    changes = audit.diff(before, after)
-    if changes:
-        item.body, item.kind, item.region_id = after["body"], after["kind"], after["region_id"]  # type: ignore[assignment]
-        session.add(item)
-        if "body" in changes:
-            changes["body"] = ["…", "changed"]  # the text itself stays in the bulletin, not the log
-        audit.record(
-            session, user.email, "bulletin.item.edit", "bulletin", bulletin_id, {"item": item_id, **changes}
+    def edit() -> bool:
+        return items.edit_item(
+            session, bulletin_id, item_id, body=body, kind=kind, region=region, actor=user.email
         )
-        _touch(session, bulletin)
-        flash(request, "Item saved.")
+
+    _edited(request, session, bulletin_id, edit, "Item saved.")
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
@@ -328,36 +263,14 @@ def move_item(
     direction: Annotated[str, Form()] = "up",
 ) -> Response:
     """Swap an item with its neighbour in the same region (items are ordered per region)."""
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    siblings = list(
-        session.exec(
-            select(Item)
-            .where(Item.bulletin_id == bulletin_id, Item.region_id == item.region_id)
-            .order_by(col(Item.position), col(Item.id))
-        ).all()
+    way: items.Direction = "down" if direction == "down" else "up"
+    _edited(
+        request,
+        session,
+        bulletin_id,
+        lambda: items.move_item(session, bulletin_id, item_id, way, actor=user.email),
+        "Item moved.",
     )
-    index = next(i for i, s in enumerate(siblings) if s.id == item.id)
-    other = index - 1 if direction == "up" else index + 1
-    if 0 <= other < len(siblings):
-        siblings[index], siblings[other] = siblings[other], siblings[index]
-        positions = sorted(s.position for s in siblings)
-        if len(set(positions)) < len(positions):  # repair ties so that a swap is visible
-            positions = list(range(positions[0], positions[0] + len(siblings)))
-        for sibling, position in zip(siblings, positions, strict=True):
-            sibling.position = position
-            session.add(sibling)
-        audit.record(
-            session,
-            user.email,
-            "bulletin.item.move",
-            "bulletin",
-            bulletin_id,
-            {"item": item_id, "direction": direction},
-        )
-        _touch(session, bulletin)
     return see_other(f"/admin/bulletins/{bulletin_id}#item-{item_id}")
 
 
@@ -365,21 +278,13 @@ def move_item(
 def delete_item(
     request: Request, user: StaffUser, session: SessionDep, bulletin_id: int, item_id: int
 ) -> Response:
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    item = _item(session, bulletin_id, item_id)
-    if not _editable(request, bulletin):
-        return see_other(f"/admin/bulletins/{bulletin_id}")
-    audit.record(
+    _edited(
+        request,
         session,
-        user.email,
-        "bulletin.item.delete",
-        "bulletin",
         bulletin_id,
-        {"item": item_id, "body": item.body[:200]},
+        lambda: items.delete_item(session, bulletin_id, item_id, actor=user.email),
+        "Item deleted.",
     )
-    session.delete(item)
-    _touch(session, bulletin)
-    flash(request, "Item deleted.")
     return see_other(f"/admin/bulletins/{bulletin_id}")
 
 
@@ -398,19 +303,15 @@ def change(
     bulletin = get_bulletin_or_404(session, bulletin_id)
     back = see_other(f"/admin/bulletins/{bulletin_id}")
     try:
-        if action in {"ready", "schedule"}:
-            has_items = session.exec(select(Item.id).where(Item.bulletin_id == bulletin_id).limit(1)).first()
-            if has_items is None:
-                raise NewsletterError("a bulletin without items cannot be sent")
         if action == "ready":
-            change_status(session, bulletin, B.READY, actor=user.email)
+            items.mark_ready(session, bulletin_id, actor=user.email)
             session.commit()
             plan = slot_plan(session, settings, bulletin_id)
             message = f"Ready: it goes out {local_time(plan.slot_at, settings)} (the next slot of the weekly schedule)."
             if plan.ahead:
                 flash(request, f"Warning: {plan.warning(bulletin_id, settings)}.", "error")
         elif action == "draft":
-            change_status(session, bulletin, B.DRAFT, actor=user.email)
+            items.back_to_draft(session, bulletin_id, actor=user.email)
             message = "Back to draft."
         elif action == "schedule":
             when = parse_send_at(send_at, settings)
@@ -419,9 +320,7 @@ def change(
             lifecycle.schedule(session, bulletin_id, when, actor=user.email)
             message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
         elif action == "unschedule":
-            change_status(
-                session, bulletin, B(bulletin.status), actor=user.email, send_at=None, set_send_at=True
-            )
+            items.unschedule(session, bulletin_id, actor=user.email)
             message = "No longer scheduled for a set time: it goes out at the next weekly slot."
         elif action == "pause":
             lifecycle.pause(session, bulletin_id, actor=user.email)

@@ -5,36 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from newsletter.audience import suppressions
+from newsletter.audience import staff, suppressions
 from newsletter.audience.search import Filters, export_rows, search_page
-from newsletter.audience.subscribers import import_subscribers, subscriber_regions, validate_name
+from newsletter.audience.subscribers import import_subscribers
+from newsletter.content.queries import regions_in_order
 from newsletter.content.regions import RegionIndex
-from newsletter.core import audit
-from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import (
-    AuditEntry,
-    Bulletin,
-    Delivery,
-    DeliveryEvent,
-    Region,
-    Subscriber,
-    Subscription,
-    utcnow,
-)
-from newsletter.core.status import (
-    SUBSCRIBER_TRANSITIONS,
-    SubscriberStatus,
-    SuppressionReason,
-    check_subscriber,
-)
+from newsletter.core.errors import NewsletterError, NotFound
+from newsletter.core.models import Subscriber, utcnow
+from newsletter.core.status import SubscriberStatus
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import VolunteerUser
 from newsletter.web.deps import EngineDep, SessionDep, SettingsDep
@@ -44,12 +29,8 @@ router = APIRouter(prefix="/subscribers")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
-def _regions(session: Session) -> list[Region]:
-    return list(session.exec(select(Region).order_by(col(Region.position), col(Region.id))).all())
-
-
 def _clean_filters(session: Session, q: str, region: str, status: str) -> Filters:
-    codes = {r.code for r in _regions(session)}
+    codes = {r.code for r in regions_in_order(session)}
     return Filters(
         q=q.strip()[:320],
         region=region if region in codes else "",
@@ -76,7 +57,7 @@ def list_page(
         {
             "filters": filters,
             "page": page,
-            "regions": _regions(session),
+            "regions": regions_in_order(session),
             "statuses": [s.value for s in SubscriberStatus],
             "first_page": not after,
         },
@@ -161,67 +142,27 @@ async def import_upload(
 
 
 def _get(session: Session, subscriber_id: int) -> Subscriber:
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise HTTPException(404, "no such subscriber")
-    return subscriber
-
-
-def _history(session: Session, subscriber: Subscriber) -> dict[str, Any]:
-    entries = session.exec(
-        select(AuditEntry)
-        .where(AuditEntry.entity_type == "subscriber", AuditEntry.entity_id == subscriber.id)
-        .order_by(col(AuditEntry.at).desc(), col(AuditEntry.id).desc())
-        .limit(200)
-    ).all()
-    deliveries = session.exec(
-        select(Delivery, Bulletin)
-        .join(Bulletin, col(Bulletin.id) == col(Delivery.bulletin_id))
-        .where(Delivery.subscriber_id == subscriber.id)
-        .order_by(col(Delivery.id).desc())
-        .limit(100)
-    ).all()
-    ids = [d.id for d, _ in deliveries]
-    events = (
-        session.exec(
-            select(DeliveryEvent)
-            .where(col(DeliveryEvent.delivery_id).in_(ids))
-            .order_by(col(DeliveryEvent.occurred_at).desc())
-            .limit(500)
-        ).all()
-        if ids
-        else []
-    )
-    return {
-        "entries": [(e, _changes(e.changes)) for e in entries],
-        "deliveries": deliveries,
-        "events": events,
-        "bulletin_of": {d.id: b for d, b in deliveries},
-    }
-
-
-def _changes(raw: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {"?": raw}
-    return value if isinstance(value, dict) else {"?": value}
+        return staff.get_subscriber(session, subscriber_id)
+    except NotFound as exc:
+        raise HTTPException(404, "no such subscriber") from exc
 
 
 def _detail(
     request: Request, session: Session, subscriber: Subscriber, status_code: int = 200, error: str = ""
 ) -> Response:
-    assert subscriber.id is not None
-    current = subscriber_regions(session, [subscriber.id])[subscriber.id]
-    allowed = [subscriber.status, *sorted(SUBSCRIBER_TRANSITIONS[SubscriberStatus(subscriber.status)])]
+    history = staff.history(session, subscriber)
     context = {
         "subscriber": subscriber,
-        "regions": _regions(session),
-        "current_regions": current,
-        "allowed_statuses": allowed,
+        "regions": regions_in_order(session),
+        "current_regions": staff.regions_of(session, subscriber),
+        "allowed_statuses": staff.allowed_statuses(subscriber),
         "suppression": suppressions.find(session, subscriber.email),
         "error": error,
-        **_history(session, subscriber),
+        "entries": history.entries,
+        "deliveries": history.deliveries,
+        "events": history.events,
+        "bulletin_of": history.bulletin_of,
     }
     return render(request, "subscriber.html", context, status_code=status_code)
 
@@ -243,58 +184,15 @@ async def update(
 ) -> Response:
     """Change name, regions and status; a status the lifecycle forbids is refused and nothing changes."""
     subscriber = _get(session, subscriber_id)
-    assert subscriber.id is not None
+    edit = staff.SubscriberEdit(name=name, status=status or None, regions=regions or [])
     try:
-        new_name = validate_name(name)
-    except ValueError as exc:
-        return _detail(request, session, subscriber, 400, str(exc))
-    new_status = status or subscriber.status
-    try:
-        SubscriberStatus(new_status)
-        check_subscriber(subscriber.status, new_status)
-    except (ValueError, InvalidTransition) as exc:
-        return _detail(request, session, subscriber, 400, f"Status not changed: {exc}.")
-    all_regions = {r.code: r for r in _regions(session)}
-    wanted = [code for code in all_regions if code in set(regions or [])]
-    before_regions = subscriber_regions(session, [subscriber.id])[subscriber.id]
-    changes: dict[str, Any] = {}
-    now = utcnow()
-    if new_name != subscriber.name:
-        changes["name"] = [subscriber.name, new_name]
-        subscriber.name = new_name
-    if wanted != before_regions:
-        changes["regions"] = [";".join(before_regions), ";".join(wanted)]
-        for sub in session.exec(
-            select(Subscription).where(Subscription.subscriber_id == subscriber.id)
-        ).all():
-            session.delete(sub)
-        session.flush()
-        for code in wanted:
-            region_id = all_regions[code].id
-            assert region_id is not None
-            session.add(Subscription(subscriber_id=subscriber.id, region_id=region_id))
-    old_status = subscriber.status
-    if new_status != old_status:
-        if new_status == SubscriberStatus.UNSUBSCRIBED:
-            suppressions.unsubscribe(session, subscriber, actor=user.email, how="admin", now=now)
-        else:
-            changes["status"] = [old_status, new_status]
-            subscriber.status = new_status
-            if new_status == SubscriberStatus.ACTIVE and subscriber.confirmed_at is None:
-                subscriber.confirmed_at = now
-            reason = {
-                SubscriberStatus.BOUNCED: SuppressionReason.BOUNCE,
-                SubscriberStatus.COMPLAINED: SuppressionReason.COMPLAINT,
-            }.get(SubscriberStatus(new_status))
-            if reason is not None:
-                suppressions.add_many(session, [(subscriber.email, reason, f"set by {user.email}")])
-    if changes:
-        subscriber.updated_at = now
-        session.add(subscriber)
-        audit.record(session, user.email, "subscriber.update", "subscriber", subscriber.id, changes)
+        changed = staff.update_subscriber(session, subscriber_id, edit, actor=user.email)
+    except NewsletterError as exc:
+        session.rollback()
+        return _detail(request, session, subscriber, 400, f"Not saved: {exc}.")
     session.commit()
-    if changes or new_status != old_status:
+    if changed:
         flash(request, "Saved.")
     else:
         flash(request, "Nothing to change.", "info")
-    return see_other(f"/admin/subscribers/{subscriber.id}")
+    return see_other(f"/admin/subscribers/{subscriber_id}")
