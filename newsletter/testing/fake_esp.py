@@ -351,13 +351,17 @@ class FakeEsp(FaultControls):
             handler.close_connection = True
             return
         if fault is not None and fault.action == "hang_after_accept":
-            deadline = time.monotonic() + fault.delay
-            while not _client_gone(handler.connection) and time.monotonic() < deadline:
-                if self._stopping.wait(0.02):
-                    break
-            handler.close_connection = True
+            self._hang(handler, fault.delay)
             return
         handler._reply(202, b"", {"X-Message-Id": message_id})
+
+    def _hang(self, handler: _Handler, delay: float) -> None:
+        """Say nothing for `delay` seconds or until the client gives up, then close the connection."""
+        deadline = time.monotonic() + delay
+        while not _client_gone(handler.connection) and time.monotonic() < deadline:
+            if self._stopping.wait(0.02):
+                break
+        handler.close_connection = True
 
     def _authorized(self, handler: _Handler) -> bool:
         """The Bearer key is there (and is `api_key` when one is set); else answer 401 and say False."""

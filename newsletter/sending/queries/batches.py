@@ -179,40 +179,10 @@ def record_accepted(
         "attempts": d.attempts + 1,
     }
     message_ids = {m for _, m in accepted}
-    ids = [i for i, _ in accepted]
     if len(message_ids) == 1:
-        message_id = message_ids.pop()
-        leased = (
-            _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+        return _record_shared_id(
+            conn, bulletin_id, token, [i for i, _ in accepted], message_ids.pop(), values, whole_batch
         )
-        done = conn.execute(
-            sa.update(DELIVERY)
-            .where(*leased)
-            .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
-        ).rowcount
-        if done < len(ids):
-            recovered = [
-                d.bulletin_id == bulletin_id,
-                d.leased_by == token,
-                _ids_in(conn, ids),
-                d.status.in_([D.PENDING, D.FAILED]),
-            ]
-            done += conn.execute(
-                sa.update(DELIVERY)
-                .where(*recovered)
-                .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
-            ).rowcount
-        if done < len(ids) and message_id:
-            # Sent again by another worker meanwhile: the ledger keeps this id too (the duplicate shows).
-            resent = [
-                d.bulletin_id == bulletin_id,
-                _ids_in(conn, ids),
-                d.leased_by != token,
-                d.status.not_in([D.PENDING, D.SENDING, D.FAILED, D.SKIPPED]),
-            ]
-            added = _with_message_id(sa.literal(message_id, sa.Text))["message_ids"]
-            conn.execute(sa.update(DELIVERY).where(*resent).values(message_ids=added))
-        return done
     # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
     # IN (…), which cannot go through executemany.
     where = [
@@ -228,6 +198,58 @@ def record_accepted(
     )
     conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
     return len(accepted)
+
+
+def _record_shared_id(
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    ids: list[int],
+    message_id: str | None,
+    values: dict[str, Any],
+    whole_batch: bool,
+) -> int:
+    """`record_accepted` for deliveries that share one message id (see there)."""
+    d = DELIVERY.c
+    leased = (
+        _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+    )
+    done: int = conn.execute(
+        sa.update(DELIVERY)
+        .where(*leased)
+        .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
+    ).rowcount
+    if done < len(ids):
+        recovered = [
+            d.bulletin_id == bulletin_id,
+            d.leased_by == token,
+            _ids_in(conn, ids),
+            d.status.in_([D.PENDING, D.FAILED]),
+        ]
+        done += conn.execute(
+            sa.update(DELIVERY)
+            .where(*recovered)
+            .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
+        ).rowcount
+    if done < len(ids) and message_id:
+        _note_resent(conn, bulletin_id, token, ids, message_id)
+    return done
+
+
+def _note_resent(
+    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int], message_id: str
+) -> None:
+    """Rows another worker sent again meanwhile (its own lease, accepted): keep this id too, so that the
+    ledger shows the duplicate."""
+    d = DELIVERY.c
+    resent = [
+        d.bulletin_id == bulletin_id,
+        _ids_in(conn, ids),
+        d.leased_by != token,
+        d.status.not_in([D.PENDING, D.SENDING, D.FAILED, D.SKIPPED]),
+    ]
+    added = _with_message_id(sa.literal(message_id, sa.Text))["message_ids"]
+    conn.execute(sa.update(DELIVERY).where(*resent).values(message_ids=added))
 
 
 def _with_message_id(message_id: sa.ColumnElement[Any]) -> dict[str, Any]:

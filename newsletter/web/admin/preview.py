@@ -80,7 +80,6 @@ def preview(
             "size": len(html.encode("utf-8")),
         }
     counts = variant_counts(session, bulletin_id, no_section=settings.NO_SECTION)
-    nobody = no_section_count(session, bulletin_id)
     matrix = [
         {
             "key": key,
@@ -91,7 +90,6 @@ def preview(
         }
         for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
-    default_to = ", ".join(settings.staff_test_recipients) or user.email
     return render(
         request,
         "preview.html",
@@ -106,10 +104,9 @@ def preview(
             "error": error,
             "matrix": matrix,
             "matrix_total": sum(counts.values()),
-            "no_section": nobody,
-            "no_section_policy": settings.NO_SECTION,
+            "no_section": (no_section_count(session, bulletin_id), settings.NO_SECTION),
             "chosen_url": lambda w: preview_url(bulletin_id, chosen, w),
-            "default_to": default_to,
+            "default_to": ", ".join(settings.staff_test_recipients) or user.email,
         },
     )
 
