@@ -274,3 +274,36 @@ def test_staff_are_told_through_smtp_when_the_esp_is_down(
     message = alerts[0].parsed()
     assert f"bulletin {twenty} paused" in str(message["Subject"]) and "List-Unsubscribe" not in message
     assert OUTAGE_REASON in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_worker_until_idle_waits_for_a_bulletin_another_worker_is_starting(
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    make_bulletin: MakeBulletin,
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("on SQLite the starting worker holds the one write lock: the others simply wait for it")
+    import threading
+
+    from newsletter.sending.scheduler import run_until_idle
+
+    for _ in range(5):
+        make_subscriber()
+    bulletin = make_bulletin(send_at=utcnow())
+    starter = engine.connect()
+    tx = starter.begin()  # another worker is planning: `sending`, not yet committed
+    assert queries.claim_due(starter, utcnow()) == bulletin.id
+    queries.plan(starter, bulletin.id, utcnow())  # type: ignore[arg-type]
+    result: list[object] = []
+    other = threading.Thread(
+        target=lambda: result.append(run_until_idle(settings, threading.Event(), engine=engine))
+    )
+    other.start()
+    other.join(timeout=2.0)
+    assert other.is_alive(), "it did not quit while the bulletin was being started elsewhere"
+    tx.commit()
+    starter.close()
+    other.join(timeout=60)
+    assert result and result[0] == (5, []), "it then shared the sending"
