@@ -8,7 +8,10 @@ For each N: a fresh database is seeded in bulk with N active subscribers over ra
 this process (`send_now`: the one INSERT … SELECT), then `--workers` processes of
 `newsletter worker --until-idle` send it to the fake ESP, which runs as a process of its own and keeps
 only delivery ids. Printed per N: recipients/s for planning, for claim+render+send+record (worker start
-to exit), and end to end; requests made; duplicates; peak RSS of each worker (`wait4` rusage).
+to exit), and end to end; requests made; duplicates; peak RSS of each worker (`wait4` rusage); and the
+floor on the same machine (`floor`: one read of the recipient rows plus the same number of recipients
+as pre-built request bodies streamed to the fake ESP over as many connections as the workers use)
+with end to end as a share of it (goal: ≥ 50%).
 
 The baseline (same run, `--naive` recipients): per recipient, render the template, inline the CSS with
 premailer and make one API call with one personalization.
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -197,10 +201,12 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
 
         with Session(engine) as session:
             summary = send_summary(session, bulletin_id)
+        stats = fake.stats()
+        floor_s = floor(engine, settings, fake, bulletin_id, planned, workers * concurrency)
         engine.dispose()
-    stats = fake.stats()
     assert summary.status == "sent" and summary.sent == planned, summary.line()
     return {
+        "floor_s": floor_s,
         "n": n,
         "planned": planned,
         "seed_s": seeded,
@@ -212,6 +218,39 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
         "peak_rss_mb": max(peaks) / 1024,
         "variants": len(summary.variants),
     }
+
+
+def floor(
+    engine: sa.Engine, settings: Settings, fake: RemoteFakeEsp, bulletin_id: int, n: int, streams: int
+) -> float:
+    """Seconds for the least any send of `n` recipients must do on this machine: one read of the
+    recipient rows, and `n` recipients' worth of request bodies, built beforehand (one real 1000-recipient
+    body, posted n/1000 times), streamed to the fake ESP over `streams` connections at once."""
+    s = settings.model_copy(update={"SENDGRID_HOST": fake.url})
+    with Session(engine) as session:
+        content = load_content(session, bulletin_id)
+    variant = Renderer(s).variant(content, content.region_codes)
+    backend = SendGridBackend(s)
+    sample = [Recipient(f"floor.{i}@example.org", f"Floor {i}", i, i, bulletin_id) for i in range(1, 1001)]
+    body, _ = backend.body(variant, sample)
+    requests = -(-n // len(sample))
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT d.id, d.variant, s.email, s.name, s.id FROM delivery d JOIN subscriber s"
+            " ON s.id = d.subscriber_id WHERE d.bulletin_id = ?"
+            if engine.dialect.name == "sqlite"
+            else "SELECT d.id, d.variant, s.email, s.name, s.id FROM delivery d JOIN subscriber s"
+            " ON s.id = d.subscriber_id WHERE d.bulletin_id = %s",
+            (bulletin_id,),
+        )
+        read = sum(1 for _ in rows)
+    assert read == n, (read, n)
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(lambda _: backend.post(body), range(requests)))
+    elapsed = time.perf_counter() - start
+    fake.reset()
+    return elapsed
 
 
 def naive(settings: Settings, fake: RemoteFakeEsp, n: int) -> float:
@@ -273,7 +312,7 @@ def main() -> None:
             )
         header = (
             f"{'N':>9} {'plan/s':>10} {'send/s':>10} {'end-to-end/s':>13} {'e2e time':>9} {'requests':>9} "
-            f"{'dups':>5} {'peak RSS':>9} {'vs naive':>9}"
+            f"{'dups':>5} {'peak RSS':>9} {'vs naive':>9} {'floor/s':>10} {'of floor':>8}"
         )
         print(header, flush=True)
         for n in options.n:
@@ -281,9 +320,11 @@ def main() -> None:
             total = r["plan_s"] + r["send_s"]
             e2e = r["planned"] / total
             ratio = f"{e2e / baseline:,.0f}×" if baseline else "-"
+            floor_rate = r["planned"] / r["floor_s"]
             print(
                 f"{n:>9,} {r['planned'] / r['plan_s']:>10,.0f} {r['planned'] / r['send_s']:>10,.0f} {e2e:>13,.0f} "
                 f"{total:>8.1f}s {r['requests']:>9,} {r['duplicates']:>5} {r['peak_rss_mb']:>7.0f}MB {ratio:>9}"
+                f" {floor_rate:>10,.0f} {e2e / floor_rate:>7.0%}"
                 f"   (seeded in {r['seed_s']:.1f}s; {r['planned']:,} planned over {r['variants']} variants)",
                 flush=True,
             )

@@ -1,14 +1,21 @@
-"""Admin accounts: argon2 password hashes, logging in with a lock-out, and who may do what.
+"""Admin accounts: argon2 password hashes, logging in with a throttle, sessions that can be revoked,
+and who may do what.
 
 A staff member may do everything in the admin; a volunteer manages subscribers only (`may`). Logging
-in counts failures per account: after `LOGIN_MAX_FAILURES` wrong passwords in a row the account is
-locked for `LOGIN_LOCKOUT_SECONDS`, during which even the right password is refused, so a guesser
-gets a handful of tries per quarter hour. A wrong address costs the same argon2 work as a wrong
-password, so response time does not tell which addresses have accounts.
+in counts failures per (address typed, client address): after `LOGIN_MAX_FAILURES` in the window of
+`LOGIN_LOCKOUT_SECONDS`, the next try must wait 30 seconds, and each further failure doubles the wait
+(up to that window). Failures from one client never lock the account for anyone else and never end a live
+session, so nobody can lock staff out. Every refusal, throttled or not, known address or not, says the
+same thing and costs the same argon2 work, so answers do not tell which addresses have accounts.
+
+`User.session_version` is written into the session cookie at login; raising it (logout, password,
+role, disable) ends every session of that account at once (`newsletter.web.auth`).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -16,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlmodel import Session, col, select
 
+from newsletter.audience import ratelimit_store
 from newsletter.audience.subscribers import normalize_email
 from newsletter.core import audit
 from newsletter.core.config import Settings
@@ -24,8 +32,13 @@ from newsletter.core.models import User, utcnow
 from newsletter.core.status import Role
 
 MIN_PASSWORD_LENGTH = 10
+FIRST_WAIT_SECONDS = 30.0
+"""The wait after the last free failure; each further failure doubles it (up to LOGIN_LOCKOUT_SECONDS)."""
 
 _hasher = PasswordHasher()
+_ARGON2_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
+"""Hashes computed at once: one core is left for the event loop, so forty concurrent logins queue
+here (without using CPU) instead of starving every other request."""
 
 
 @cache
@@ -37,17 +50,15 @@ def _dummy_hash() -> str:
 
 
 class LoginRefused(NewsletterError):
-    """Wrong address or password, a disabled account, or a locked one. The message is safe to show."""
+    """Wrong address or password, a disabled account, or too many tries: one message for all of them."""
 
-    def __init__(
-        self, message: str = "Wrong email address or password.", *, locked_until: datetime | None = None
-    ):
-        super().__init__(message)
-        self.locked_until = locked_until
+    def __init__(self) -> None:
+        super().__init__("Wrong email address or password, or too many tries: wait a moment and try again.")
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _ARGON2_SLOTS:
+        return _hasher.hash(password)
 
 
 def check_password_strength(password: str) -> None:
@@ -58,7 +69,8 @@ def check_password_strength(password: str) -> None:
 
 def password_matches(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        with _ARGON2_SLOTS:
+            return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -90,37 +102,83 @@ def create_user(
     return user
 
 
+def _throttle_key(email: str, client: str) -> str:
+    return ratelimit_store.window_key("login", f"{email.strip().lower()}\n{client}")
+
+
+def _throttled(session: Session, key: str, settings: Settings, now: datetime) -> bool:
+    """Whether this (address, client) must wait before its next try (the wait doubles per failure)."""
+    window = timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
+    failures = ratelimit_store.count(session, key, window, now=now)
+    if failures < settings.LOGIN_MAX_FAILURES:
+        return False
+    doubling = FIRST_WAIT_SECONDS * 2.0 ** (failures - settings.LOGIN_MAX_FAILURES)
+    wait = min(doubling, float(settings.LOGIN_LOCKOUT_SECONDS))
+    last = ratelimit_store.latest(session, key)
+    return last is not None and now - last < timedelta(seconds=wait)
+
+
 def authenticate(
-    session: Session, email: str, password: str, settings: Settings, *, now: datetime | None = None
+    session: Session,
+    email: str,
+    password: str,
+    settings: Settings,
+    *,
+    client: str = "unknown",
+    now: datetime | None = None,
 ) -> User:
-    """The active account `email` names if `password` is right; otherwise count the failure and raise
-    LoginRefused. The caller commits either way (a failure must be remembered)."""
+    """The active account `email` names if `password` is right; otherwise count the failure for this
+    (address, client) and raise LoginRefused. Commits the reading transaction before hashing (call it
+    with nothing else pending); the caller commits the outcome either way (a failure must be
+    remembered)."""
     now = now or utcnow()
+    key = _throttle_key(email, client)
     user = find_user(session, email)
-    if user is None or not user.is_active:
+    throttled = _throttled(session, key, settings, now)
+    # End the read before a sixth of a second of argon2: on SQLite every transaction holds the write
+    # lock, and forty concurrent logins would otherwise queue on it past the busy timeout.
+    session.commit()
+    if throttled:
         password_matches(_dummy_hash(), password)  # same work as a real check
         raise LoginRefused()
-    if user.locked_until is not None and user.locked_until > now:
-        raise LoginRefused(
-            "Too many failed attempts: this account is locked for a while. Try again later.",
-            locked_until=user.locked_until,
-        )
-    if not password_matches(user.password_hash, password):
-        user.failed_logins += 1
-        if user.failed_logins >= settings.LOGIN_MAX_FAILURES:
-            user.locked_until = now + timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
-            user.failed_logins = 0
-            audit.record(session, user.email, "user.locked", "user", user.id, {"until": user.locked_until})
-        session.add(user)
+    if user is None or not user.is_active:
+        password_matches(_dummy_hash(), password)
+        ok = False
+    else:
+        ok = password_matches(user.password_hash, password)
+    if not ok or user is None:
+        ratelimit_store.hit(session, key, timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS), now=now)
         session.flush()
         raise LoginRefused()
+    ratelimit_store.forget(session, key)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.failed_logins = 0
-    user.locked_until = None
     user.last_login_at = now
     session.add(user)
     session.flush()
+    return user
+
+
+def revoke_sessions(session: Session, user: User) -> None:
+    """End every admin session of `user` (their cookies carry the old version)."""
+    user.session_version += 1
+    session.add(user)
+
+
+def session_holder(session: Session, user_id: object, version: object) -> User | None:
+    """The active account a session cookie names, if the cookie's version is the account's current one."""
+    if not isinstance(user_id, int) or not isinstance(version, int) or not 0 < user_id < 2**63:
+        return None
+    user = session.get(User, user_id)
+    if user is None or not user.is_active or user.session_version != version:
+        return None
+    return user
+
+
+def get_user_by_id(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such account")
     return user
 
 
@@ -156,6 +214,7 @@ def set_active(session: Session, user: User, active: bool, *, actor: str = audit
         user.is_active = active
         user.failed_logins = 0
         user.locked_until = None
+        revoke_sessions(session, user)
         session.add(user)
         session.flush()
     return user
@@ -166,6 +225,7 @@ def set_role(session: Session, user: User, role: Role | str, *, actor: str = aud
     if user.role != role:
         audit.record(session, actor, "user.role", "user", user.id, {"role": [user.role, str(role)]})
         user.role = role
+        revoke_sessions(session, user)
         session.add(user)
         session.flush()
     return user
@@ -176,6 +236,7 @@ def set_password(session: Session, user: User, password: str, *, actor: str = au
     user.password_hash = hash_password(password)
     user.failed_logins = 0
     user.locked_until = None
+    revoke_sessions(session, user)
     session.add(user)
     audit.record(session, actor, "user.password", "user", user.id, {})
     session.flush()

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -34,6 +35,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from newsletter.content.render import html_placeholder, text_placeholder
 from newsletter.content.types import PERSONAL_FIELDS, Recipient, RenderedVariant
+from newsletter.mail.tokens import Purpose, read_token
 from newsletter.testing.fake_esp import FakeEsp
 
 FAKE_API_KEY = "SG.fake-api-key-for-tests"
@@ -152,6 +154,16 @@ class _Recorder:
         return "250 Message accepted for delivery"
 
 
+class _PipeliningRecorder(_Recorder):
+    """Also offers PIPELINING (RFC 2920) in its EHLO reply; aiosmtpd reads pipelined commands in order."""
+
+    async def handle_EHLO(
+        self, server: SMTPServer, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def _authenticate(
     server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
 ) -> AuthResult:
@@ -172,11 +184,11 @@ def _free_port() -> int:
 class SmtpTestServer:
     """aiosmtpd on 127.0.0.1 that records messages; optional STARTTLS (`tls_context`) and AUTH."""
 
-    def __init__(self, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls_context: ssl.SSLContext | None = None, *, pipelining: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.tls_context = tls_context
-        self.recorder = _Recorder()
+        self.recorder = _PipeliningRecorder() if pipelining else _Recorder()
         self.controller: Controller | None = None
 
     def start(self) -> SmtpTestServer:
@@ -230,3 +242,23 @@ def smtp_server() -> Iterator[SmtpTestServer]:
     server = SmtpTestServer().start()
     yield server
     server.stop()
+
+
+def unsubscribe_url_of(message: EmailMessage, settings: Any, recipient: Recipient) -> str:
+    """The one-click URL in `message`'s List-Unsubscribe, checked to carry a valid unsubscribe token for
+    `recipient` (read back, not rebuilt: a rebuilt token differs once the clock passes a second)."""
+    header = str(message["List-Unsubscribe"])
+    assert header.startswith("<") and header.endswith(">"), header
+    url = header[1:-1]
+    prefix = settings.BASE_URL.rstrip("/") + "/unsubscribe/"
+    assert url.startswith(prefix), url
+    token = url.removeprefix(prefix)
+    subscriber = read_token(
+        settings.secret_keys,
+        token,
+        Purpose.UNSUBSCRIBE,
+        max_age=timedelta(days=1),
+        secret=recipient.link_secret,
+    )
+    assert subscriber == recipient.subscriber_id
+    return url

@@ -3,19 +3,21 @@
     result = request_subscription(session, settings, email, name, regions, client_ip=ip)
     session.commit()
     if result.outcome is Outcome.SEND:
-        send_confirmation(settings, renderer, result.recipient)
+        background.add_task(send_confirmation, settings, renderer, result.recipient)
 
 The answer a visitor sees never tells whether an address was already known: an active address, a
 suppressed one and a new one all get "check your inbox" (`Outcome.QUIET` sends nothing and changes
 nothing). Only the per-IP limit is visible (`Outcome.TOO_MANY`), because it concerns the visitor.
 
-Status changes follow `status.SUBSCRIBER_TRANSITIONS`: an unsubscribed address goes back to `pending`
-and becomes `active` only through the confirm link; bounced and complained addresses never return.
+Status changes follow `status.SUBSCRIBER_TRANSITIONS`: an unsubscribed address becomes `active` again
+only through the confirm link (by way of `pending`); bounced and complained addresses never return.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +26,7 @@ from enum import StrEnum
 from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
-from newsletter.audience.queries import replace_regions, subscriber_by_email
+from newsletter.audience.queries import insert_pending, replace_regions, subscriber_by_email
 from newsletter.content.queries import region_ids
 from newsletter.content.render import Renderer
 from newsletter.content.types import Recipient
@@ -66,37 +68,25 @@ def set_regions(session: Session, subscriber_id: int, codes: Sequence[str]) -> N
     replace_regions(session, {subscriber_id: list(region_ids(session, codes).values())})
 
 
-def _to_pending(
-    session: Session, email: str, name: str, now: datetime
-) -> tuple[Subscriber, str | None, dict[str, object]] | None:
-    """The subscriber for `email`, new or back to `pending` (with its status before and what to audit
-    besides); None when the address must not be asked again (active already, or bounced/complained)."""
-    subscriber = subscriber_by_email(session, email)
-    if subscriber is None:
-        subscriber = Subscriber(
-            email=email,
-            email_hash=email_hash(email),
-            name=name,
-            status=SubscriberStatus.PENDING,
-            source=SOURCE,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(subscriber)
-        session.flush()
-        return subscriber, None, {"source": SOURCE}
-    if subscriber.status == SubscriberStatus.ACTIVE:
+def _new_pending(
+    session: Session, email: str, name: str, regions: Sequence[str], now: datetime
+) -> Subscriber | None:
+    """Insert a pending subscriber for a new address (None if another request just inserted it)."""
+    new_id = insert_pending(
+        session,
+        {
+            "email": email, "email_hash": email_hash(email), "name": name, "status": SubscriberStatus.PENDING,
+            "source": SOURCE, "created_at": now, "updated_at": now, "link_secret": secrets.token_hex(16),
+        },
+    )  # fmt: skip
+    if new_id is None:
         return None
-    try:
-        check_subscriber(subscriber.status, SubscriberStatus.PENDING)
-    except InvalidTransition:
-        return None  # bounced or complained: never again
-    before = subscriber.status
-    subscriber.status = SubscriberStatus.PENDING
-    subscriber.name = name
-    subscriber.updated_at = now
-    session.add(subscriber)
-    return subscriber, before, {}
+    set_regions(session, new_id, regions)
+    audit.record(
+        session, audit.SUBSCRIBER_ACTOR, "subscriber.subscribe", "subscriber", new_id,
+        {"status": [None, SubscriberStatus.PENDING], "regions": [None, list(regions)], "source": SOURCE},
+    )  # fmt: skip
+    return session.get(Subscriber, new_id)
 
 
 def request_subscription(
@@ -111,58 +101,74 @@ def request_subscription(
 ) -> SubscribeResult:
     """Record a request to subscribe a normalised `email` with a clean `name` to region `regions`.
 
-    Creates or updates a `pending` subscriber (audited) unless the address is active, suppressed for
-    good, bounced or complained. Counts the confirmation email against the per-address and per-IP
-    limits when one is to be sent. The caller commits, then sends.
+    The limits come first, atomically (a per-key lock, then count and count-in): a refused request
+    writes nothing else. A new address becomes a `pending` subscriber with `name` and `regions`. A known
+    address is left exactly as it is (name, regions, status): whoever typed it may not be its owner,
+    so only the confirm link, which reaches the owner, changes anything; it then reactivates the
+    stored subscription. The caller commits, then sends (`send_confirmation`) outside the request.
     """
     now = now or utcnow()
     window = timedelta(seconds=settings.SUBSCRIBE_LIMIT_WINDOW_SECONDS)
     address_key, ip_key = _keys(email, client_ip)
-    if not ratelimit_store.allowed(session, ip_key, settings.SUBSCRIBE_LIMIT_PER_IP, window, now=now):
+    if not ratelimit_store.take(session, ip_key, settings.SUBSCRIBE_LIMIT_PER_IP, window, now=now):
         return SubscribeResult(Outcome.TOO_MANY)
     if suppressions.blocks_subscription(suppressions.find(session, email)):
         return SubscribeResult(Outcome.QUIET)
-
-    pending = _to_pending(session, email, name, now)
-    if pending is None:
+    if not ratelimit_store.take(session, address_key, settings.SUBSCRIBE_LIMIT_PER_ADDRESS, window, now=now):
         return SubscribeResult(Outcome.QUIET)
-    subscriber, before, changes = pending
+    subscriber = subscriber_by_email(session, email)
+    if subscriber is None:
+        subscriber = _new_pending(session, email, name, regions, now)
+        if subscriber is None:  # a concurrent request for the same address won: it sends
+            return SubscribeResult(Outcome.QUIET)
+    elif subscriber.status == SubscriberStatus.ACTIVE or not _may_confirm(subscriber.status):
+        return SubscribeResult(Outcome.QUIET)  # bounced or complained: never again
     assert subscriber.id is not None
-    set_regions(session, subscriber.id, regions)
-    audit.record(
-        session,
-        audit.SUBSCRIBER_ACTOR,
-        "subscriber.subscribe",
-        "subscriber",
-        subscriber.id,
-        {"status": [before, SubscriberStatus.PENDING], "regions": [None, list(regions)], **changes},
+    # No name in the email: the typed name may be an attacker's words, sent to someone else.
+    recipient = Recipient(
+        email=email, name="", subscriber_id=subscriber.id, link_secret=subscriber.link_secret
     )
-
-    if not ratelimit_store.allowed(
-        session, address_key, settings.SUBSCRIBE_LIMIT_PER_ADDRESS, window, now=now
-    ):
-        return SubscribeResult(Outcome.QUIET)
-    ratelimit_store.hit(session, address_key, window, now=now)
-    ratelimit_store.hit(session, ip_key, window, now=now)
-    assert subscriber.id is not None
-    return SubscribeResult(Outcome.SEND, Recipient(email=email, name=name, subscriber_id=subscriber.id))
+    return SubscribeResult(Outcome.SEND, recipient)
 
 
 def send_confirmation(settings: Settings, renderer: Renderer, recipient: Recipient) -> bool:
-    """Send the confirmation email through the configured ESP; False (logged) when it was not accepted."""
+    """Send the confirmation email, retrying up to `CONFIRM_SEND_ATTEMPTS` times with a growing pause.
+
+    Runs after the page is answered (a background task), so the answer takes as long for a known address
+    as for a new one. False, logged as an error, when the ESP never accepted it.
+    """
     variant = renderer.confirmation(recipient.email, recipient.name)
-    backend = backend_for(settings)
+    for attempt in range(1, settings.CONFIRM_SEND_ATTEMPTS + 1):
+        backend = backend_for(settings)
+        try:
+            results = backend.send(variant, [recipient])
+            if results and all(r.accepted for r in results):
+                return True
+            problem = str(results)
+            if results and any(r.permanent for r in results):
+                break
+        except EspError as exc:
+            problem = str(exc)
+        finally:
+            backend.close()
+        log.warning(
+            "confirmation for subscriber %s, attempt %d: %s", recipient.subscriber_id, attempt, problem
+        )
+        if attempt < settings.CONFIRM_SEND_ATTEMPTS:
+            time.sleep(min(30.0, 0.5 * 2**attempt))
+    log.error("confirmation email for subscriber %s not sent: %s", recipient.subscriber_id, problem)
+    return False
+
+
+def _may_confirm(status: str) -> bool:
+    """Pending, or unsubscribed (which comes back through pending): never bounced or complained."""
     try:
-        results = backend.send(variant, [recipient])
-    except EspError as exc:
-        log.error("confirmation email for subscriber %s not sent: %s", recipient.subscriber_id, exc)
+        if status != SubscriberStatus.PENDING:
+            check_subscriber(status, SubscriberStatus.PENDING)
+        check_subscriber(SubscriberStatus.PENDING, SubscriberStatus.ACTIVE)
+    except InvalidTransition:
         return False
-    finally:
-        backend.close()
-    ok = bool(results) and all(r.accepted for r in results)
-    if not ok:
-        log.error("confirmation email for subscriber %s refused: %s", recipient.subscriber_id, results)
-    return ok
+    return True
 
 
 class Confirmation(StrEnum):
@@ -172,14 +178,20 @@ class Confirmation(StrEnum):
     """The address left, bounced or complained since, or is suppressed for good: subscribe again."""
 
 
-def confirm(session: Session, subscriber: Subscriber, *, now: datetime | None = None) -> Confirmation:
-    """Make a pending subscriber active (idempotent); lifts their own earlier unsubscribe suppression."""
+def confirm(
+    session: Session, subscriber: Subscriber, *, issued_at: datetime, now: datetime | None = None
+) -> Confirmation:
+    """Make a pending (or unsubscribed) subscriber active (idempotent); lifts their own earlier
+    unsubscribe suppression. A link issued before the subscriber last left confirms nothing: leaving
+    must not be undone by an old email."""
     now = now or utcnow()
     if subscriber.status == SubscriberStatus.ACTIVE:
         return Confirmation.ALREADY
-    try:
-        check_subscriber(subscriber.status, SubscriberStatus.ACTIVE)
-    except InvalidTransition:
+    if not _may_confirm(subscriber.status):
+        return Confirmation.REFUSED
+    if subscriber.unsubscribed_at is not None and issued_at < subscriber.unsubscribed_at.replace(
+        microsecond=0
+    ):
         return Confirmation.REFUSED
     if suppressions.blocks_subscription(suppressions.find(session, subscriber.email)):
         return Confirmation.REFUSED

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from newsletter.core.dialect import lock_key
 from newsletter.core.models import RATE_EVENT, utcnow
 
 _TABLE = RATE_EVENT
@@ -43,8 +44,35 @@ def allowed(
     return count(session, key, window, now=now) < limit
 
 
+def take(session: Session, key: str, limit: int, window: timedelta, *, now: datetime | None = None) -> bool:
+    """Count one action under `key` if fewer than `limit` were counted within `window`; False if not.
+
+    Atomic across requests and processes: the key is locked for the rest of the transaction
+    (`dialect.lock_key`) before counting, so sixty concurrent requests cannot all see nineteen.
+    """
+    now = now or utcnow()
+    lock_key(session, key)
+    if not allowed(session, key, limit, window, now=now):
+        return False
+    hit(session, key, window, now=now)
+    return True
+
+
 def hit(session: Session, key: str, window: timedelta, *, now: datetime | None = None) -> None:
     """Count one action under `key` at `now`, and forget this key's actions older than `window`."""
     now = now or utcnow()
     session.execute(sa.delete(_TABLE).where(_TABLE.c.key == key, _TABLE.c.at <= now - window))
     session.execute(sa.insert(_TABLE).values(key=key, at=now))
+
+
+def latest(session: Session, key: str) -> datetime | None:
+    """When the newest action under `key` was counted, if any is remembered."""
+    value: datetime | None = session.execute(
+        sa.select(sa.func.max(_TABLE.c.at)).where(_TABLE.c.key == key)
+    ).scalar()
+    return value
+
+
+def forget(session: Session, key: str) -> None:
+    """Drop every action counted under `key` (a successful login clears its failures)."""
+    session.execute(sa.delete(_TABLE).where(_TABLE.c.key == key))

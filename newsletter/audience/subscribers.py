@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -114,6 +114,41 @@ def _region_parser(regions: RegionIndex) -> Callable[[str], tuple[str, ...] | st
     return parse
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection")."""
+CSV_BOM = "\ufeff"
+"""Written first, so that Excel reads the export as UTF-8 (accented names show correctly)."""
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a value that would start a formula (after any quotes) gets
+    one more leading `'`. `csv_cell_value` takes exactly that one away, so export → import is exact."""
+    return "'" + value if value.lstrip("'").startswith(FORMULA_START) else value
+
+
+def csv_cell_value(cell: str) -> str:
+    """The value `csv_cell` wrote (the inverse: one leading `'` less before a formula character)."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START) else cell
+
+
+def export_csv(
+    rows: Iterable[Sequence[str]], *, bom: bool = True, chunk_chars: int = 64 * 1024
+) -> Iterator[str]:
+    """`rows` as CSV text in chunks: a UTF-8 BOM first (unless `bom` is false: a pipe, not a file),
+    every cell through `csv_cell`."""
+    buffer = io.StringIO()
+    if bom:
+        buffer.write(CSV_BOM)
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        writer.writerow([csv_cell(c) for c in row])
+        if buffer.tell() > chunk_chars:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
 def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     """Each data row as a `Row`, or a `Problem` naming its line. A problem at line 0 concerns the file."""
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
@@ -159,7 +194,7 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
             continue
         if not any(f.strip() for f in fields):
             continue  # blank lines are tolerated
-        fields += [""] * (absent + 1 - len(fields))
+        fields = [csv_cell_value(f) for f in fields] + [""] * (absent + 1 - len(fields))
         try:
             email = normalize_email(fields[email_at])
         except ValueError as exc:
@@ -330,10 +365,13 @@ def import_subscribers(
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
         plan = _plan_chunk(chunk, known, region_ids, report, source, now)
-        for sid, email in queries.insert_subscribers(session, plan.new_rows).items():
-            plan.region_sets[sid] = {region_ids[c] for c in plan.new_regions[email]}
+        created = {
+            sid: {region_ids[c] for c in plan.new_regions[email]}
+            for sid, email in queries.insert_subscribers(session, plan.new_rows).items()
+        }
         queries.update_subscribers(session, plan.updates)
         queries.replace_regions(session, plan.region_sets)
+        queries.replace_regions(session, created, created=True)
         if progress:
             progress(len(chunk))
     if not dry_run:

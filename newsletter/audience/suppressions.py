@@ -21,8 +21,9 @@ from sqlmodel import Session, col, select
 from newsletter.core import audit
 from newsletter.core.dialect import insert_ignoring_duplicates
 from newsletter.core.errors import InvalidTransition, NotFound
-from newsletter.core.models import SUPPRESSION, Subscriber, Suppression, email_hash, utcnow
+from newsletter.core.models import SUPPRESSION, DeliveryEvent, Subscriber, Suppression, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, SuppressionReason, check_subscriber
+from newsletter.esp.sendgrid.events import reason_of
 
 LIFTED_BY_CONFIRMATION = frozenset({SuppressionReason.UNSUBSCRIBE})
 """Reasons a person may undo by subscribing again and confirming: their own choice, nothing else.
@@ -166,3 +167,78 @@ def unsubscribe(
             {"status": [before, subscriber.status], "how": how},
         )
     return changed
+
+
+# --- the staff page: search, with what the ESP said ------------------------------------------------
+@dataclass(frozen=True)
+class SuppressionRow:
+    """A suppression as the admin lists it. For a bounce or complaint reported by the ESP, `esp_reason`
+    is what the ESP said (e.g. "550 5.1.1 user unknown") and `esp_at` when it happened."""
+
+    id: int
+    email: str | None
+    reason: str
+    note: str
+    created_at: datetime
+    esp_event: str = ""
+    esp_reason: str = ""
+    esp_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SuppressionPage:
+    rows: list[SuppressionRow]
+    next_before: int | None
+
+
+def _esp_details(session: Session, found: Sequence[Suppression]) -> dict[str, tuple[str, str, datetime]]:
+    """ESP event id → (event, reason, when), for the suppressions the webhook added (note "event id")."""
+    ids = {s.note.split(" ", 1)[1] for s in found if " " in s.note and s.note.split(" ", 1)[0] in _ESP_EVENTS}
+    if not ids:
+        return {}
+    rows = session.exec(select(DeliveryEvent).where(col(DeliveryEvent.esp_event_id).in_(ids))).all()
+    return {e.esp_event_id: (e.event, reason_of(e.payload), e.occurred_at) for e in rows}
+
+
+_ESP_EVENTS = frozenset({"bounce", "spamreport", "unsubscribe", "group_unsubscribe", "dropped"})
+
+
+def search(
+    session: Session,
+    query: str = "",
+    *,
+    reason: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> SuppressionPage:
+    """Suppressions newest first (by id, in keyset pages after `before`), optionally only those whose
+    address starts with `query` (case-insensitive) and only one reason. Erased addresses match no query."""
+    statement = select(Suppression).order_by(col(Suppression.id).desc()).limit(limit + 1)
+    if query.strip():
+        prefix = query.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(col(Suppression.email).like(prefix + "%", escape="\\"))
+    if reason:
+        statement = statement.where(Suppression.reason == reason)
+    if before is not None:
+        statement = statement.where(col(Suppression.id) < before)
+    found = list(session.exec(statement).all())
+    more = len(found) > limit
+    found = found[:limit]
+    details = _esp_details(session, found)
+    rows = []
+    for s in found:
+        assert s.id is not None
+        event, said, at = details.get(s.note.split(" ", 1)[-1], ("", "", None))
+        rows.append(SuppressionRow(s.id, s.email, s.reason, s.note, s.created_at, event, said, at))
+    return SuppressionPage(rows, rows[-1].id if more and rows else None)
+
+
+def remove_by_id(session: Session, suppression_id: int, *, actor: str) -> Suppression:
+    """Lift one suppression by id (NotFound if none). An erased address stays suppressed: whoever asked
+    to be forgotten must never be mailed again, and nobody knows the address to ask otherwise."""
+    found = session.get(Suppression, suppression_id)
+    if found is None:
+        raise NotFound(f"no suppression {suppression_id}")
+    if found.email is None or found.reason == SuppressionReason.ERASED:
+        raise InvalidTransition("an erased address stays suppressed for good")
+    return remove(session, found.email, actor=actor)

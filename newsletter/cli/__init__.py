@@ -17,7 +17,18 @@ from pydantic import ValidationError
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from newsletter.cli import bulletins, preview, regions, sending, setup, subscribers, suppressions, users, web
+from newsletter.cli import (
+    bulletins,
+    preview,
+    regions,
+    report,
+    sending,
+    setup,
+    subscribers,
+    suppressions,
+    users,
+    web,
+)
 from newsletter.cli.context import err_console
 from newsletter.core.errors import NewsletterError
 
@@ -75,6 +86,7 @@ suppressions.register(app)
 web.register(app)
 preview.register(app)
 users.register(app)
+report.register(app)
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from newsletter.audience import staff
 from newsletter.audience.search import export_rows, listing
-from newsletter.audience.subscribers import import_subscribers
+from newsletter.audience.subscribers import export_csv, import_subscribers
 from newsletter.cli import context
 from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
@@ -111,15 +111,18 @@ def export_command(
     """Export subscribers as CSV in the import format (an export imports back unchanged)."""
     code = _check_filters(region, status)
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
-    count = 0
+    counter = [0]
+
+    def counted(rows: Iterator[list[str]]) -> Iterator[list[str]]:
+        for row in rows:
+            counter[0] += 1
+            yield row
+
     try:
-        writer = csv.writer(out, lineterminator="\n")
         with context.engine().connect() as conn:
-            rows = export_rows(conn, code, status)
-            writer.writerow(next(rows))
-            for row in rows:
-                writer.writerow(row)
-                count += 1
+            for chunk in export_csv(counted(export_rows(conn, code, status)), bom=file is not None):
+                out.write(chunk)
+        count = max(0, counter[0] - 1)  # the header is not a subscriber
     finally:
         if file:
             out.close()

@@ -17,7 +17,6 @@ from rich.table import Table
 from newsletter import accounts
 from newsletter.cli import context
 from newsletter.core.errors import NewsletterError
-from newsletter.core.models import utcnow
 from newsletter.core.status import Role
 
 PASSWORD_ENV = "NEWSLETTER_USER_PASSWORD"
@@ -70,8 +69,6 @@ def list_command() -> None:
         table = Table("email", "role", "state", "last login")
         for user in users:
             state = "active" if user.is_active else "disabled"
-            if user.locked_until is not None and user.locked_until > utcnow():
-                state += " (locked)"
             last = (
                 user.last_login_at.astimezone(context.settings().tz).strftime("%Y-%m-%d %H:%M %Z")
                 if user.last_login_at

@@ -152,3 +152,15 @@ def _inline_text(children: Sequence[Token], *, links: bool = True) -> str:
             if links and href and label not in (href, shown):
                 parts.append(f" ({href})")
     return "".join(parts)
+
+
+def links(source: str) -> list[str]:
+    """The targets of the links in one item's Markdown, as they appear in its HTML (normalised by
+    markdown-it), in order: what a click event reports back, so a click can be traced to its item."""
+    found: list[str] = []
+    for token in _md.parse(source):
+        for child in token.children or ():
+            href = child.attrGet("href") if child.type == "link_open" else None
+            if isinstance(href, str):
+                found.append(href)
+    return found

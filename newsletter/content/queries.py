@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from sqlmodel import Session, col, func, select
 
 from newsletter.core.models import Bulletin, Item, Region
+from newsletter.core.status import BulletinStatus
 
 # --- regions --------------------------------------------------------------------------------------------
 
@@ -90,3 +91,28 @@ def last_item_position(session: Session, bulletin_id: int) -> int:
     """The highest item position in a bulletin, 0 when it has none."""
     last = session.exec(select(func.max(Item.position)).where(Item.bulletin_id == bulletin_id)).one()
     return int(last or 0)
+
+
+# --- the admin home page ---------------------------------------------------------------------------
+_UPCOMING = [BulletinStatus.READY, BulletinStatus.SENDING, BulletinStatus.PAUSED]
+
+
+def upcoming(session: Session, limit: int = 5) -> list[Bulletin]:
+    """Ready, sending or paused bulletins, the soonest first (unscheduled ones last)."""
+    return list(
+        session.exec(
+            select(Bulletin)
+            .where(col(Bulletin.status).in_(_UPCOMING))
+            .order_by(col(Bulletin.send_at).is_(None), col(Bulletin.send_at), col(Bulletin.id))
+            .limit(limit)
+        ).all()
+    )
+
+
+def last_sent(session: Session) -> Bulletin | None:
+    return session.exec(
+        select(Bulletin)
+        .where(Bulletin.status == BulletinStatus.SENT)
+        .order_by(col(Bulletin.finished_at).desc(), col(Bulletin.id).desc())
+        .limit(1)
+    ).first()

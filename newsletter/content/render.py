@@ -2,7 +2,8 @@
 
 `Renderer.variant(content, regions)` runs Jinja2 (autoescaped HTML, plain text) on `templates/email/`
 and premailer on the HTML, then keeps the result: a send of 100,000 subscribers over five regions
-renders at most 31 times. Per-recipient values (PERSONAL_FIELDS) are placeholders:
+renders at most 31 times. Premailer runs once per bulletin, not once per variant: the whole bulletin
+is inlined and each variant cut from it at the section marks of the template (`_InlinedUnion`). Per-recipient values (PERSONAL_FIELDS) are placeholders:
 
     HTML part   ~nlh~<field>~     filled with HTML-escaped values
     text part   ~nlt~<field>~     filled with raw values
@@ -34,7 +35,7 @@ import jinja2
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.content import markdown
+from newsletter.content import archive, markdown
 from newsletter.content.types import (
     PERSONAL_FIELDS,
     BulletinContent,
@@ -77,6 +78,12 @@ class _Placeholder(str):
     __slots__ = ()
 
 
+class _Mark(Markup):
+    """An HTML comment the bulletin template writes around its sections (content is defused)."""
+
+    __slots__ = ()
+
+
 def html_placeholder(field: str) -> str:
     return f"{_MARK}h~{field}~"
 
@@ -95,7 +102,7 @@ def _placeholders(fields: Iterable[str]) -> tuple[dict[str, str], dict[str, str]
 
 def _finalize(value: Any) -> Any:
     """Jinja's last step for every `{{ }}`: content can never spell a placeholder."""
-    if isinstance(value, _Placeholder) or not isinstance(value, str) or _MARK not in value:
+    if isinstance(value, _Placeholder | _Mark) or not isinstance(value, str) or _MARK not in value:
         return value
     defused = value.replace(_MARK, _DEFUSED)
     return Markup(defused) if isinstance(value, Markup) else defused
@@ -149,6 +156,7 @@ class Renderer:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._html_placeholders, self._text_placeholders = _placeholders(PERSONAL_FIELDS)
+        self._unions: dict[tuple[Any, ...], _InlinedUnion] = {}
 
     def variant(
         self, content: BulletinContent, regions: Iterable[str], *, test: bool = False
@@ -187,10 +195,15 @@ class Renderer:
 
         Separate so that `bench/render_bench.py` can time CSS inliners on the same input.
         """
+        context = self._context(content, selected, test)
+        html = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
+        return html, _tidy_text(text), str(context["preheader"])
+
+    def _context(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> dict[str, Any]:
         sections = content.only(frozenset(selected))
         first = sections[0].items[0].body if sections and sections[0].items else content.intro
-        preheader = markdown.excerpt(first, PREHEADER_CHARS)
-        context = {
+        return {
             "lang": "en",
             "title": content.title,
             "content": content,
@@ -202,27 +215,59 @@ class Renderer:
             "kind_labels": KIND_LABELS,
             "text_labels": TEXT_LABELS,
             "text_indent": TEXT_INDENT,
-            "preheader": preheader,
+            "preheader": markdown.excerpt(first, PREHEADER_CHARS),
             "preheader_pad": _PREHEADER_PAD,
+            "section_mark": _SECTION_MARK,
+            "sections_end": _SECTIONS_END,
+            "archive_url": self.archive_url(content, selected),
         }
-        html = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
-        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
-        return html, _tidy_text(text), preheader
+
+    def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
+        """The public archive page of exactly what this variant holds: the email's "view online" link,
+        the same for every recipient of the variant and safe to forward. "" when the archive is off
+        (`ARCHIVE_ENABLED`) or the content is not stored yet: then the link is the personal one."""
+        if not self.settings.ARCHIVE_ENABLED or content.id is None:
+            return ""
+        regions = selected if selected != content.region_codes else ()
+        return self.settings.BASE_URL.rstrip("/") + archive.path(content.id, content.title, regions)
 
     def _render(self, content: BulletinContent, selected: tuple[str, ...], test: bool) -> RenderedVariant:
-        html, text, preheader = self.sources(content, selected, test)
+        context = self._context(content, selected, test)
+        text = self.env.get_template("email/bulletin.txt").render(context, p=self._text_placeholders)
+        html = self._union(content, test).variant(context)
+        if html is None:
+            source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+            html = inline_css_marked(source)
         subject = content.subject or content.title
         return RenderedVariant(
             key=variant_key(selected),
             regions=selected,
             subject=(TEST_PREFIX + subject) if test else subject,
-            html=inline_css(html),
-            text=text,
+            html=html,
+            text=_tidy_text(text),
             html_placeholders=dict(self._html_placeholders),
             text_placeholders=dict(self._text_placeholders),
             bulletin_id=content.id,
-            preheader=preheader,
+            preheader=str(context["preheader"]),
         )
+
+    def _union(self, content: BulletinContent, test: bool) -> _InlinedUnion:
+        """The bulletin with every section, inlined once; each variant is cut from it (`_InlinedUnion`)."""
+        key = (content, content.footer_note, test)
+        with self._lock:
+            union = self._unions.get(key)
+        if union is None:
+            context = self._context(content, content.region_codes, test)
+            context.update(regions_label=_LABEL_MARK, preheader=_PREHEADER_MARK)
+            if context["archive_url"]:
+                context["archive_url"] = _ARCHIVE_MARK
+            source = self.env.get_template("email/bulletin.html").render(context, p=self._html_placeholders)
+            union = _InlinedUnion.cut(inline_css(source), len(content.sections))
+            with self._lock:
+                if len(self._unions) >= 8:
+                    self._unions.pop(next(iter(self._unions)))
+                self._unions[key] = union
+        return union
 
     def confirmation(self, email: str, name: str) -> RenderedVariant:
         """The double opt-in email for `email`: one placeholder, `confirm_url` (see module docstring)."""
@@ -247,12 +292,75 @@ class Renderer:
             key=CONFIRMATION_KEY,
             regions=(),
             subject=f"Please confirm your subscription to {org}",
-            html=inline_css(html),
+            html=inline_css_marked(html),
             text=_tidy_text(text),
             html_placeholders=dict(html_ph),
             text_placeholders=dict(text_ph),
             preheader=str(context["preheader"]),
         )
+
+
+_SECTION_MARK = _Mark(f"<!--{_MARK}-section~-->")
+_SECTIONS_END = _Mark(f"<!--{_MARK}-sections-end~-->")
+_LABEL_MARK = _Placeholder(f"{_MARK}v~regions_label~")
+_PREHEADER_MARK = _Placeholder(f"{_MARK}v~preheader~")
+_ARCHIVE_MARK = _Placeholder(f"{_MARK}v~archive_url~")
+# A URL lxml writes into an href exactly as given: nothing it would entity- or percent-escape.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9._~:/?#@!'()*+,;=%-]*")
+
+
+def inline_css_marked(html: str) -> str:
+    """`inline_css`, and the section marks of the bulletin template taken out."""
+    return inline_css(html).replace(_SECTION_MARK, "").replace(_SECTIONS_END, "")
+
+
+class _InlinedUnion:
+    """A bulletin with all its sections, inlined once, cut at the template's section marks.
+
+    Premailer is most of a render's time, and a bulletin has up to 31 variants that differ only in
+    which sections they hold, the regions named in the footer, the preheader and the archive link. Inlining styles each
+    element by the rules that match it, and the stylesheet has no rule that looks at siblings, so an
+    inlined section does not depend on which others are present: a variant is the inlined head, its
+    sections and the tail, with the label and preheader written in as the HTML serializer writes text.
+    `tests/unit/test_render.py` checks this byte for byte against inlining each variant on its own.
+    """
+
+    def __init__(self, head: str, sections: list[str], tail: str) -> None:
+        self.head, self.sections, self.tail = head, sections, tail
+
+    @classmethod
+    def cut(cls, inlined: str, count: int) -> _InlinedUnion:
+        head, *rest = inlined.split(_SECTION_MARK)
+        if len(rest) != count or rest[-1].count(_SECTIONS_END) != 1:
+            return cls("", [], "")  # a template without the marks: every variant is inlined on its own
+        last, tail = rest[-1].split(_SECTIONS_END)
+        return cls(head, [*rest[:-1], last], tail)
+
+    def variant(self, context: Mapping[str, Any]) -> str | None:
+        """The inlined HTML of the variant `context` renders, or None when this union cannot give it."""
+        if not self.sections:
+            return None
+        content: BulletinContent = context["content"]
+        chosen = {s.region_code for s in context["sections"]}
+        body = "".join(
+            part
+            for section, part in zip(content.sections, self.sections, strict=True)
+            if section.region_code in chosen
+        )
+        html = self.head + body + self.tail
+        for mark, value in ((_LABEL_MARK, context["regions_label"]), (_PREHEADER_MARK, context["preheader"])):
+            html = html.replace(mark, _html_text(str(_finalize(value))))
+        if _ARCHIVE_MARK in html:
+            url = str(context["archive_url"])
+            if not _PLAIN_URL.fullmatch(url):
+                return None  # the serializer would escape it: let premailer write this variant itself
+            html = html.replace(_ARCHIVE_MARK, url)
+        return html
+
+
+def _html_text(value: str) -> str:
+    """`value` as text content, escaped as lxml's HTML serializer (premailer's output) escapes it."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def personalize(variant: RenderedVariant, values: Mapping[str, str]) -> tuple[str, str]:

@@ -66,6 +66,8 @@ class Recipient:
     subscriber_id: int | None
     delivery_id: int | None = None
     bulletin_id: int | None = None
+    link_secret: str = ""
+    """The subscriber's `link_secret`: every token in their links is bound to it (see `mail.tokens`)."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     SECRET_KEYS_OLD: str = ""
     TOKEN_TTL_DAYS: int = 400
     CONFIRM_TTL: int = Field(default=7 * 24 * 3600, description="seconds")
+    MY_DATA_TTL_SECONDS: int = Field(default=3600, ge=60)
 
     # --- schedule --------------------------------------------------------------------------------
     TIMEZONE: str = "Europe/London"
@@ -108,14 +109,28 @@ class Settings(BaseSettings):
     WEB_HOST: str = "127.0.0.1"
     WEB_PORT: int = 8000
     SESSION_COOKIE_SECURE: bool | None = None
+    SESSION_LIFETIME_SECONDS: int = Field(default=12 * 3600, ge=60)
     LOGIN_MAX_FAILURES: int = 5
     LOGIN_LOCKOUT_SECONDS: int = 900
+    TRUSTED_PROXIES: str = ""
+    MAX_FORM_BYTES: int = Field(default=64 * 1024, ge=1024)
+    MAX_UPLOAD_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024)
+    MAX_WEBHOOK_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
+    CONFIRM_SEND_ATTEMPTS: int = Field(default=3, ge=1)
     STAFF_TEST_RECIPIENTS: str = ""
     SUBSCRIBE_LIMIT_PER_ADDRESS: int = 3
     SUBSCRIBE_LIMIT_PER_IP: int = 20
     SUBSCRIBE_LIMIT_WINDOW_SECONDS: int = 3600
     SENDGRID_WEBHOOK_PUBLIC_KEY: str = ""
     WEBHOOK_MAX_AGE_SECONDS: int = 600
+
+    # --- public archive and engagement tracking ----------------------------------------------------
+    ARCHIVE_ENABLED: bool = True
+    ARCHIVE_PAGE_SIZE: int = Field(default=20, ge=1, le=200)
+    ARCHIVE_CACHE_SECONDS: int = Field(default=300, ge=0)
+    # Off by default: an open pixel and rewritten links tell the ESP who read what (see .env.example).
+    TRACK_OPENS: bool = False
+    TRACK_CLICKS: bool = False
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -185,10 +200,15 @@ class Settings(BaseSettings):
                 "SECRET_KEY is not set: links in emails and admin sessions are signed with it. "
                 'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
-        if len(self.SECRET_KEY) < 16:
-            raise ConfigError("SECRET_KEY is too short: use at least 16 random characters")
         old = [k.strip() for k in self.SECRET_KEYS_OLD.split(",") if k.strip()]
+        for name, key in [("SECRET_KEY", self.SECRET_KEY)] + [("SECRET_KEYS_OLD", k) for k in old]:
+            check_key_strength(name, key)
         return [self.SECRET_KEY, *old]
+
+    @property
+    def trusted_proxies(self) -> frozenset[str]:
+        """Peers whose `X-Forwarded-For` names the real client (the TLS proxy in front of the app)."""
+        return frozenset(a.strip() for a in self.TRUSTED_PROXIES.split(",") if a.strip())
 
     @property
     def esp_backend(self) -> str:
@@ -215,6 +235,19 @@ class Settings(BaseSettings):
         if self.TEMPLATES_DIR is not None:
             return self.TEMPLATES_DIR
         return default_templates_dir()
+
+
+MIN_KEY_LENGTH = 16
+MIN_KEY_DISTINCT_CHARACTERS = 8
+
+
+def check_key_strength(name: str, key: str) -> None:
+    """Raise ConfigError for a signing key an attacker could guess: every key, current or old, verifies
+    links and sessions, so every key must be as strong as the one that signs."""
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(f"{name} is too short: use at least {MIN_KEY_LENGTH} random characters")
+    if len(set(key)) < MIN_KEY_DISTINCT_CHARACTERS:
+        raise ConfigError(f"{name} is not random enough: generate it with secrets.token_urlsafe(32)")
 
 
 def default_templates_dir() -> Path:

@@ -10,12 +10,16 @@ statements:
     skip_locked(bind, select)       `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's BEGIN IMMEDIATE
                                     already serialises writers (see `newsletter.core.db`)
     insert_many(conn, table, rows)  bulk rows: COPY on PostgreSQL, a DB-API executemany on SQLite
+    lock_key(session, key)          serialise transactions on one key until commit: an advisory lock on
+                                    PostgreSQL; nothing on SQLite, whose BEGIN IMMEDIATE already does
+    random_secret()                 a column default of 32 random hex characters, per row
 
 Why one place: a dialect branch hidden in a service is a rule that only one database tests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import sqlite3
 from collections.abc import Iterable
@@ -24,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 Bind = sa.Connection | Session | Engine
@@ -121,3 +126,31 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         return
     marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", params)
+
+
+def lock_key(session: Session, key: str) -> None:
+    """Hold a transaction-scoped lock named by `key` until this transaction ends (PostgreSQL).
+
+    Used where a check and a write must not interleave across requests (rate limits, one subscriber per
+    address). SQLite needs nothing: every transaction takes the database's write lock at BEGIN.
+    """
+    if is_pg(session):
+        number = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big", signed=True)
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:n)"), {"n": number})
+
+
+class random_secret(sa.sql.functions.FunctionElement[str]):
+    """A server default: 128 random bits as 32 hex characters, evaluated for each inserted row."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(random_secret, "sqlite")
+def _random_secret_sqlite(element: random_secret, compiler: Any, **kw: Any) -> str:
+    return "lower(hex(randomblob(16)))"
+
+
+@compiles(random_secret, "postgresql")
+def _random_secret_pg(element: random_secret, compiler: Any, **kw: Any) -> str:
+    return "replace(CAST(gen_random_uuid() AS TEXT), '-', '')"

@@ -9,11 +9,13 @@ Times are aware datetimes, stored in UTC. The schema itself is created only by t
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from newsletter.core.dialect import random_secret
 from newsletter.core.status import BulletinStatus, DeliveryStatus, ItemKind, SubscriberStatus
 
 
@@ -42,11 +44,17 @@ class Region(SQLModel, table=True):
     position: int = Field(default=0)
 
 
+NEVER_REUSED = {"sqlite_autoincrement": True}
+"""Table options for tables whose ids appear in links and cookies: SQLite's AUTOINCREMENT never hands a
+deleted row's id to a new row (PostgreSQL sequences never do), so an old link cannot name a new person."""
+
+
 class Subscriber(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_subscriber_status_id", "status", "id"),
         # The admin's name search: a case-insensitive prefix, in name order, keyset-paginated.
         sa.Index("ix_subscriber_lower_name_id", sa.text("lower(name)"), "id"),
+        NEVER_REUSED,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -60,6 +68,12 @@ class Subscriber(SQLModel, table=True):
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     paused_until: datetime | None = None
+    # Every token in this subscriber's links is bound to it (newsletter.mail.tokens); erase destroys it.
+    link_secret: str = Field(
+        default_factory=lambda: secrets.token_hex(16),
+        sa_type=sa.String(32),
+        sa_column_kwargs={"server_default": random_secret()},  # for bulk inserts that do not name it
+    )
 
 
 class Subscription(SQLModel, table=True):
@@ -167,6 +181,7 @@ class Suppression(SQLModel, table=True):
 
 class User(SQLModel, table=True):
     __tablename__ = "app_user"
+    __table_args__ = (NEVER_REUSED,)
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(sa_type=sa.String(320), unique=True)
@@ -177,6 +192,8 @@ class User(SQLModel, table=True):
     locked_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     last_login_at: datetime | None = None
+    # Part of every session cookie; raised on logout, password or role change, disable: old cookies die.
+    session_version: int = 0
 
 
 class TestSend(SQLModel, table=True):
@@ -244,6 +261,40 @@ class RateEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class Engagement(SQLModel, table=True):
+    """That a delivery reached an engagement metric (opened, clicked a link…), once per pair.
+
+    The primary key makes "first time" an `INSERT … ON CONFLICT DO NOTHING`: replayed, duplicated
+    and out-of-order events, and concurrent webhook batches, count a recipient once.
+    """
+
+    delivery_id: int = Field(sa_type=BigId, sa_column_args=[_fk("delivery.id")], primary_key=True)
+    metric: str = Field(sa_type=sa.String(40), primary_key=True)
+
+
+class EngagementCount(SQLModel, table=True):
+    """Recipients per (bulletin, variant, metric): the rollup the engagement report reads."""
+
+    __tablename__ = "engagement_count"
+
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")], primary_key=True)
+    variant: str = Field(sa_type=sa.String(200), primary_key=True)
+    metric: str = Field(sa_type=sa.String(16), primary_key=True)
+    n: int = 0
+
+
+class LinkClick(SQLModel, table=True):
+    """Clicks on one link of a bulletin: all of them, and how many recipients clicked it."""
+
+    __tablename__ = "link_click"
+
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")], primary_key=True)
+    link_key: str = Field(sa_type=sa.String(40), primary_key=True)
+    url: str = Field(sa_type=sa.Text)
+    clicks: int = 0
+    clickers: int = 0
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
     return table
@@ -264,3 +315,6 @@ AUDIT_ENTRY = _table(AuditEntry)
 SCHEDULE_SLOT = _table(ScheduleSlot)
 RATE_EVENT = _table(RateEvent)
 SCHEDULER_HEARTBEAT = _table(SchedulerHeartbeat)
+ENGAGEMENT = _table(Engagement)
+ENGAGEMENT_COUNT = _table(EngagementCount)
+LINK_CLICK = _table(LinkClick)

@@ -90,6 +90,10 @@ BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {
     B.CANCELLED: frozenset(),
 }
 
+PUBLISHED_BULLETIN = frozenset({B.SENDING, B.SENT})
+"""Bulletins whose emails have gone out: the only ones the public archive, the feeds and the engagement
+trend show (drafts, scheduled, paused and cancelled bulletins never appear)."""
+
 EDITABLE_BULLETIN = frozenset({B.DRAFT, B.READY, B.PAUSED})
 """A bulletin whose content may still change; once sending starts, recipients must all get the same text."""
 

@@ -4,8 +4,8 @@ Layout under `OUTBOX_DIR`:
     bulletin-<bulletin id>/<delivery id>.eml     a bulletin's deliveries (a resend overwrites, never doubles)
     direct/<UTC time>-<random>.eml               test sends, confirmations: anything without a delivery
 
-Each file is the complete RFC 5322 message (`newsletter.mail.message.build_message`: both parts, every
-header), written to a temporary name and renamed into place, so a reader never sees half a message.
+Each file is the complete RFC 5322 message (the bytes of `newsletter.mail.message.build_message`,
+made by `newsletter.mail.fast_message`: both parts, every header), written to a temporary name and renamed into place, so a reader never sees half a message.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.esp.base import RecipientResult, RetryableError
+from newsletter.mail.fast_message import render_or_build, template_cache
 from newsletter.mail.links import Links
-from newsletter.mail.message import build_message
 
 DIRECT_DIR = "direct"
 
@@ -40,6 +40,7 @@ class OutboxBackend:
         self.max_batch = settings.BATCH_SIZE
         self.links = links if links is not None else Links(settings)
         self._made: set[Path] = set()
+        self._templates = template_cache(settings)
 
     def path_for(self, variant: RenderedVariant, recipient: Recipient) -> Path:
         bulletin_id = recipient.bulletin_id if recipient.bulletin_id is not None else variant.bulletin_id
@@ -50,21 +51,18 @@ class OutboxBackend:
 
     def send(self, variant: RenderedVariant, recipients: Sequence[Recipient]) -> list[RecipientResult]:
         results = []
+        template = self._templates(variant) if len(recipients) > 1 else None
         for recipient in recipients:
-            message = build_message(
-                self.settings,
-                variant,
-                recipient,
-                self.links.values(recipient, fields=variant.html_placeholders),
-            )
+            values = self.links.values(recipient, fields=variant.html_placeholders)
+            data, message_id = render_or_build(template, self.settings, variant, recipient, values)
             path = self.path_for(variant, recipient)
             try:
-                self._write(path, message.as_bytes())
+                self._write(path, data)
             except OSError as exc:
                 # A full disk or a permission problem: the files written so far are complete and a
                 # retry rewrites them under the same names, so retrying the batch is safe.
                 raise RetryableError(f"cannot write {path}: {exc}") from exc
-            results.append(RecipientResult(recipient, True, message_id=str(message["Message-ID"])))
+            results.append(RecipientResult(recipient, True, message_id=message_id))
         return results
 
     def _write(self, path: Path, data: bytes) -> None:

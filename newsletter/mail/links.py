@@ -4,8 +4,10 @@ Paths (the web app routes exactly these and checks the token with `read_token`):
 
     {BASE_URL}/unsubscribe/{token}              Purpose.UNSUBSCRIBE (GET page, POST one-click, RFC 8058)
     {BASE_URL}/preferences/{token}              Purpose.PREFERENCES
-    {BASE_URL}/view/{bulletin_id}/{token}       Purpose.VIEW
+    {BASE_URL}/view/{bulletin_id}/{token}       Purpose.VIEW (only with ARCHIVE_ENABLED=false; otherwise
+                                                "view online" is the public archive page, no token)
     {BASE_URL}/confirm/{token}                  Purpose.CONFIRM
+    {BASE_URL}/my-data/{token}                  Purpose.MY_DATA (sent on request; export and erase)
     mailto:{UNSUBSCRIBE_MAILTO}?subject=unsubscribe-{token}   Purpose.UNSUBSCRIBE (when configured)
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from functools import cached_property
 
+from newsletter.content import archive
 from newsletter.content.types import PERSONAL_FIELDS, Recipient
 from newsletter.core.config import Settings
 from newsletter.mail.tokens import Purpose, make_token
@@ -29,9 +32,27 @@ EXAMPLE_TOKEN = "example"
 malformed, so a test email's links can be clicked without touching anyone's subscription."""
 
 
+_PERSONAL_LINK = re.compile(r"^([^?#]*/(?:unsubscribe|preferences|confirm|my-data|view/\d+)/)[^?#/]+")
+_ENCODED_WORD_START = "=?"
+_WORD_JOINER = "\u2060"
+
+
+def without_token(url: str) -> str:
+    """`url` with the token of a personal link (the paths above) replaced by "…": a clicked link as the
+    engagement report may keep it, counting clicks without recording whose link it was."""
+    return _PERSONAL_LINK.sub(r"\1…", url)
+
+
 def header_safe_name(name: str) -> str:
-    """A display name with every control character (CR and LF included) turned into one space."""
-    return " ".join(_CONTROL.sub(" ", name).split())
+    """A display name, subject or title as header text that says exactly what it says, on one line.
+
+    Every control character (CR, LF, NEL, U+2028…) becomes one space. `=?`, the start of an RFC 2047
+    encoded word, gets an invisible WORD JOINER between its characters: Python's email package (and a
+    receiving mail client) would otherwise decode `=?utf-8?b?…?=` into text carrying CR/LF, after this
+    check, and the decoded text could add headers (Bcc:) or a body. The name is data, never encoding.
+    """
+    one_line = " ".join(_CONTROL.sub(" ", name).split())
+    return one_line.replace(_ENCODED_WORD_START, "=" + _WORD_JOINER + "?")
 
 
 class Links:
@@ -47,33 +68,32 @@ class Links:
     def keys(self) -> tuple[str, ...]:
         return tuple(self.settings.secret_keys)
 
-    def _token(self, subscriber_id: int | None, purpose: Purpose, now: datetime | None) -> str:
+    def _token(self, subscriber_id: int | None, secret: str, purpose: Purpose, now: datetime | None) -> str:
         if subscriber_id is None:
             return EXAMPLE_TOKEN
-        return make_token(self.keys, subscriber_id, purpose, now=now)
+        return make_token(self.keys, subscriber_id, purpose, secret=secret, now=now)
 
-    def unsubscribe_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
-        return f"{self.base_url}/unsubscribe/{self._token(subscriber_id, Purpose.UNSUBSCRIBE, now)}"
-
-    def preferences_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
-        return f"{self.base_url}/preferences/{self._token(subscriber_id, Purpose.PREFERENCES, now)}"
+    def preferences_url(self, subscriber_id: int | None, secret: str, *, now: datetime | None = None) -> str:
+        token = self._token(subscriber_id, secret, Purpose.PREFERENCES, now)
+        return f"{self.base_url}/preferences/{token}"
 
     def view_url(
-        self, bulletin_id: int | None, subscriber_id: int | None, *, now: datetime | None = None
+        self, bulletin_id: int | None, subscriber_id: int | None, secret: str, *, now: datetime | None = None
     ) -> str:
-        """The bulletin online as this subscriber's variant; the site's home page without a bulletin."""
+        """The bulletin online: its public archive page (nothing personal, safe to forward) when the
+        archive is on, else this subscriber's own copy; the site's home page without a bulletin."""
         if bulletin_id is None:
             return f"{self.base_url}/"
-        return f"{self.base_url}/view/{bulletin_id}/{self._token(subscriber_id, Purpose.VIEW, now)}"
+        if self.settings.ARCHIVE_ENABLED:
+            return self.base_url + archive.path(bulletin_id)
+        return f"{self.base_url}/view/{bulletin_id}/{self._token(subscriber_id, secret, Purpose.VIEW, now)}"
 
-    def confirm_url(self, subscriber_id: int | None, *, now: datetime | None = None) -> str:
-        return f"{self.base_url}/confirm/{self._token(subscriber_id, Purpose.CONFIRM, now)}"
+    def confirm_url(self, subscriber_id: int | None, secret: str, *, now: datetime | None = None) -> str:
+        return f"{self.base_url}/confirm/{self._token(subscriber_id, secret, Purpose.CONFIRM, now)}"
 
-    def unsubscribe_mailto(self, subscriber_id: int | None, *, now: datetime | None = None) -> str | None:
-        """The `mailto:` half of List-Unsubscribe, or None when `UNSUBSCRIBE_MAILTO` is not set."""
-        if not self.mailto_address:
-            return None
-        return f"mailto:{self.mailto_address}?subject=unsubscribe-{self._token(subscriber_id, Purpose.UNSUBSCRIBE, now)}"
+    def my_data_url(self, subscriber_id: int, secret: str, *, now: datetime | None = None) -> str:
+        """The short-lived export-and-erase link, sent only by email and only on request."""
+        return f"{self.base_url}/my-data/{self._token(subscriber_id, secret, Purpose.MY_DATA, now)}"
 
     def values(
         self,
@@ -92,19 +112,21 @@ class Links:
         greeting reads well for subscribers who gave no name.
         """
         wanted = fields if isinstance(fields, frozenset | set | dict) else set(fields)
-        sid = recipient.subscriber_id
+        sid, secret = recipient.subscriber_id, recipient.link_secret
         values = {"name": header_safe_name(recipient.name) or "friend", "email": recipient.email}
         if "unsubscribe_url" in wanted:
-            unsubscribe = self._token(sid, Purpose.UNSUBSCRIBE, now)
+            unsubscribe = self._token(sid, secret, Purpose.UNSUBSCRIBE, now)
             values["unsubscribe_url"] = f"{self.base_url}/unsubscribe/{unsubscribe}"
             if self.mailto_address:
                 values["unsubscribe_mailto"] = (
                     f"mailto:{self.mailto_address}?subject=unsubscribe-{unsubscribe}"
                 )
         if "preferences_url" in wanted:
-            values["preferences_url"] = self.preferences_url(sid, now=now)
+            values["preferences_url"] = self.preferences_url(sid, secret, now=now)
         if "view_url" in wanted:
-            values["view_url"] = self.view_url(recipient.bulletin_id, sid, now=now)
+            values["view_url"] = self.view_url(recipient.bulletin_id, sid, secret, now=now)
         if "confirm_url" in wanted:
-            values["confirm_url"] = self.confirm_url(sid, now=now)
+            values["confirm_url"] = self.confirm_url(sid, secret, now=now)
+        if "my_data_url" in wanted and sid is not None:
+            values["my_data_url"] = self.my_data_url(sid, secret, now=now)
         return values

@@ -7,8 +7,8 @@ with `message.as_bytes()`: the message carries `email.policy.SMTP` (`SMTPUTF8` f
 with a non-ASCII local part), so lines end in CRLF.
 
 Nothing a subscriber typed can make a header: every control character (CR and LF above all) in a
-name, subject or link is replaced before it reaches one. Python 3.11 before 3.11.10 does not check
-this itself.
+name, subject or link is replaced before it reaches one, and names and subjects are never decoded as
+RFC 2047 encoded words (`header_safe_name`). Python 3.11 before 3.11.10 does not check this itself.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def list_unsubscribe_headers(values: Mapping[str, str], mailto: str | None) -> d
 
 def list_id(settings: Settings) -> str:
     """RFC 2919 `List-Id`: the organisation's name as the phrase, `LIST_ID` as the identifier."""
-    name = header_safe(settings.ORG_NAME)
+    name = header_safe_name(settings.ORG_NAME)
     ident = header_safe(settings.LIST_ID)
     if name.isascii():
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
@@ -96,7 +96,7 @@ def build_message(
     msg["To"] = to_addr
     if settings.REPLY_TO.strip():
         msg["Reply-To"] = _address("", settings.REPLY_TO)
-    msg["Subject"] = header_safe(variant.subject)
+    msg["Subject"] = header_safe_name(variant.subject)
     msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = header_safe(message_id) if message_id else make_msgid(domain=from_addr.domain)
     if variant.regions:

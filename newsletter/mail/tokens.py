@@ -16,6 +16,12 @@ instead of 20 or more).
 
 Keys come newest first (`Settings.secret_keys`): the first signs, every one verifies, so a key can be
 rotated without breaking the links in emails already sent.
+
+Every token is also bound to its subscriber's own random `secret` (`Subscriber.link_secret`), which the
+tag covers but the token does not carry: erasing the subscriber destroys the secret, so every link they
+were ever sent stops working, even if a database restore or a sequence reset handed their id to someone
+else. A reader first takes the id the token claims (`claimed_id`), looks up that subscriber's secret,
+then verifies (`read_claims`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import hmac
 import struct
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from hashlib import sha256
@@ -36,6 +43,8 @@ class Purpose(StrEnum):
     PREFERENCES = "preferences"
     VIEW = "view"
     CONFIRM = "confirm"
+    MY_DATA = "my-data"
+    """Export and erase: a short-lived link sent by email on request, never printed in a shared page."""
 
 
 class TokenError(Exception):
@@ -54,6 +63,7 @@ _PURPOSE_CODE: dict[Purpose, int] = {
     Purpose.PREFERENCES: 2,
     Purpose.VIEW: 3,
     Purpose.CONFIRM: 4,
+    Purpose.MY_DATA: 5,
 }
 _PURPOSE_BY_CODE = {code: purpose for purpose, code in _PURPOSE_CODE.items()}
 _PAYLOAD = struct.Struct(">BQI")
@@ -104,25 +114,24 @@ def _seconds(now: datetime | None) -> int:
 
 
 def make_token(
-    keys: Sequence[str], subscriber_id: int, purpose: Purpose, *, now: datetime | None = None
+    keys: Sequence[str],
+    subscriber_id: int,
+    purpose: Purpose,
+    *,
+    secret: str = "",
+    now: datetime | None = None,
 ) -> str:
-    """A token for `subscriber_id` and `purpose`, signed with the first of `keys`, issued at `now`."""
+    """A token for `subscriber_id` and `purpose`, signed with the first of `keys` and bound to the
+    subscriber's `secret`, issued at `now`."""
     if not 0 <= subscriber_id <= _MAX_ID:
         raise ValueError(f"subscriber id out of range: {subscriber_id}")
     issued = _seconds(now)
     payload = _PAYLOAD.pack((_VERSION << 4) | _PURPOSE_CODE[purpose], subscriber_id, issued)
-    raw = payload + _macs(tuple(keys))[0].tag(payload)
+    raw = payload + _macs(tuple(keys))[0].tag(payload + secret.encode("utf-8"))
     return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).decode("ascii")
 
 
-def read_token(
-    keys: Sequence[str], token: str, purpose: Purpose, *, max_age: timedelta, now: datetime | None = None
-) -> int:
-    """The subscriber id `token` names, if any of `keys` signed it for `purpose` within `max_age`.
-
-    Raises TokenError otherwise. The checks run in the order of the reasons, so a forged token is
-    never told whether its purpose or age would have passed.
-    """
+def _decode(token: object) -> bytes:
     if not isinstance(token, str) or len(token) != _TOKEN_CHARS:
         raise TokenError("malformed")
     try:
@@ -131,9 +140,45 @@ def read_token(
         raise TokenError("malformed") from None
     if len(raw) != _PAYLOAD.size + _TAG_BYTES:  # "=" padding inside 40 characters
         raise TokenError("malformed")
+    return raw
+
+
+def claimed_id(token: str) -> int:
+    """The subscriber id `token` claims, NOT verified: only for looking up the secret to verify it with.
+
+    Raises TokenError("malformed") for anything that is not a token at all.
+    """
+    _, subscriber_id, _ = _PAYLOAD.unpack(_decode(token)[: _PAYLOAD.size])
+    return int(subscriber_id)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says: whom it names and when it was issued."""
+
+    subscriber_id: int
+    issued_at: datetime
+
+
+def read_claims(
+    keys: Sequence[str],
+    token: str,
+    purpose: Purpose,
+    *,
+    max_age: timedelta,
+    secret: str = "",
+    now: datetime | None = None,
+) -> Claims:
+    """The claims of `token`, if any of `keys` signed it for `purpose`, bound to `secret`, within `max_age`.
+
+    Raises TokenError otherwise. The checks run in the order of the reasons, so a forged token is
+    never told whether its purpose or age would have passed.
+    """
+    raw = _decode(token)
     payload, tag = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+    signed = payload + secret.encode("utf-8")
     for mac in _macs(tuple(keys)):
-        if hmac.compare_digest(mac.tag(payload), tag):
+        if hmac.compare_digest(mac.tag(signed), tag):
             break
     else:
         raise TokenError("bad signature")
@@ -144,4 +189,17 @@ def read_token(
         raise TokenError("wrong purpose")
     if _seconds(now) - issued > max_age.total_seconds():
         raise TokenError("expired")
-    return int(subscriber_id)
+    return Claims(int(subscriber_id), datetime.fromtimestamp(issued, UTC))
+
+
+def read_token(
+    keys: Sequence[str],
+    token: str,
+    purpose: Purpose,
+    *,
+    max_age: timedelta,
+    secret: str = "",
+    now: datetime | None = None,
+) -> int:
+    """The subscriber id of a valid `token` (see `read_claims`)."""
+    return read_claims(keys, token, purpose, max_age=max_age, secret=secret, now=now).subscriber_id

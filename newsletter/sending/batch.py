@@ -221,7 +221,7 @@ class BatchSender:
     def process(self, batch: Batch) -> None:
         variant = self.host.renderer.variant(self._content(batch.bulletin_id), batch.variant_key)
         recipients = [
-            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id)
+            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id, r.link_secret)
             for r in batch.rows
         ]
         self._send(batch, variant, recipients, first=True)

@@ -11,7 +11,8 @@ Rules (the last step of the send path in `docs/architecture.md`):
   bounce, dropped and spamreport are final, so events arriving out of order end in the same state;
 - a hard bounce (type `bounce`, not `blocked`) and a spam report suppress the address and mark the
   subscriber bounced / complained; `unsubscribe` and `group_unsubscribe` unsubscribe it;
-- opens, clicks and the rest are stored for the dashboard and change nothing else.
+- opens, clicks and the rest are stored for the dashboard and change nothing else;
+- every new event is also counted into the engagement report's rollups (`newsletter.sending.engagement`).
 
 Work per batch is one SELECT of deliveries, one INSERT of events, one UPDATE per target status, one
 SELECT and at most three UPDATEs of subscribers, one INSERT of suppressions: never a statement per event.
@@ -46,6 +47,7 @@ from newsletter.core.status import (
     delivery_moves_forward,
 )
 from newsletter.esp.sendgrid.events import DELIVERY_STATUS_OF, Event
+from newsletter.sending import engagement
 
 ESP_ACTOR = "sendgrid"
 
@@ -130,6 +132,7 @@ def apply_events(
     report.new = len(fresh)
     for e in fresh:
         report.by_event[e.event] = report.by_event.get(e.event, 0) + 1
+    engagement.record(session, fresh)  # the report's rollups, in this same transaction
     report.deliveries_updated = _advance_deliveries(session, fresh, known, now)
     _apply_subscriber_effects(session, fresh, report, actor, now)
     return report

@@ -1,8 +1,11 @@
 """Admin sessions and the permission dependencies every admin route declares.
 
 The session is Starlette's signed cookie (`SECRET_KEY`, HttpOnly, SameSite=Lax, Secure when `BASE_URL`
-is https or `SESSION_COOKIE_SECURE` says so). It holds the user id and the CSRF token; the account is
-read on every request, so disabling it or changing its role takes effect at once.
+is https or `SESSION_COOKIE_SECURE` says so). It holds the user id, the account's session version, the
+login time and the CSRF token. The account is read on every request: a cookie whose version is not the
+account's current one (after logout, a password or role change, disabling) or whose login is older
+than `SESSION_LIFETIME_SECONDS` opens nothing, however recently it was used. Account ids are never
+reused, so a removed account's cookie cannot name a new one.
 
     CurrentUser     any logged-in account (staff or volunteer)
     VolunteerUser   an account that may manage subscribers (volunteers and staff)
@@ -15,21 +18,23 @@ of them is protected without further thought.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from starlette.middleware.sessions import SessionMiddleware
 
-from newsletter.accounts import may
+from newsletter.accounts import may, session_holder
 from newsletter.core.config import Settings
-from newsletter.core.models import User, utcnow
+from newsletter.core.models import User
 from newsletter.web.csrf import check_csrf
-from newsletter.web.deps import SessionDep
+from newsletter.web.deps import SessionDep, SettingsDep
 
 SESSION_COOKIE = "newsletter_admin"
-SESSION_MAX_AGE = 12 * 3600
 USER_KEY = "uid"
+VERSION_KEY = "sv"
+LOGIN_AT_KEY = "iat"
 LOGIN_URL = "/admin/login"
 
 
@@ -53,7 +58,7 @@ def install_sessions(app: FastAPI, settings: Settings) -> None:
         SessionMiddleware,
         secret_key=settings.secret_keys[0],
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE,
+        max_age=settings.SESSION_LIFETIME_SECONDS,
         path="/",
         same_site="lax",
         https_only=cookie_is_secure(settings),
@@ -69,21 +74,22 @@ def log_in(request: Request, user: User) -> None:
     """Start a fresh session for `user` (a new CSRF token too: nothing of the anonymous one carries over)."""
     request.session.clear()
     request.session[USER_KEY] = user.id
+    request.session[VERSION_KEY] = user.session_version
+    request.session[LOGIN_AT_KEY] = int(time.time())
 
 
 def log_out(request: Request) -> None:
     request.session.clear()
 
 
-def session_user(request: Request, session: SessionDep) -> User | None:
-    """The active account of this session, or None."""
-    uid = request.session.get(USER_KEY)
-    if not isinstance(uid, int):
-        return None
-    user = session.get(User, uid)
-    if user is None or not user.is_active:
-        return None
-    if user.locked_until is not None and user.locked_until > utcnow():
+def session_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:
+    """The active account of this session, or None (and the session is emptied)."""
+    login_at = request.session.get(LOGIN_AT_KEY)
+    fresh = isinstance(login_at, int) and time.time() - login_at < settings.SESSION_LIFETIME_SECONDS
+    user = session_holder(session, request.session.get(USER_KEY), request.session.get(VERSION_KEY))
+    if user is None or not fresh:
+        if USER_KEY in request.session:
+            request.session.clear()
         return None
     return user
 

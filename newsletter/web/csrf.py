@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
 FIELD = "csrf_token"
@@ -49,3 +50,11 @@ async def check_csrf(request: Request) -> None:
         raise CsrfRefused()
     if not hmac.compare_digest(expected.encode(), sent.encode()):
         raise CsrfRefused()
+
+
+async def require_csrf(request: Request) -> None:
+    """`check_csrf` as a dependency, for routes with no logged-in user (the login form)."""
+    await check_csrf(request)
+
+
+CsrfChecked = Annotated[None, Depends(require_csrf)]

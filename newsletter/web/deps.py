@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Path, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -39,3 +39,27 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
+
+
+MAX_DB_ID = 2**63 - 1
+"""The largest id either database stores: a larger number in a URL or form names nothing (422, not 500)."""
+
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+"""A row id in a URL path."""
+DbIdForm = Annotated[int, Form(ge=1, le=MAX_DB_ID)]
+
+
+def client_ip(request: Request) -> str:
+    """The client's address: the peer, or, when the peer is one of `TRUSTED_PROXIES`, the last address
+    that proxy appended to `X-Forwarded-For` (earlier entries are whatever the client claimed)."""
+    peer = request.client.host if request.client else "unknown"
+    settings: Settings = request.app.state.settings
+    if peer in settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if hops:
+            return hops[-1][:64]
+    return peer
+
+
+ClientIp = Annotated[str, Depends(client_ip)]

@@ -1,45 +1,50 @@
 """The supporters' pages: no account, everything starts from a form or a signed link in an email.
 
     GET  /subscribe                      the form (email, name, regions; a honeypot field)
-    POST /subscribe                      double opt-in: a pending subscriber and a confirmation email
+    POST /subscribe                      double opt-in: the confirmation email goes out after the answer
     GET  /subscribe/embed                the form as an HTML snippet for the charity's own site
-    GET  /confirm/{token}                pending → active
+    GET  /confirm/{token}                a page with one button (mail scanners fetch links)
+    POST /confirm/{token}                pending → active
     GET  /preferences/{token}            the preference centre
-    POST /preferences/{token}            action=regions|pause|resume|unsubscribe|resubscribe|download|erase
-    GET  /unsubscribe/{token}            a page with one button (mail scanners fetch links: GET changes nothing)
+    POST /preferences/{token}            action=regions|pause|resume|unsubscribe|resubscribe|my-data-link
+    GET  /my-data/{token}                download or erase (a short-lived link sent by email on request)
+    POST /my-data/{token}                action=download|erase
+    GET  /unsubscribe/{token}            a page with one button (GET changes nothing)
     POST /unsubscribe/{token}            RFC 8058 one-click: no cookie, no CSRF token, 200 without a redirect
     GET  /view/{bulletin_id}/{token}     the bulletin online, as the subscriber's variant
 
-A forged, truncated, wrong-purpose or expired link gets a page saying so, with status 400 (404 when the
-subscriber it names no longer exists), and changes nothing. The token in the URL is the credential, so
-these forms carry no CSRF token: a cross-site POST would need the token, which only the subscriber has.
-Pages holding a token are sent with `Referrer-Policy: no-referrer` and are never cached.
+Each token route declares the link it needs (`ConfirmLink`, `PreferencesLink`, …: one dependency per
+purpose, `audience.credentials`); a bad link raises `BadLink`, which one handler (`bad_link_page`)
+answers with a page and status 400 (404 for a bulletin that is not theirs), having changed nothing.
+The token in the URL is the credential, so these forms carry no CSRF token. Which link may do what is
+written in docs/security.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from newsletter.audience import optin, preferences, suppressions
+from newsletter.audience import my_data, optin, preferences, suppressions
+from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
-from newsletter.content.bulletins import load_content
+from newsletter.audience.view_online import online_view
 from newsletter.content.regions import RegionIndex
 from newsletter.content.render import Renderer, personalize
-from newsletter.content.types import Recipient
 from newsletter.core.config import Settings
-from newsletter.core.models import Bulletin, Delivery, Subscriber
-from newsletter.core.status import BulletinStatus, SubscriberStatus
+from newsletter.core.models import Subscriber
+from newsletter.core.status import SubscriberStatus
 from newsletter.mail.links import Links
-from newsletter.mail.tokens import Purpose, TokenError, read_token
-from newsletter.web.deps import SessionDep, SettingsDep, TemplatesDep
+from newsletter.mail.tokens import Claims, Purpose
+from newsletter.web.background import after_response
+from newsletter.web.deps import ClientIp, DbId, SessionDep, SettingsDep, TemplatesDep
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +53,34 @@ router = APIRouter()
 HONEYPOT_FIELD = "website"
 """Hidden from people (CSS and aria-hidden), filled in by form-filling bots."""
 
-_TOKEN_PAGE_HEADERS = {
+TOKEN_PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
     "X-Robots-Tag": "noindex, nofollow",
 }
-_VISIBLE_BULLETIN = frozenset({BulletinStatus.SENDING, BulletinStatus.SENT})
 
 
-class _BadLink(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class LinkHolder:
+    """The subscriber a valid link names, and what its token says."""
+
+    def __init__(self, subscriber: Subscriber, claims: Claims) -> None:
+        self.subscriber = subscriber
+        self.claims = claims
+
+
+def _link(purpose: Purpose) -> Callable[[str, Session, Settings], LinkHolder]:
+    def holder(token: str, session: SessionDep, settings: SettingsDep) -> LinkHolder:
+        return LinkHolder(*holder_of(session, settings, token, purpose))
+
+    holder.__name__ = f"{purpose.name.lower()}_link"
+    return holder
+
+
+ConfirmLink = Annotated[LinkHolder, Depends(_link(Purpose.CONFIRM))]
+PreferencesLink = Annotated[LinkHolder, Depends(_link(Purpose.PREFERENCES))]
+MyDataLink = Annotated[LinkHolder, Depends(_link(Purpose.MY_DATA))]
+UnsubscribeLink = Annotated[LinkHolder, Depends(_link(Purpose.UNSUBSCRIBE))]
+ViewLink = Annotated[LinkHolder, Depends(_link(Purpose.VIEW))]
 
 
 def get_renderer(request: Request) -> Renderer:
@@ -73,59 +93,32 @@ def get_renderer(request: Request) -> Renderer:
     return renderer
 
 
-def _page(
+def page(
     request: Request,
-    templates: Any,
-    settings: Settings,
     name: str,
     context: Mapping[str, Any] | None = None,
     *,
     status: int = 200,
     token_page: bool = False,
 ) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
     ctx = {"org_name": settings.ORG_NAME, **(context or {})}
+    templates = request.app.state.templates
     response: HTMLResponse = templates.TemplateResponse(request, f"public/{name}", ctx, status_code=status)
     if token_page:
-        response.headers.update(_TOKEN_PAGE_HEADERS)
+        response.headers.update(TOKEN_PAGE_HEADERS)
     return response
 
 
-def _subscriber_for(session: Session, settings: Settings, token: str, purpose: Purpose) -> Subscriber:
-    """The subscriber a link names, or _BadLink (400 for a bad token, 404 for an unknown subscriber)."""
-    if purpose is Purpose.CONFIRM:
-        max_age = timedelta(seconds=settings.CONFIRM_TTL)
-    else:
-        max_age = timedelta(days=settings.TOKEN_TTL_DAYS)
-    try:
-        subscriber_id = read_token(settings.secret_keys, token, purpose, max_age=max_age)
-    except TokenError as exc:
-        raise _BadLink(400, exc.reason) from exc
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
-        raise _BadLink(404, "unknown subscriber")
-    return subscriber
-
-
-def _bad_link(
-    request: Request, templates: Any, settings: Settings, problem: _BadLink, purpose: Purpose
-) -> HTMLResponse:
-    return _page(
-        request,
-        templates,
-        settings,
-        "link_problem.html",
-        {"reason": problem.reason, "purpose": str(purpose)},
-        status=problem.status,
-        token_page=True,
-    )
+def bad_link_page(request: Request, problem: Exception) -> Response:
+    """The one answer to a link that must not be honoured (registered for BadLink in `create_app`)."""
+    assert isinstance(problem, BadLink)
+    context = {"reason": problem.reason, "purpose": str(problem.purpose)}
+    return page(request, "link_problem.html", context, status=problem.status, token_page=True)
 
 
 def _date(value: datetime) -> str:
     return f"{value.day} {value:%B %Y}"
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 # --- subscribe -----------------------------------------------------------------------------------
@@ -145,10 +138,8 @@ def _form_context(
 
 
 @router.get("/subscribe", response_class=HTMLResponse)
-def subscribe_form(
-    request: Request, session: SessionDep, settings: SettingsDep, templates: TemplatesDep
-) -> Response:
-    return _page(request, templates, settings, "subscribe.html", _form_context(session, settings))
+def subscribe_form(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return page(request, "subscribe.html", _form_context(session, settings))
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
@@ -156,15 +147,16 @@ def subscribe(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    templates: TemplatesDep,
+    client_ip: ClientIp,
+    background: BackgroundTasks,
     email: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     website: Annotated[str, Form()] = "",
 ) -> Response:
     if website.strip():
-        log.info("subscribe: honeypot filled in from %s; nothing stored", _client_ip(request))
-        return _page(request, templates, settings, "check_inbox.html")
+        log.info("subscribe: honeypot filled in; nothing stored")
+        return page(request, "check_inbox.html")
     index = RegionIndex.from_db(session, settings)
     errors: dict[str, str] = {}
     try:
@@ -180,21 +172,16 @@ def subscribe(
         errors["regions"] = "Please choose at least one region."
     if errors:
         context = _form_context(session, settings, {"email": email, "name": name, "regions": list(codes)})
-        return _page(
-            request, templates, settings, "subscribe.html", {**context, "errors": errors}, status=400
-        )
-
-    result = optin.request_subscription(
-        session, settings, address, clean, codes, client_ip=_client_ip(request)
-    )
+        return page(request, "subscribe.html", {**context, "errors": errors}, status=400)
+    result = optin.request_subscription(session, settings, address, clean, codes, client_ip=client_ip)
     session.commit()
     if result.outcome is optin.Outcome.TOO_MANY:
-        return _page(request, templates, settings, "too_many.html", status=429)
-    if result.outcome is optin.Outcome.SEND:
-        assert result.recipient is not None
-        if not optin.send_confirmation(settings, get_renderer(request), result.recipient):
-            return _page(request, templates, settings, "send_failed.html", status=503)
-    return _page(request, templates, settings, "check_inbox.html")
+        return page(request, "too_many.html", status=429)
+    if result.outcome is optin.Outcome.SEND and result.recipient is not None:
+        after_response(
+            request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
+        )
+    return page(request, "check_inbox.html")
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
@@ -204,27 +191,28 @@ def subscribe_embed(
     """A page showing the form snippet to paste into the charity's site, and the snippet itself, live."""
     context = _form_context(session, settings)
     snippet = templates.get_template("public/_form.html").render({**context, "embed": True})
-    return _page(request, templates, settings, "embed.html", {**context, "snippet": snippet})
+    return page(request, "embed.html", {**context, "snippet": snippet})
 
 
 # --- confirm -------------------------------------------------------------------------------------
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm(
-    request: Request, token: str, session: SessionDep, settings: SettingsDep, templates: TemplatesDep
-) -> Response:
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.CONFIRM)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.CONFIRM)
-    outcome = optin.confirm(session, subscriber)
+def confirm_page(request: Request, link: ConfirmLink) -> Response:
+    """One button: link scanners fetch every link in an email, so GET never confirms anything."""
+    context = {"outcome": "ask", "email": link.subscriber.email}
+    return page(request, "confirmed.html", context, token_page=True)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+def confirm(request: Request, link: ConfirmLink, session: SessionDep, settings: SettingsDep) -> Response:
+    subscriber = link.subscriber
+    outcome = optin.confirm(session, subscriber, issued_at=link.claims.issued_at)
     session.commit()
-    assert subscriber.id is not None
     context = {
         "outcome": str(outcome),
-        "preferences_url": Links(settings).preferences_url(subscriber.id),
+        "preferences_url": Links(settings).preferences_url(subscriber.id, subscriber.link_secret),
     }
     status = 400 if outcome is optin.Confirmation.REFUSED else 200
-    return _page(request, templates, settings, "confirmed.html", context, status=status, token_page=True)
+    return page(request, "confirmed.html", context, status=status, token_page=True)
 
 
 # --- preference centre ---------------------------------------------------------------------------
@@ -232,7 +220,6 @@ def _preferences_page(
     request: Request,
     session: Session,
     settings: Settings,
-    templates: Any,
     subscriber: Subscriber,
     *,
     notice: str = "",
@@ -254,171 +241,167 @@ def _preferences_page(
         "messages": messages,
         "active": subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
         "can_resubscribe": subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+        "my_data_minutes": max(1, settings.MY_DATA_TTL_SECONDS // 60),
     }
-    return _page(request, templates, settings, "preferences.html", context, status=status, token_page=True)
+    return page(request, "preferences.html", context, status=status, token_page=True)
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse)
 def preferences_page(
-    request: Request, token: str, session: SessionDep, settings: SettingsDep, templates: TemplatesDep
+    request: Request, link: PreferencesLink, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.PREFERENCES)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.PREFERENCES)
-    return _preferences_page(request, session, settings, templates, subscriber)
+    return _preferences_page(request, session, settings, link.subscriber)
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
 def preferences_change(
     request: Request,
-    token: str,
+    link: PreferencesLink,
     session: SessionDep,
     settings: SettingsDep,
-    templates: TemplatesDep,
+    client_ip: ClientIp,
+    background: BackgroundTasks,
     action: Annotated[str, Form()] = "",
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     weeks: Annotated[str, Form()] = "",
-    confirm_erase: Annotated[str, Form()] = "",
 ) -> Response:
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.PREFERENCES)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.PREFERENCES)
+    subscriber = link.subscriber
 
-    def page(**kwargs: Any) -> HTMLResponse:
-        return _preferences_page(request, session, settings, templates, subscriber, **kwargs)
+    def again(**kwargs: Any) -> HTMLResponse:
+        return _preferences_page(request, session, settings, subscriber, **kwargs)
 
     if action == "regions":
         index = RegionIndex.from_db(session, settings)
         codes = list(index.order(c for c in regions if c in index.codes))
         if not codes:
-            return page(errors={"regions": "Please choose at least one region."}, chosen=[], status=400)
+            return again(errors={"regions": "Please choose at least one region."}, chosen=[], status=400)
         changed = preferences.change_regions(session, subscriber, codes)
         session.commit()
-        return page(notice="Your regions are saved." if changed else "Your regions are unchanged.")
+        return again(notice="Your regions are saved." if changed else "Your regions are unchanged.")
     if action == "pause":
         try:
             until = preferences.pause(session, subscriber, int(weeks))
         except ValueError:
             text = f"Please choose a number of weeks between 1 and {preferences.MAX_PAUSE_WEEKS}."
-            return page(errors={"weeks": text}, status=400)
+            return again(errors={"weeks": text}, status=400)
         session.commit()
-        return page(notice=f"Paused: we will not email you until {_date(until)}.")
+        return again(notice=f"Paused: we will not email you until {_date(until)}.")
     if action == "resume":
         preferences.resume(session, subscriber)
         session.commit()
-        return page(notice="Welcome back: you will receive the next bulletin.")
+        return again(notice="Welcome back: you will receive the next bulletin.")
     if action == "unsubscribe":
         suppressions.unsubscribe(session, subscriber, how="preferences")
         session.commit()
-        return page(notice="You are unsubscribed. We will not email you again.")
+        return again(notice="You are unsubscribed. We will not email you again.")
     if action == "resubscribe":
-        if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
-            return page()
-        result = optin.request_subscription(
-            session,
-            settings,
-            subscriber.email,
-            subscriber.name,
-            preferences.regions_of(session, subscriber) or list(RegionIndex.from_db(session, settings).codes),
-            client_ip=_client_ip(request),
+        return _resubscribe(request, session, settings, subscriber, client_ip, background)
+    if action == "my-data-link":
+        after_response(request, background, my_data.send_link, settings, subscriber)
+        return again(notice="We have emailed you a link to download or erase your data.")
+    return again(errors={"action": "Unknown action."}, status=400)
+
+
+def _resubscribe(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    subscriber: Subscriber,
+    client_ip: str,
+    background: BackgroundTasks,
+) -> Response:
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+        return _preferences_page(request, session, settings, subscriber)
+    codes = preferences.regions_of(session, subscriber) or list(RegionIndex.from_db(session, settings).codes)
+    result = optin.request_subscription(
+        session, settings, subscriber.email, subscriber.name, codes, client_ip=client_ip
+    )
+    session.commit()
+    if result.outcome is optin.Outcome.TOO_MANY:
+        return page(request, "too_many.html", status=429, token_page=True)
+    if result.outcome is optin.Outcome.SEND and result.recipient is not None:
+        after_response(
+            request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
         )
-        session.commit()
-        if result.outcome is optin.Outcome.SEND and result.recipient is not None:
-            if not optin.send_confirmation(settings, get_renderer(request), result.recipient):
-                return _page(request, templates, settings, "send_failed.html", status=503, token_page=True)
-        elif result.outcome is optin.Outcome.TOO_MANY:
-            return _page(request, templates, settings, "too_many.html", status=429, token_page=True)
-        return _page(request, templates, settings, "check_inbox.html", token_page=True)
+    return page(request, "check_inbox.html", token_page=True)
+
+
+# --- my data (export and erase) ------------------------------------------------------------------
+@router.get("/my-data/{token}", response_class=HTMLResponse)
+def my_data_page(request: Request, link: MyDataLink) -> Response:
+    return page(request, "my_data.html", {"subscriber": link.subscriber, "errors": {}}, token_page=True)
+
+
+@router.post("/my-data/{token}", response_class=HTMLResponse)
+def my_data_action(
+    request: Request,
+    link: MyDataLink,
+    session: SessionDep,
+    action: Annotated[str, Form()] = "",
+    confirm_erase: Annotated[str, Form()] = "",
+) -> Response:
+    subscriber = link.subscriber
     if action == "download":
         data = preferences.personal_data(session, subscriber)
         return Response(
             json.dumps(data, ensure_ascii=False, indent=2),
             media_type="application/json",
-            headers={"Content-Disposition": 'attachment; filename="my-data.json"', **_TOKEN_PAGE_HEADERS},
+            headers={"Content-Disposition": 'attachment; filename="my-data.json"', **TOKEN_PAGE_HEADERS},
         )
-    if action == "erase":
-        if confirm_erase != "yes":
-            text = "To erase your data, tick the box that says you understand, then press the button again."
-            return page(errors={"confirm_erase": text}, status=400)
+    if action == "erase" and confirm_erase == "yes":
         preferences.erase(session, subscriber)
         session.commit()
-        return _page(request, templates, settings, "erased.html", token_page=True)
-    return page(errors={"action": "Unknown action."}, status=400)
+        return page(request, "erased.html", token_page=True)
+    errors = {
+        "confirm_erase": "To erase your data, tick the box that says you understand, then press the button again."
+    }
+    context = {"subscriber": subscriber, "errors": errors}
+    return page(request, "my_data.html", context, status=400, token_page=True)
 
 
 # --- unsubscribe ---------------------------------------------------------------------------------
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_page(
-    request: Request, token: str, session: SessionDep, settings: SettingsDep, templates: TemplatesDep
-) -> Response:
+def unsubscribe_page(request: Request, link: UnsubscribeLink) -> Response:
     """One button, nothing else: mail scanners and link previews fetch GET links, so GET never unsubscribes."""
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.UNSUBSCRIBE)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.UNSUBSCRIBE)
+    subscriber = link.subscriber
     context = {"subscriber": subscriber, "done": subscriber.status != SubscriberStatus.ACTIVE}
-    return _page(request, templates, settings, "unsubscribe.html", context, token_page=True)
+    return page(request, "unsubscribe.html", context, token_page=True)
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_one_click(
-    request: Request, token: str, session: SessionDep, settings: SettingsDep, templates: TemplatesDep
-) -> Response:
+def unsubscribe_one_click(request: Request, link: UnsubscribeLink, session: SessionDep) -> Response:
     """RFC 8058: the mailbox provider POSTs `List-Unsubscribe=One-Click` (urlencoded or multipart).
 
     The body is not required: the signed token alone decides, and a person pressing the button of the
-    GET page sends the same field. Takes effect before the answer; answers 200, never a redirect.
+    GET page sends the same field. Takes effect before the answer; answers 200, never a redirect. The
+    page links to no other credential: a forwarded email's unsubscribe link must not open the
+    preference centre.
     """
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.UNSUBSCRIBE)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.UNSUBSCRIBE)
-    suppressions.unsubscribe(session, subscriber, how="one-click")
+    suppressions.unsubscribe(session, link.subscriber, how="one-click")
     session.commit()
-    assert subscriber.id is not None
-    context = {"preferences_url": Links(settings).preferences_url(subscriber.id)}
-    return _page(request, templates, settings, "unsubscribed.html", context, token_page=True)
+    return page(request, "unsubscribed.html", token_page=True)
 
 
 # --- view online ---------------------------------------------------------------------------------
+SHARED_PAGE_LINK = "#use-the-link-in-your-email"
+"""Stands for the preferences and unsubscribe links on a page that is shared: they are credentials."""
+
+
 @router.get("/view/{bulletin_id}/{token}", response_class=HTMLResponse)
 def view_online(
-    request: Request,
-    bulletin_id: int,
-    token: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    templates: TemplatesDep,
+    request: Request, bulletin_id: DbId, link: ViewLink, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    """The bulletin as this subscriber received it (their delivery's regions, else their current ones)."""
-    try:
-        subscriber = _subscriber_for(session, settings, token, Purpose.VIEW)
-    except _BadLink as problem:
-        return _bad_link(request, templates, settings, problem, Purpose.VIEW)
-    bulletin = session.get(Bulletin, bulletin_id)
-    delivery = session.exec(
-        select(Delivery).where(Delivery.bulletin_id == bulletin_id, Delivery.subscriber_id == subscriber.id)
-    ).first()
-    if bulletin is None or (delivery is None and bulletin.status not in _VISIBLE_BULLETIN):
-        return _bad_link(request, templates, settings, _BadLink(404, "unknown bulletin"), Purpose.VIEW)
-    content = load_content(session, bulletin_id)
+    """The bulletin as this subscriber received it. People share this page, so it carries neither the
+    preferences nor the unsubscribe credential (docs/security.md)."""
+    view = online_view(session, bulletin_id, link.subscriber)
+    if view is None:
+        raise BadLink(404, "unknown bulletin", Purpose.VIEW)
     renderer = get_renderer(request)
-    regions: list[str] = (
-        delivery.variant.split(",") if delivery else preferences.regions_of(session, subscriber)
-    )
     try:
-        variant = renderer.variant(content, regions)
+        variant = renderer.variant(view.content, view.regions)
     except ValueError:  # none of their regions has a section this week: show the whole bulletin
-        variant = renderer.variant(content, content.region_codes)
-    assert subscriber.id is not None
-    recipient = Recipient(
-        email=subscriber.email,
-        name=subscriber.name,
-        subscriber_id=subscriber.id,
-        delivery_id=delivery.id if delivery else None,
-        bulletin_id=bulletin_id,
-    )
-    html, _ = personalize(variant, Links(settings).values(recipient))
-    return HTMLResponse(html, headers=_TOKEN_PAGE_HEADERS)
+        variant = renderer.variant(view.content, view.content.region_codes)
+    values = Links(settings).values(view.recipient)
+    values.update(preferences_url=SHARED_PAGE_LINK, unsubscribe_url=SHARED_PAGE_LINK)
+    html, _ = personalize(variant, values)
+    return HTMLResponse(html, headers=TOKEN_PAGE_HEADERS)

@@ -7,7 +7,7 @@ the timestamp in two headers; the public key (Settings → Mail Settings → Sig
     200  stored and applied (replayed events are recognised by id and not applied twice)
     400  not a batch of events: nothing stored
     403  signature missing or wrong, or timestamp older (or further ahead) than WEBHOOK_MAX_AGE_SECONDS
-    413  body larger than MAX_BODY_BYTES
+    413  body larger than MAX_WEBHOOK_BYTES (refused before it is read: `newsletter.web.limits`)
     503  no public key configured: every request is refused rather than trusted
 
 The signature is checked with `cryptography` over the exact bytes received, before the body is parsed.
@@ -34,9 +34,6 @@ from newsletter.sending.events import apply_events
 from newsletter.web.deps import SessionDep, SettingsDep
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 16 * 1024 * 1024
-"""SendGrid posts batches of up to a few thousand events; far more than that is not SendGrid."""
 
 router = APIRouter()
 
@@ -65,7 +62,7 @@ def sendgrid_events(
     except BadKey as exc:
         log.error("SendGrid webhook refused: %s", exc)
         return _refuse(503, "webhook not configured")
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > settings.MAX_WEBHOOK_BYTES:
         return _refuse(413, "body too large")
     if not signature or not timestamp or not signature_valid(key, signature, timestamp, body):
         log.warning("SendGrid webhook: bad or missing signature")
@@ -75,6 +72,9 @@ def sendgrid_events(
         return _refuse(403, "stale timestamp")
     try:
         events = parse_events(body)
+    except RecursionError:  # signed, but nested deeper than any batch of events
+        log.warning("SendGrid webhook: body nested too deeply")
+        return _refuse(400, "not a batch of events")
     except MalformedEvents as exc:
         log.warning("SendGrid webhook: malformed body: %s", exc)
         return _refuse(400, str(exc))

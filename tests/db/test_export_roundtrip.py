@@ -3,6 +3,8 @@ gives the same file, and importing an export into the same database changes noth
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,27 +19,37 @@ zoë@example.org,Zoë Ångström,latin-america;southeast-asia,pending
 left@example.org,,africa;latin-america;south-asia;southeast-asia;global,unsubscribed
 gone@example.org,Gone,africa,bounced
 spam@example.org,Spam,global,complained
+eve@example.org,"=HYPERLINK(""http://evil.example/"",""Click"")",africa,active
+-minus@example.org,+1 @home,global,active
+quoted@example.org,''=typed with a quote,global,active
 '''
 
 
 def test_export_then_import_round_trips(cli, engine: Engine, tmp_path: Path) -> None:
     source = tmp_path / "source.csv"
     source.write_text(ROWS, encoding="utf-8")
-    assert "6 new" in cli("subscribers", "import", str(source)).output
+    assert "9 new" in cli("subscribers", "import", str(source)).output
 
     first = tmp_path / "first.csv"
     cli("subscribers", "export", str(first))
     exported = first.read_text(encoding="utf-8")
-    assert exported.splitlines()[0] == "email,name,regions,status"
-    assert len(exported.splitlines()) == 7
+    # A BOM, so that Excel reads UTF-8; no cell a spreadsheet would run as a formula (OWASP).
+    assert exported.startswith("\ufeffemail,name,regions,status\n")
+    assert len(exported.splitlines()) == 10
+    cells = [cell for row in csv.reader(io.StringIO(exported.lstrip("\ufeff"))) for cell in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert "'=HYPERLINK" in exported and "''=typed with a quote" in exported
 
     # Into the same database: nothing changes.
-    assert "0 new, 0 updated, 6 unchanged" in cli("subscribers", "import", str(first)).output
+    assert "0 new, 0 updated, 9 unchanged" in cli("subscribers", "import", str(first)).output
 
     # Into an empty database: the same subscribers, the same export.
     with engine.begin() as conn:
         conn.execute(sa.delete(SUBSCRIBER))
-    assert "6 new" in cli("subscribers", "import", str(first)).output
+    assert "9 new" in cli("subscribers", "import", str(first)).output
+    with engine.connect() as conn:
+        names = set(conn.execute(sa.select(SUBSCRIBER.c.name)).scalars())
+    assert {'=HYPERLINK("http://evil.example/","Click")', "+1 @home", "'=typed with a quote"} <= names
     second = tmp_path / "second.csv"
     cli("subscribers", "export", str(second))
     assert second.read_text(encoding="utf-8") == exported

@@ -21,7 +21,7 @@ from newsletter.core.config import Settings
 from newsletter.esp import backend_for
 from newsletter.esp.base import AuthFailed, RetryableError
 from newsletter.esp.smtp import SmtpBackend
-from newsletter.mail.links import Links
+from tests.fixtures_esp import unsubscribe_url_of
 
 if TYPE_CHECKING:
     from tests.fixtures_esp import SmtpTestServer
@@ -64,11 +64,9 @@ def test_each_recipient_gets_their_own_complete_message(
     received = smtp_server.messages
     assert [m.rcpt_tos for m in received] == [[r.email] for r in recipients]
     assert {m.mail_from for m in received} == {"bulletin@example.org"}
-    links = Links(basic_settings)
     for result, message in zip(results, smtp_server.parsed(), strict=True):
-        values = links.values(result.recipient)
         assert message["Message-ID"] == result.message_id
-        assert message["List-Unsubscribe"] == f"<{values['unsubscribe_url']}>"
+        unsubscribe_url_of(message, basic_settings, result.recipient)
         text = message.get_body(("plain",))
         assert text is not None and f"Dear {result.recipient.name}," in text.get_content()
 
@@ -119,6 +117,50 @@ def test_refused_recipients_are_reported_one_by_one_permanent_or_not(
         "reader1@example.org",
         "reader4@example.org",
     ]
+
+
+def test_a_server_offering_pipelining_gets_every_message_and_every_refusal_right(
+    basic_settings: Settings, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    from tests.fixtures_esp import SmtpTestServer
+
+    server = SmtpTestServer(pipelining=True).start()
+    backend = SmtpBackend(smtp_settings(basic_settings, server.port))
+    try:
+        server.refuse(r"^reader2@", 550, "5.1.1 No such user")
+        results = {r.recipient.email: r for r in backend.send(esp_variant, esp_recipients(4))}
+        conn = backend._local.conn
+        assert conn is not None and conn.has_extn("pipelining")
+    finally:
+        backend.close()
+        server.stop()
+
+    refused = results.pop("reader2@example.org")
+    assert not refused.accepted and refused.permanent and "550" in refused.error
+    assert all(r.accepted for r in results.values())
+    received = {m.rcpt_tos[0]: m.parsed() for m in server.messages}
+    assert sorted(received) == sorted(results)
+    for email, result in results.items():
+        message = received[email]
+        assert message["Message-ID"] == result.message_id and message["To"].addresses[0].addr_spec == email
+        text = message.get_body(("plain",))
+        assert text is not None and f"Dear {result.recipient.name}," in text.get_content()
+
+
+def test_a_line_starting_with_a_dot_arrives_intact(
+    backend: SmtpBackend,
+    smtp_server: SmtpTestServer,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
+) -> None:
+    from dataclasses import replace
+
+    variant = replace(esp_variant, text=".hidden\n..two\n" + esp_variant.text)
+    assert all(r.accepted for r in backend.send(variant, esp_recipients(2)))
+
+    for message in smtp_server.parsed():
+        text = message.get_body(("plain",))
+        assert text is not None and text.get_content().startswith(".hidden\r\n..two\r\n")
 
 
 def test_login_is_used_when_a_username_is_set(

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import lxml.html
 import pytest
 
+from newsletter.content.archive import slug
 from newsletter.content.bulletins import parse_bulletin
 from newsletter.content.markdown import WIDTH, plain
-from newsletter.content.render import Renderer, personalize, substitutions
+from newsletter.content.render import Renderer, inline_css_marked, personalize, substitutions
 from newsletter.content.types import PERSONAL_FIELDS, BulletinContent, ItemContent, Recipient, Section
 from newsletter.core.config import Settings, get_settings
 from newsletter.core.status import ItemKind
@@ -90,8 +91,10 @@ def test_every_region_mix_gets_its_items_and_nothing_else(renderer, content, val
             assert tokens, f"no {path} link"
             for token in tokens:
                 assert read_token(keys, token, purpose, max_age=timedelta(days=1)) == SUBSCRIBER
-        view = re.findall(rf"http://127\.0\.0\.1:8000/view/{BULLETIN}/([A-Za-z0-9_-]+)", part)
-        assert view and read_token(keys, view[0], Purpose.VIEW, max_age=timedelta(days=1)) == SUBSCRIBER
+        # "View online" is the public archive page of exactly these regions: nothing personal in it.
+        assert "/view/" not in part
+        regions = "" if len(mix) == len(CODES) else "?regions=" + ",".join(mix)
+        assert f"http://127.0.0.1:8000/archive/{BULLETIN}-{slug(content.title)}{regions}" in part
 
 
 def test_the_scripture_and_title_open_every_variant(renderer, content, values):
@@ -197,9 +200,27 @@ def test_footer_says_why_which_regions_how_to_leave_and_where_we_are(
     anchors = {a.text_content(): a.attrib["href"] for a in lxml.html.fromstring(html).xpath("//a")}
     assert anchors["Manage your regions"] == values["preferences_url"]
     assert anchors["Unsubscribe"] == values["unsubscribe_url"]
-    assert anchors["View online"] == values["view_url"]
-    for name in ("preferences_url", "unsubscribe_url", "view_url"):
+    view = f"http://127.0.0.1:8000/archive/{BULLETIN}-{slug(content.title)}?regions=africa,global"
+    assert anchors["View online"] == view
+    for name in ("preferences_url", "unsubscribe_url"):
         assert values[name] in text.splitlines()
+    assert view in text.splitlines()
+
+
+def test_with_the_archive_off_view_online_is_the_personal_copy(basic_settings, content, values):
+    private = basic_settings.model_copy(update={"ARCHIVE_ENABLED": False})
+    html, text = personalize(
+        Renderer(private).variant(content, ["africa"]),
+        Links(private).values(
+            Recipient("ruth@example.org", "Ruth", SUBSCRIBER, delivery_id=1, bulletin_id=BULLETIN)
+        ),
+    )
+    anchors = {a.text_content(): a.attrib["href"] for a in lxml.html.fromstring(html).xpath("//a")}
+    keys = basic_settings.secret_keys
+    for part in (anchors["View online"], text):
+        view = re.findall(rf"http://127\.0\.0\.1:8000/view/{BULLETIN}/([A-Za-z0-9_-]+)", part)
+        assert view and read_token(keys, view[0], Purpose.VIEW, max_age=timedelta(days=1)) == SUBSCRIBER
+    assert "/archive/" not in html and "/archive/" not in text
 
 
 def test_the_text_part_is_wrapped_at_72_columns(renderer, content, values):
@@ -247,7 +268,8 @@ def test_placeholders_differ_between_parts_and_survive_inlining(renderer, conten
     variant = renderer.variant(content, CODES)
     assert set(variant.html_placeholders) == set(PERSONAL_FIELDS) == set(variant.text_placeholders)
     assert not set(variant.html_placeholders.values()) & set(variant.text_placeholders.values())
-    for field in PERSONAL_FIELDS:
+    # "view online" is written in (the variant's archive page), not a per-recipient value
+    for field in set(PERSONAL_FIELDS) - {"view_url"}:
         assert variant.html_placeholders[field] in variant.html
         assert variant.text_placeholders[field] in variant.text
         assert variant.html_placeholders[field] not in variant.text
@@ -318,3 +340,54 @@ def test_templates_dir_setting_replaces_the_shipped_templates(basic_settings, co
     txt.write_text("Custom edition\n" + txt.read_text(encoding="utf-8"), encoding="utf-8")
     settings = get_settings(TEMPLATES_DIR=custom)
     assert Renderer(settings).variant(content, ["africa"]).text.startswith("Custom edition")
+
+
+TRICKY = BulletinContent(
+    title="Tom & Jerry's <news>",
+    subject="A & B",
+    scripture_text="“Fear not” — Isaiah’s words & more",
+    scripture_reference="Isaiah 41:10",
+    sections=tuple(
+        Section(
+            code,
+            f"{code.title()} & <Friends> «{n}»",
+            (
+                ItemContent(
+                    ItemKind.PRAY, f"Pray for *{code}* & <b>the</b> \u00a0team — “{n}” ~nl 'x' \"y\""
+                ),
+                ItemContent(ItemKind.PRAISE, "Praise: [a link](https://example.org/?a=1&b=2)"),
+            ),
+        )
+        for n, code in enumerate(CODES)
+    ),
+    intro="Intro with **bold** & <tags>",
+    id=BULLETIN,
+)
+
+
+@pytest.mark.parametrize("test_send", [False, True])
+@pytest.mark.parametrize("which", ["sample", "tricky"])
+def test_cutting_variants_from_one_inlined_bulletin_gives_the_bytes_of_inlining_each(
+    basic_settings, content, which, test_send
+):
+    """Variants are cut from the whole bulletin inlined once; each must be exactly what premailer makes
+    of that variant's own HTML."""
+    bulletin = content if which == "sample" else TRICKY
+    renderer = Renderer(basic_settings)
+    for mix in MIXES:
+        fast = renderer.variant(bulletin, mix, test=test_send).html
+        source, _, _ = renderer.sources(
+            bulletin, tuple(c for c in bulletin.region_codes if c in mix), test_send
+        )
+        assert fast == inline_css_marked(source), mix
+        assert "~nl-section" not in fast and "~nlv~" not in fast
+
+
+def test_a_template_without_section_marks_is_inlined_variant_by_variant(basic_settings, content, tmp_path):
+    shutil.copytree(basic_settings.templates_dir, tmp_path / "templates")
+    page = tmp_path / "templates" / "email" / "bulletin.html"
+    page.write_text(page.read_text().replace("{{ section_mark }}", "").replace("{{ sections_end }}", ""))
+    renderer = Renderer(get_settings(TEMPLATES_DIR=tmp_path / "templates"))
+    for mix in [("africa",), ("africa", "global"), tuple(CODES)]:
+        source, _, _ = renderer.sources(content, mix)
+        assert renderer.variant(content, mix).html == inline_css_marked(source)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from newsletter.mail.tokens import Purpose, TokenError, make_token, read_token
+from newsletter.mail.tokens import Purpose, TokenError, claimed_id, make_token, read_token
 
 KEY = "current-key-0123456789abcdef"
 OLD = "previous-key-0123456789abcdef"
@@ -116,3 +116,28 @@ def test_strings_of_the_wrong_shape_are_malformed(forged):
     with pytest.raises(TokenError) as refused:
         read_token([KEY], forged, Purpose.VIEW, max_age=YEAR, now=NOW)
     assert refused.value.reason == "malformed"
+
+
+secrets_ = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
+
+
+@given(ids, purposes, secrets_, secrets_)
+def test_a_token_is_bound_to_its_subscribers_secret(subscriber_id, purpose, secret, other):
+    """Erasing a subscriber destroys their secret: every link they were sent dies with it."""
+    token = make_token([KEY], subscriber_id, purpose, secret=secret, now=NOW)
+    assert claimed_id(token) == subscriber_id
+    assert read_token([KEY], token, purpose, max_age=YEAR, secret=secret, now=NOW) == subscriber_id
+    assume(other != secret)
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], token, purpose, max_age=YEAR, secret=other, now=NOW)
+    assert refused.value.reason == "bad signature"
+
+
+@given(st.text(max_size=60))
+def test_claimed_id_refuses_anything_that_is_not_a_token(text):
+    try:
+        claimed_id(text)
+    except TokenError as exc:
+        assert exc.reason == "malformed"
+    else:
+        assert len(text) == 40

@@ -1,12 +1,13 @@
 """The supporters' side over HTTP, against the app on a real uvicorn: subscribe with double opt-in,
-confirm, the preference centre, one-click unsubscribe, view online, and what forged links get."""
+confirm, the preference centre, my-data links, one-click unsubscribe, view online, and what forged
+links get."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -36,6 +37,22 @@ NEUTRAL = "Check your inbox"
 
 
 # --- helpers: the outbox, the database -------------------------------------------------------------
+def token_for(settings: Settings, who: Subscriber, purpose: Purpose, **kwargs: object) -> str:
+    """A token as the app makes it: bound to the subscriber's `link_secret`."""
+    assert who.id is not None
+    return make_token(settings.secret_keys, who.id, purpose, secret=who.link_secret, **kwargs)  # type: ignore[arg-type]
+
+
+def confirm_via(server: LiveServer, link: str) -> object:
+    """Open a confirm link as a person does: the page (which changes nothing), then its button."""
+    page = server.client.get(link)
+    assert page.status_code in (200, 400), page.text
+    if page.status_code != 200:
+        return page
+    assert 'method="post"' in page.text
+    return server.client.post(link)
+
+
 def read_eml(path: Path) -> EmailMessage:
     message: EmailMessage = BytesParser(policy=policy.default).parsebytes(path.read_bytes())  # type: ignore[assignment]
     return message
@@ -47,7 +64,13 @@ def text_of(message: EmailMessage) -> str:
     return str(part.get_content())
 
 
+_LIVE: list[LiveServer] = []
+"""The test's server: emails go out after the response, so reading the outbox first waits for them."""
+
+
 def confirmation_emails(settings: Settings, to: str) -> list[EmailMessage]:
+    for live in _LIVE:
+        assert live.app.state.background.wait_idle(30), "background emails still running"
     folder = Path(settings.OUTBOX_DIR) / "direct"
     found = [read_eml(p) for p in sorted(folder.glob("*.eml"))] if folder.is_dir() else []
     return [m for m in found if to in str(m["To"])]
@@ -98,8 +121,10 @@ def send_bulletin(settings: Settings, engine: Engine, bulletin_id: int) -> dict[
 
 
 @pytest.fixture
-def server(live_server: LiveServer) -> LiveServer:
-    return live_server
+def server(live_server: LiveServer) -> Iterator[LiveServer]:
+    _LIVE[:] = [live_server]
+    yield live_server
+    _LIVE.clear()
 
 
 @pytest.fixture
@@ -139,7 +164,10 @@ def test_the_whole_journey_from_subscribe_to_one_click_unsubscribe(
 
     # The confirmation email arrives; its link confirms.
     (email,) = confirmation_emails(settings, "ada@example.org")
-    confirmed = server.client.get(server.local(link_in(email, "confirm")))
+    link = server.local(link_in(email, "confirm"))
+    assert "Confirm your subscription" in server.client.get(link).text  # GET alone changes nothing
+    assert subscriber(engine, "ada@example.org").status == SubscriberStatus.PENDING  # type: ignore[union-attr]
+    confirmed = server.client.post(link)
     assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
     ada = subscriber(engine, "ada@example.org")
     assert ada is not None and ada.status == SubscriberStatus.ACTIVE and ada.confirmed_at is not None
@@ -205,17 +233,20 @@ def test_an_unsubscribed_address_comes_back_only_through_confirmation(
     settings, engine, server, subscribe, make_subscriber
 ) -> None:
     ada = make_subscriber("ada@example.org", regions=["africa"])
-    server.client.post(f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}")
+    server.client.post(f"/unsubscribe/{token_for(settings, ada, Purpose.UNSUBSCRIBE)}")
     assert read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
 
-    assert NEUTRAL in subscribe("ada@example.org", regions=("global",)).text
-    pending = subscriber(engine, "ada@example.org")
-    assert pending is not None and pending.status == SubscriberStatus.PENDING
+    # Whoever typed the address may not be its owner: nothing of the stored subscription changes.
+    assert NEUTRAL in subscribe("ada@example.org", regions=("global",), name="Someone Else").text
+    untouched = subscriber(engine, "ada@example.org")
+    assert untouched is not None and untouched.status == SubscriberStatus.UNSUBSCRIBED
+    assert untouched.name == ada.name and regions_of(engine, ada.id) == ["africa"]
     (email,) = confirmation_emails(settings, "ada@example.org")
-    assert server.client.get(server.local(link_in(email, "confirm"))).status_code == 200
+    assert "Someone Else" not in email.as_string()
+    assert confirm_via(server, server.local(link_in(email, "confirm"))).status_code == 200  # type: ignore[attr-defined]
     active = subscriber(engine, "ada@example.org")
     assert active is not None and active.status == SubscriberStatus.ACTIVE
-    assert regions_of(engine, ada.id) == ["global"]
+    assert regions_of(engine, ada.id) == ["africa"]
     assert not read(engine, lambda s: suppressions.is_suppressed(s, "ada@example.org"))
 
 
@@ -237,8 +268,8 @@ def test_confirming_twice_is_harmless(settings, engine, server, subscribe) -> No
     subscribe("ada@example.org")
     (email,) = confirmation_emails(settings, "ada@example.org")
     link = server.local(link_in(email, "confirm"))
-    assert "You are subscribed" in server.client.get(link).text
-    again = server.client.get(link)
+    assert "You are subscribed" in server.client.post(link).text
+    again = server.client.post(link)
     assert again.status_code == 200 and "already subscribed" in again.text
 
 
@@ -273,8 +304,8 @@ def ada(make_subscriber: MakeSubscriber) -> Subscriber:
     return make_subscriber("ada@example.org", regions=["africa", "global"])
 
 
-def _bad_tokens(settings: Settings, sid: int, purpose: Purpose) -> dict[str, tuple[str, int]]:
-    good = make_token(settings.secret_keys, sid, purpose)
+def _bad_tokens(settings: Settings, who: Subscriber, purpose: Purpose) -> dict[str, tuple[str, int]]:
+    good = token_for(settings, who, purpose)
     other = Purpose.PREFERENCES if purpose is not Purpose.PREFERENCES else Purpose.UNSUBSCRIBE
     forged = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
     ttl = (
@@ -286,10 +317,15 @@ def _bad_tokens(settings: Settings, sid: int, purpose: Purpose) -> dict[str, tup
     return {
         "forged": (forged, 400),
         "truncated": (good[:-1], 400),
-        "wrong purpose": (make_token(settings.secret_keys, sid, other), 400),
-        "expired": (make_token(settings.secret_keys, sid, purpose, now=old), 400),
-        "other key": (make_token(["another-secret-key-0123456789"], sid, purpose), 400),
-        "unknown subscriber": (make_token(settings.secret_keys, 999_999, purpose), 404),
+        "wrong purpose": (token_for(settings, who, other), 400),
+        "expired": (token_for(settings, who, purpose, now=old), 400),
+        "other key": (
+            make_token(["another-secret-key-0123456789"], who.id or 0, purpose, secret=who.link_secret),
+            400,
+        ),
+        "not bound to the secret": (make_token(settings.secret_keys, who.id or 0, purpose), 400),
+        "unknown subscriber": (make_token(settings.secret_keys, 999_999, purpose), 400),
+        "id beyond what a column holds": (make_token(settings.secret_keys, 2**64 - 1, purpose), 400),
     }
 
 
@@ -297,10 +333,12 @@ def _bad_tokens(settings: Settings, sid: int, purpose: Purpose) -> dict[str, tup
     ("method", "path", "purpose", "data"),
     [
         ("GET", "/confirm/{t}", Purpose.CONFIRM, None),
+        ("POST", "/confirm/{t}", Purpose.CONFIRM, None),
         ("GET", "/preferences/{t}", Purpose.PREFERENCES, None),
         ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "unsubscribe"}),
-        ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "erase", "confirm_erase": "yes"}),
         ("POST", "/preferences/{t}", Purpose.PREFERENCES, {"action": "regions", "regions": "south-asia"}),
+        ("GET", "/my-data/{t}", Purpose.MY_DATA, None),
+        ("POST", "/my-data/{t}", Purpose.MY_DATA, {"action": "erase", "confirm_erase": "yes"}),
         ("GET", "/unsubscribe/{t}", Purpose.UNSUBSCRIBE, None),
         ("POST", "/unsubscribe/{t}", Purpose.UNSUBSCRIBE, {"List-Unsubscribe": "One-Click"}),
         ("GET", "/view/1/{t}", Purpose.VIEW, None),
@@ -310,7 +348,7 @@ def test_bad_links_get_a_clear_page_and_change_nothing(
     settings, engine, server, ada, method, path, purpose, data
 ) -> None:
     before = audit_count(engine)
-    for label, (token, status) in _bad_tokens(settings, ada.id, purpose).items():
+    for label, (token, status) in _bad_tokens(settings, ada, purpose).items():
         answer = server.client.request(method, path.format(t=token), data=data)
         assert answer.status_code == status, label
         assert "Nothing was changed" in answer.text, label
@@ -326,7 +364,7 @@ def test_an_expired_confirm_link_says_so(settings, server, subscribe, engine) ->
     subscribe("ada@example.org")
     pending = subscriber(engine, "ada@example.org")
     assert pending is not None and pending.id is not None
-    token, _ = _bad_tokens(settings, pending.id, Purpose.CONFIRM)["expired"]
+    token, _ = _bad_tokens(settings, pending, Purpose.CONFIRM)["expired"]
     answer = server.client.get(f"/confirm/{token}")
     assert answer.status_code == 400 and "expired" in answer.text and "subscribe again" in answer.text
     still = subscriber(engine, "ada@example.org")
@@ -335,7 +373,7 @@ def test_an_expired_confirm_link_says_so(settings, server, subscribe, engine) ->
 
 # --- unsubscribe -----------------------------------------------------------------------------------
 def test_get_on_the_unsubscribe_link_never_unsubscribes(settings, engine, server, ada) -> None:
-    url = f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}"
+    url = f"/unsubscribe/{token_for(settings, ada, Purpose.UNSUBSCRIBE)}"
     for _ in range(3):  # a mail scanner, a link preview, the person
         page = server.client.get(url)
         assert page.status_code == 200
@@ -349,7 +387,7 @@ def test_get_on_the_unsubscribe_link_never_unsubscribes(settings, engine, server
 def test_one_click_unsubscribe_takes_effect_at_once_without_cookie_or_redirect(
     settings, engine, server, ada, encoding
 ) -> None:
-    url = f"/unsubscribe/{make_token(settings.secret_keys, ada.id, Purpose.UNSUBSCRIBE)}"
+    url = f"/unsubscribe/{token_for(settings, ada, Purpose.UNSUBSCRIBE)}"
     if encoding == "urlencoded":
         answer = server.client.post(url, data={"List-Unsubscribe": "One-Click"})
     elif encoding == "multipart":
@@ -369,7 +407,7 @@ def test_one_click_unsubscribe_takes_effect_at_once_without_cookie_or_redirect(
 # --- the preference centre ---------------------------------------------------------------------------
 @pytest.fixture
 def prefs(settings: Settings, ada: Subscriber) -> str:
-    return f"/preferences/{make_token(settings.secret_keys, ada.id, Purpose.PREFERENCES)}"
+    return f"/preferences/{token_for(settings, ada, Purpose.PREFERENCES)}"
 
 
 def test_regions_need_at_least_one(engine, server, ada, prefs) -> None:
@@ -412,8 +450,31 @@ def test_every_change_is_audited_as_the_subscriber(engine, server, ada, prefs) -
     assert entries == ["subscriber.regions", "subscriber.pause", "subscriber.unsubscribe"]
 
 
-def test_download_my_data(server, ada, prefs) -> None:
-    answer = server.client.post(prefs, data={"action": "download"})
+@pytest.fixture
+def my_data(settings: Settings, ada: Subscriber) -> str:
+    return f"/my-data/{token_for(settings, ada, Purpose.MY_DATA)}"
+
+
+def test_the_preference_centre_emails_a_my_data_link_and_never_exports_itself(
+    settings, engine, server, ada, prefs
+) -> None:
+    page = server.client.get(prefs)
+    assert "Download my data" not in page.text and "Email me a link" in page.text
+    refused = server.client.post(prefs, data={"action": "download"})
+    assert refused.status_code == 400 and not refused.headers["content-type"].startswith("application/json")
+    asked = server.client.post(prefs, data={"action": "my-data-link"})
+    assert asked.status_code == 200 and "emailed you a link" in asked.text
+    (email,) = [
+        m for m in confirmation_emails(settings, "ada@example.org") if "Your data" in str(m["Subject"])
+    ]
+    link = server.local(link_in(email, "my-data"))
+    assert "Download my data" in server.client.get(link).text
+    data = json.loads(server.client.post(link, data={"action": "download"}).text)
+    assert data["email"] == "ada@example.org"
+
+
+def test_download_my_data(server, ada, my_data) -> None:
+    answer = server.client.post(my_data, data={"action": "download"})
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
     assert "attachment" in answer.headers["content-disposition"]
     data = json.loads(answer.text)
@@ -422,14 +483,14 @@ def test_download_my_data(server, ada, prefs) -> None:
 
 
 def test_erase_leaves_no_personal_data_but_keeps_the_address_suppressed(
-    settings, engine, server, ada, prefs, subscribe, make_bulletin
+    settings, engine, server, ada, prefs, my_data, subscribe, make_bulletin
 ) -> None:
     messages = send_bulletin(settings, engine, make_bulletin().id)
     assert "ada@example.org" in messages
-    refused = server.client.post(prefs, data={"action": "erase"})
+    refused = server.client.post(my_data, data={"action": "erase"})
     assert refused.status_code == 400 and subscriber(engine, "ada@example.org") is not None
 
-    answer = server.client.post(prefs, data={"action": "erase", "confirm_erase": "yes"})
+    answer = server.client.post(my_data, data={"action": "erase", "confirm_erase": "yes"})
     assert answer.status_code == 200 and "erased" in answer.text
     assert subscriber(engine, "ada@example.org") is None
     kept = read(engine, lambda s: s.exec(select(Suppression)).all())
@@ -447,8 +508,9 @@ def test_erase_leaves_no_personal_data_but_keeps_the_address_suppressed(
                 assert "ada@example.org" not in text, table.name
                 assert ada.name not in text, table.name
 
-    # The link is dead, and the address is never stored again: not by the form, not by an import.
-    assert server.client.get(prefs).status_code == 404
+    # Every link is dead, and the address is never stored again: not by the form, not by an import.
+    assert server.client.get(prefs).status_code == 400
+    assert server.client.get(my_data).status_code == 400
     assert NEUTRAL in subscribe("ada@example.org").text
     assert subscriber(engine, "ada@example.org") is None
     assert confirmation_emails(settings, "ada@example.org") == []
@@ -467,21 +529,27 @@ def test_an_unsubscribed_subscriber_can_ask_to_come_back(settings, engine, serve
     answer = server.client.post(prefs, data={"action": "resubscribe"})
     assert answer.status_code == 200 and NEUTRAL in answer.text
     back = subscriber(engine, "ada@example.org")
-    assert back is not None and back.status == SubscriberStatus.PENDING
-    assert len(confirmation_emails(settings, "ada@example.org")) == 1
+    assert back is not None and back.status == SubscriberStatus.UNSUBSCRIBED  # until the link is used
+    (email,) = confirmation_emails(settings, "ada@example.org")
+    assert confirm_via(server, server.local(link_in(email, "confirm"))).status_code == 200  # type: ignore[attr-defined]
+    assert subscriber(engine, "ada@example.org").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
 
 # --- view online -----------------------------------------------------------------------------------
-def test_view_online_shows_the_subscribers_own_variant(settings, engine, server, ada, make_bulletin) -> None:
+def test_view_online_shows_the_subscribers_own_variant(settings, engine, ada, make_bulletin) -> None:
+    """With the archive off, "view online" is a personal link (the archive's own tests cover it on)."""
+    private = settings.model_copy(update={"ARCHIVE_ENABLED": False})
     bulletin = make_bulletin()
-    message = send_bulletin(settings, engine, bulletin.id)["ada@example.org"]
-    page = server.client.get(server.local(link_in(message, f"view/{bulletin.id}")))
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "HQ &amp; Global Partners" in page.text and "Latin America" not in page.text
-    assert "~nl" not in page.text  # every placeholder filled
+    message = send_bulletin(private, engine, bulletin.id)["ada@example.org"]
+    with start_live_server(private) as server:
+        page = server.client.get(server.local(link_in(message, f"view/{bulletin.id}")))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "HQ &amp; Global Partners" in page.text and "Latin America" not in page.text
+        assert "~nl" not in page.text  # every placeholder filled
+        assert "/preferences/" not in page.text  # no credential that exports or erases the data
 
 
 def test_view_online_hides_bulletins_not_yet_sent(settings, server, ada, make_bulletin) -> None:
     draft = make_bulletin(status="draft")
-    token = make_token(settings.secret_keys, ada.id, Purpose.VIEW)
+    token = token_for(settings, ada, Purpose.VIEW)
     assert server.client.get(f"/view/{draft.id}/{token}").status_code == 404

@@ -26,6 +26,42 @@ DELIVERY_STATUS_OF: dict[str, DeliveryStatus] = {
 """SendGrid event → the delivery status it reports. Events not listed (open, click…) leave it alone."""
 
 
+ENGAGEMENT_OF: dict[str, str] = {
+    "delivered": "delivered",
+    "open": "opened",
+    "click": "clicked",
+    "bounce": "bounced",
+    "spamreport": "complained",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+"""SendGrid event → the engagement metric it counts towards (`newsletter.sending.engagement.METRICS`).
+A `blocked` bounce counts as bounced: the message did not arrive, whatever the cause."""
+
+
+def clicked_url(event: Event) -> str:
+    """The link a `click` event reports (SendGrid's `url` field), or "" when there is none."""
+    if event.event != "click":
+        return ""
+    url = json.loads(event.payload).get("url")
+    return url if isinstance(url, str) else ""
+
+
+def reason_of(payload: str) -> str:
+    """What SendGrid said about a bounce, block or drop (`reason`, else `response`), from a stored payload."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    for key in ("reason", "response", "status"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
 class MalformedEvents(ValueError):
     """The body is not a batch of SendGrid events; nothing of it may be stored."""
 

@@ -93,10 +93,10 @@ class SendGridBackend:
         if tail is None:
             s = self.settings
             rest: dict[str, Any] = {
-                "from": {"email": s.FROM_EMAIL, "name": s.FROM_NAME}
+                "from": {"email": s.FROM_EMAIL, "name": header_safe_name(s.FROM_NAME)}
                 if s.FROM_NAME
                 else {"email": s.FROM_EMAIL},
-                "subject": variant.subject,
+                "subject": header_safe_name(variant.subject),
                 "content": [
                     {"type": "text/plain", "value": variant.text},
                     {"type": "text/html", "value": variant.html},
@@ -104,6 +104,7 @@ class SendGridBackend:
             }
             if variant.regions:  # a bulletin; a confirmation (no regions) is transactional mail
                 rest["headers"] = {"List-Id": list_id(s)}
+            rest["tracking_settings"] = tracking_settings(s, bulk=bool(variant.regions))
             if s.REPLY_TO:
                 rest["reply_to"] = {"email": s.REPLY_TO}
             tail = "," + _encode(rest)[1:]
@@ -134,7 +135,8 @@ class SendGridBackend:
                 continue
             name = r.name
             if name:
-                to = {"email": r.email, "name": name if name.isprintable() else header_safe_name(name)}
+                safe = name.isprintable() and "=?" not in name  # the fast path: nothing to neutralise
+                to = {"email": r.email, "name": name if safe else header_safe_name(name)}
             else:
                 to = {"email": r.email}
             p: dict[str, Any] = {"to": [to], "substitutions": subs}
@@ -199,6 +201,20 @@ class SendGridBackend:
     def close(self) -> None:
         # urllib opens a connection per request: nothing stays open; drop this thread's client anyway.
         self._local = threading.local()
+
+
+def tracking_settings(settings: Settings, *, bulk: bool = True) -> dict[str, Any]:
+    """SendGrid's `tracking_settings` for a request: `TRACK_OPENS` and `TRACK_CLICKS` for a bulletin.
+
+    Sent explicitly in every request, so the account's own tracking defaults never decide (SendGrid
+    applies account-level settings to any request that leaves them out). Plain-text links are never
+    rewritten (`enable_text`): a long redirect URL in the text part reads like phishing. A confirmation
+    (`bulk=False`) is never tracked: it is transactional, and its one link is the confirmation itself.
+    """
+    return {
+        "click_tracking": {"enable": bulk and settings.TRACK_CLICKS, "enable_text": False},
+        "open_tracking": {"enable": bulk and settings.TRACK_OPENS},
+    }
 
 
 def _substitution_problem(subs: Mapping[str, str]) -> str:

@@ -1,7 +1,7 @@
 """send safety: outage pauses, ambiguous outcomes and message ids in the ledger, scheduler heartbeat
 
 Revision ID: send_safety
-Revises: 0001
+Revises: engagement
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 revision = "send_safety"
-down_revision = "0001"
+down_revision = "engagement"
 branch_labels = None
 depends_on = None
 

@@ -36,6 +36,8 @@ class ClaimedRow:
     eligible: bool
     reason: str
     """Why an ineligible row is skipped ("" when eligible)."""
+    link_secret: str = ""
+    """What the tokens in this recipient's links are bound to (newsletter.mail.tokens)."""
 
 
 def _claimable(bulletin_id: int, now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -119,6 +121,7 @@ def _leased_rows(conn: sa.Connection, bulletin_id: int, token: str, now: datetim
             s.status,
             sa.case((ok, 1), else_=0),
             suppressed,
+            s.link_secret,
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
         .where(*_leased(bulletin_id, token))
@@ -133,8 +136,9 @@ def _leased_rows(conn: sa.Connection, bulletin_id: int, token: str, now: datetim
             attempts,
             bool(is_ok),
             "" if is_ok else _skip_reason(email, is_suppressed, status),
+            secret or "",
         )
-        for did, sid, attempts, email, name, status, is_ok, is_suppressed in rows
+        for did, sid, attempts, email, name, status, is_ok, is_suppressed, secret in rows
     ]
 
 

@@ -3,7 +3,8 @@
     install(app, settings)   sessions, the refusal pages (401/403) and every admin router
 
 Each area is its own router module: `login` (log in/out, home), `subscribers`, `bulletins` (editor and
-status), `preview` (preview, matrix, test send), `dashboard`, `audit_log`, `users`.
+status), `preview` (preview, matrix, test send), `dashboard`, `reports` (engagement), `suppressions`,
+`audit_log`, `users`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.core.config import Settings
-from newsletter.web.admin import audit_log, bulletins, dashboard, login, preview, subscribers, users
+from newsletter.web.admin import (
+    audit_log,
+    bulletins,
+    dashboard,
+    login,
+    preview,
+    reports,
+    subscribers,
+    suppressions,
+    users,
+)
 from newsletter.web.admin.pages import render
 from newsletter.web.auth import Forbidden, LoginRequired, install_sessions, login_url_for
 from newsletter.web.csrf import CsrfRefused
@@ -50,5 +61,15 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
-    for module in (login, subscribers, bulletins, preview, dashboard, audit_log, users):
+    for module in (
+        login,
+        subscribers,
+        bulletins,
+        preview,
+        dashboard,
+        reports,
+        suppressions,
+        audit_log,
+        users,
+    ):
         app.include_router(module.router, prefix="/admin")

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
 from newsletter import accounts
-from newsletter.core.errors import NewsletterError
-from newsletter.core.models import User
+from newsletter.core.errors import NewsletterError, NotFound
 from newsletter.core.status import Role
 from newsletter.web.admin.pages import flash, render, see_other
 from newsletter.web.auth import StaffUser
-from newsletter.web.deps import SessionDep
+from newsletter.web.deps import DbId, SessionDep
 
 router = APIRouter(prefix="/users")
 
@@ -50,14 +49,15 @@ def change_user(
     request: Request,
     user: StaffUser,
     session: SessionDep,
-    user_id: int,
+    user_id: DbId,
     action: Annotated[str, Form()],
     role: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
 ) -> Response:
-    target = session.get(User, user_id)
-    if target is None:
-        raise HTTPException(404, "no such account")
+    try:
+        target = accounts.get_user_by_id(session, user_id)
+    except NotFound as exc:
+        raise HTTPException(404, "no such account") from exc
     if target.id == user.id and action in {"disable", "remove", "role"}:
         flash(request, "You cannot disable, remove or demote your own account.", "error")
         return see_other("/admin/users")

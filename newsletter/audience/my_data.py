@@ -1,0 +1,66 @@
+"""The export-and-erase link: a short-lived credential sent by email, only when its owner asks for it.
+
+The preferences link sits in every email, and "view online" pages are shared, so neither may download
+or erase anyone's data (docs/security.md). The preference centre offers "email me a link"; that link
+(`Purpose.MY_DATA`, valid `MY_DATA_TTL_SECONDS`) goes only to the subscriber's own address.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from markupsafe import escape
+
+from newsletter.content.render import html_placeholder, text_placeholder
+from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.core.config import Settings
+from newsletter.core.models import Subscriber
+from newsletter.esp import EspError, backend_for
+
+log = logging.getLogger(__name__)
+
+FIELD = "my_data_url"
+KEY = "my-data-link"
+
+
+def link_email(settings: Settings) -> RenderedVariant:
+    """The email carrying the link (one placeholder, `my_data_url`, filled per recipient)."""
+    org = settings.ORG_NAME
+    minutes = max(1, settings.MY_DATA_TTL_SECONDS // 60)
+    html_ph, text_ph = html_placeholder(FIELD), text_placeholder(FIELD)
+    intro = f"You asked {org} for a link to download or erase the data we hold about you."
+    note = f"The link works for {minutes} minutes. If you did not ask for it, ignore this email."
+    html = (
+        f"<!doctype html><html><body><p>{escape(intro)}</p>"
+        f'<p><a href="{html_ph}">Download or erase my data</a></p><p>{escape(note)}</p></body></html>'
+    )
+    text = f"{intro}\n\nDownload or erase my data: {text_ph}\n\n{note}\n"
+    return RenderedVariant(
+        key=KEY,
+        regions=(),
+        subject=f"Your data at {org}",
+        html=html,
+        text=text,
+        html_placeholders={FIELD: html_ph},
+        text_placeholders={FIELD: text_ph},
+    )
+
+
+def send_link(settings: Settings, subscriber: Subscriber) -> bool:
+    """Email `subscriber` their export-and-erase link; False (logged) when the ESP did not accept it."""
+    assert subscriber.id is not None
+    recipient = Recipient(
+        email=subscriber.email, name="", subscriber_id=subscriber.id, link_secret=subscriber.link_secret
+    )
+    backend = backend_for(settings)
+    try:
+        results = backend.send(link_email(settings), [recipient])
+    except EspError as exc:
+        log.error("data link for subscriber %s not sent: %s", subscriber.id, exc)
+        return False
+    finally:
+        backend.close()
+    ok = bool(results) and all(r.accepted for r in results)
+    if not ok:
+        log.error("data link for subscriber %s refused: %s", subscriber.id, results)
+    return ok
