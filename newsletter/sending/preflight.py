@@ -192,7 +192,7 @@ def _variant(
         else:
             content = read_bulletin_file(default_subscribers_dir() / SAMPLE_BULLETIN, settings)
         if not content.region_codes:
-            return None, Problem("bulletin", f"bulletin {bulletin_id} has no section: nobody would get it")
+            return None, Problem("bulletin", f"bulletin {bulletin_id} is without items: nobody would get it")
         return Renderer(settings).variant(content, content.region_codes[:1]), None
     except NewsletterError as exc:
         return None, Problem("bulletin", str(exc))

@@ -48,6 +48,17 @@ def local_time(value: datetime | None, settings: Settings, fmt: str = "%a %d %b 
     return value.astimezone(settings.tz).strftime(fmt)
 
 
+def _shows_banners(request: Request, who: User | None, status_code: int) -> bool:
+    """The home page and dashboards, for staff: where they look for what needs them."""
+    path = request.url.path.rstrip("/")
+    return (
+        who is not None
+        and who.role == "staff"
+        and status_code < 400
+        and (path == "/admin" or path.endswith("/dashboard"))
+    )
+
+
 def _banners(request: Request, settings: Settings) -> list[Banner]:
     """What needs staff now (paused sends, failures, empty slots, no scheduler), on top of every page."""
     session = getattr(request.state, "session", None)
