@@ -1,6 +1,7 @@
 """The `newsletter` command line. Each command group lives in its own module and registers itself here.
 
-User mistakes (a `NewsletterError`) print one line on stderr and exit 1, without a traceback.
+User mistakes (a `NewsletterError`, invalid settings, a database or disk that refuses) print one line on
+stderr and exit 1, without a traceback. `newsletter send` has more exit statuses (see its help).
 Long-running commands show progress on stderr so that stdout stays clean for JSON and CSV.
 Commands parse their arguments, call one service function and print its result; they hold no SQL.
 May import: every group below it (`core` … `sending`, `accounts`) and `web` (to serve it); never the reverse.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from newsletter.cli import (
@@ -29,14 +33,38 @@ from newsletter.cli.context import err_console
 from newsletter.core.errors import NewsletterError
 
 
+def one_line(exc: BaseException) -> str | None:
+    """What a person at the keyboard should read for an error no command handles, or None for a bug
+    (which keeps its traceback): invalid settings, a database that refuses, a full or read-only disk."""
+    if isinstance(exc, NewsletterError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(x) for x in e['loc']) or 'settings'}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return "invalid setting " + "; ".join(parts)
+    if isinstance(exc, sa.exc.DBAPIError):
+        text = str(exc.orig).strip()
+        return f"the database refused: {text.splitlines()[0] if text else type(exc.orig).__name__}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    return None
+
+
 class _Group(TyperGroup):
-    """Turns a `NewsletterError` from any command into one line on stderr and exit status 1."""
+    """Turns a user-facing error from any command (see `one_line`) into one line on stderr, exit 1."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except NewsletterError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
+        except (NewsletterError, ValidationError, sa.exc.DBAPIError, OSError) as exc:
+            line = one_line(exc)
+            if line is None:
+                raise
+            err_console.print(
+                f"[red]error:[/red] {escape(line)}", soft_wrap=True, markup=True, highlight=False
+            )
             raise typer.Exit(code=1) from exc
 
 

@@ -74,6 +74,19 @@ def import_command(
     context.console.print(
         f"bulletin {bulletin.id} imported ({status}{when_text}): {content.title!r}, {items} items ({regions})"
     )
+    if status == BulletinStatus.READY and when is None:
+        _warn_about_slot(bulletin.id)
+
+
+def _warn_about_slot(bulletin_id: int | None) -> None:
+    """One bulletin per schedule slot: say so when another one already holds the next."""
+    from newsletter.sending.slots import slot_plan
+
+    assert bulletin_id is not None
+    with context.session() as session:
+        warning = slot_plan(session, context.settings(), bulletin_id).warning(bulletin_id, context.settings())
+    if warning:
+        context.err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
 
 
 @bulletins_app.command("duplicate")

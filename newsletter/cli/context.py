@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from newsletter.core.config import Settings, get_settings
-from newsletter.core.db import make_engine, session_scope
+from newsletter.core.db import make_engine, open_engine, session_scope
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (a stable format for scripts).")]
 """The `--json` option of commands whose JSON output scripts rely on."""
@@ -50,6 +50,12 @@ def settings() -> Settings:
 
 @cache
 def engine() -> Engine:
+    """The database `newsletter init` created; "run `newsletter init`" (one line) when there is none."""
+    return open_engine(settings().DATABASE_URL)
+
+
+def creating_engine() -> Engine:
+    """An engine that creates the SQLite file if missing: for `newsletter init` only."""
     return make_engine(settings().DATABASE_URL)
 
 

@@ -1,4 +1,10 @@
-"""`newsletter send|status|worker|run|demo` and `newsletter bulletins schedule|pause|resume|cancel`."""
+"""`newsletter send|check|status|worker|run|demo` and `newsletter bulletins schedule|pause|resume|cancel`.
+
+Exit statuses of `send` (and `worker --until-idle`), so that cron and CI can tell what happened:
+0 everyone has a final outcome and none failed; 1 an error (preflight, a bad argument, the send stopped);
+2 not finished: paused (the ESP is down, credentials refused…) or stopped by Ctrl-C; 3 finished, but
+some recipients failed (`newsletter status ID` lists why; `send ID --retry-failed` queues them again).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -28,9 +35,9 @@ from newsletter.content.bulletins import parse_send_at
 from newsletter.core import zones
 from newsletter.core.config import Settings, default_subscribers_dir, get_settings
 from newsletter.core.errors import NewsletterError
-from newsletter.core.status import BulletinStatus
+from newsletter.core.status import BulletinStatus, DeliveryStatus
 from newsletter.esp.outbox import DIRECT_DIR
-from newsletter.sending import lifecycle
+from newsletter.sending import lifecycle, preflight
 from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.summary import SendSummary, send_summary
 
@@ -39,8 +46,15 @@ DEMO_SUBSCRIBERS = "sample.csv"
 DEMO_DATABASE = "newsletter.db"
 
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOT_FINISHED = 2
+EXIT_FAILURES = 3
+
+
 def register(app: typer.Typer) -> None:
     app.command("send")(send_command)
+    app.command("check")(check_command)
     app.command("status")(status_command)
     app.command("worker")(worker_command)
     app.command("run")(run_command)
@@ -121,27 +135,87 @@ def _print_summary(summary: SendSummary) -> None:
 
 def send_command(
     bulletin_id: Annotated[int, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", help="Send a draft without asking.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Queue a sent bulletin's failed deliveries again and send them."),
+    ] = False,
 ) -> None:
-    """Send a bulletin now, with a live progress bar. Ctrl-C stops after the batches in flight;
-    running the command again (or the scheduler) carries on where it stopped."""
+    """Send a bulletin now, with a live progress bar, after checking the whole configuration (nothing
+    changes if that fails). Ctrl-C stops after the batches in flight; running the command again (or the
+    scheduler) carries on where it stopped.
+
+    Exit status: 0 sent to everyone; 1 error; 2 paused or stopped (not finished); 3 sent, with failures.
+    """
     _logging_with_progress()
     context.warn_about_sender()
     settings = context.settings()
     engine = context.engine()
-    with context.session() as session:
-        planned = lifecycle.send_now(session, bulletin_id)
+    preflight.require(settings, engine, bulletin_id=bulletin_id)
+    planned = _start(bulletin_id, yes=yes, retry_failed=retry_failed)
     with Session(engine) as session:
         start = send_summary(session, bulletin_id)
     if planned:
-        context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients planned")
+        context.err_console.print(f"bulletin {bulletin_id}: {planned} recipients queued")
     with _stop_on_signals() as stop, context.progress() as progress:
         task = progress.add_task(f"bulletin {bulletin_id}", total=start.total, completed=start.done)
         worker = Dispatcher(settings, engine, stop=stop, on_progress=lambda n: progress.advance(task, n))
         result = worker.run_until_done(bulletin_id)
         progress.update(task, completed=result.done)
     _print_summary(result)
+    raise typer.Exit(_outcome(result))
+
+
+def _start(bulletin_id: int, *, yes: bool, retry_failed: bool) -> int:
+    """Queue the bulletin's deliveries (retry, or send now; a draft only when confirmed)."""
+    if retry_failed:
+        with context.session() as session:
+            return lifecycle.retry_failed(session, bulletin_id)
+    try:
+        with context.session() as session:
+            return lifecycle.send_now(
+                session, bulletin_id, allow_draft=yes, no_section=context.settings().NO_SECTION
+            )
+    except lifecycle.DraftNeedsConfirmation as exc:
+        if not sys.stdin.isatty():
+            raise lifecycle.DraftNeedsConfirmation(f"{exc} (no terminal to ask on)") from None
+        typer.confirm(f"Bulletin {bulletin_id} is a draft. Send it to every subscriber now?", abort=True)
+    with context.session() as session:
+        return lifecycle.send_now(
+            session, bulletin_id, allow_draft=True, no_section=context.settings().NO_SECTION
+        )
+
+
+def _outcome(result: SendSummary) -> int:
+    """The exit status for where the send ended, with one line saying what to do next."""
+    out, bid = context.console, result.bulletin_id
+    if result.status == BulletinStatus.PAUSED:
+        out.print(f"bulletin {bid} is paused with recipients pending; `newsletter send {bid}` resumes it")
+        return EXIT_NOT_FINISHED
     if result.status == BulletinStatus.SENDING:
-        context.console.print(f"stopped; run `newsletter send {bulletin_id}` to carry on")
+        out.print(f"stopped; run `newsletter send {bid}` to carry on")
+        return EXIT_NOT_FINISHED
+    if result.status == BulletinStatus.SENT and result.counts.get(DeliveryStatus.FAILED):
+        n = result.counts[DeliveryStatus.FAILED]
+        out.print(f"{n} recipients failed; `newsletter send {bid} --retry-failed` queues them again")
+        return EXIT_FAILURES
+    return EXIT_OK if result.status == BulletinStatus.SENT else EXIT_ERROR
+
+
+def check_command(
+    bulletin_id: Annotated[
+        int | None, typer.Option("--bulletin", help="Render this bulletin instead of the sample.")
+    ] = None,
+    esp: Annotated[bool, typer.Option("--esp/--no-esp", help="Also ask the ESP (sandbox mode).")] = True,
+) -> None:
+    """Check the whole configuration as `send` does before it starts (keys, BASE_URL, sender, templates,
+    database, the ESP with these credentials) and list every problem. Exit 1 if there is any."""
+    problems = preflight.run(context.settings(), context.engine(), bulletin_id=bulletin_id, esp=esp)
+    for problem in problems:
+        context.err_console.print(f"[red]✗[/red] {escape(str(problem))}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+    context.console.print(f"configuration ok ({context.settings().esp_backend} backend)")
 
 
 def status_command(
@@ -177,14 +251,17 @@ def worker_command(
     context.configure_logging()
     context.warn_about_sender()
     with _stop_on_signals() as stop:
-        if until_idle:
-            next_due = run_until_idle(context.settings(), stop, engine=context.engine())
-            if next_due is not None:
-                context.console.print(
-                    f"nothing is due now; the next delivery falls due {local_time(next_due)}"
-                )
-        else:
+        if not until_idle:
             run_scheduler(context.settings(), stop, engine=context.engine())
+            return
+        result = run_until_idle(context.settings(), stop, engine=context.engine())
+    if result.next_due is not None:
+        context.console.print(
+            f"nothing is due now; the next delivery falls due {local_time(result.next_due)}"
+        )
+    if result.paused:
+        context.err_console.print(f"paused for an ESP outage: bulletins {', '.join(map(str, result.paused))}")
+        raise typer.Exit(EXIT_NOT_FINISHED)
 
 
 def run_command(
@@ -265,6 +342,8 @@ def demo_settings(directory: Path) -> Settings:
         ESP_BACKEND="outbox",
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
         SCHEDULER_TICK_SECONDS=0.5,
+        # The demo's mail stays in its outbox; bulk-mail law's address is a stand-in unless one is set.
+        ORG_POSTAL_ADDRESS=os.environ.get("ORG_POSTAL_ADDRESS") or "1 Example Street, Exampletown",
     )
 
 
@@ -428,7 +507,10 @@ def pause_command(bulletin_id: Id) -> None:
 def resume_command(bulletin_id: Id) -> None:
     """Carry on with a paused bulletin (sending again if it had started, else back to ready)."""
     with context.session() as session:
-        bulletin = lifecycle.resume(session, bulletin_id, default_zone=context.settings().TIMEZONE)
+        settings = context.settings()
+        bulletin = lifecycle.resume(
+            session, bulletin_id, default_zone=settings.TIMEZONE, no_section=settings.NO_SECTION
+        )
         status = bulletin.status
     context.console.print(f"bulletin {bulletin_id} is {status} again")
 

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     RETRY_MAX_SECONDS: float = 600.0
     LEASE_SECONDS: int = 300
     RESEND_ON_UNKNOWN: bool = True
+    ESP_OUTAGE_BATCHES: int = Field(default=3, ge=1)
+    ESP_PROBE_MAX_SECONDS: float = Field(default=300.0, gt=0)
+    NO_SECTION: Literal["global", "skip"] = "skip"
+
+    # --- alerts ----------------------------------------------------------------------------------
+    ALERT_EMAILS: str = ""
+    ALERT_FAILED_PERCENT: float = Field(default=1.0, ge=0.0, le=100.0)
+    SCHEDULER_STALE_SECONDS: int = Field(default=300, ge=1)
 
     # --- web -------------------------------------------------------------------------------------
     WEB_HOST: str = "127.0.0.1"
@@ -288,6 +296,10 @@ class Settings(BaseSettings):
             "SUBJECT_TEMPLATE",
         )
         return {name: str(getattr(self, name)) for name in ("ORG_NAME", "ORG_POSTAL_ADDRESS", *names)}
+
+    @property
+    def alert_emails(self) -> list[str]:
+        return [a.strip() for a in self.ALERT_EMAILS.split(",") if a.strip()]
 
     @property
     def staff_test_recipients(self) -> list[str]:

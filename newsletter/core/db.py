@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from newsletter.core.errors import ConfigError, NotInitialised
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -48,6 +50,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
+
+
+def open_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine on a database that `newsletter init` (or the demo) created; never creates one.
+
+    Raises `NotInitialised` ("run `newsletter init`") for a missing SQLite file or a database without
+    the schema, and `ConfigError` naming DATABASE_URL when the URL is malformed or the server is not
+    reachable: each a single line for the person at the keyboard.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL {url!r} is not a database URL: {exc}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    database = (parsed.database or "").removeprefix("file:").split("?", 1)[0]  # also `file:…?mode=ro`
+    if url.startswith("sqlite") and database not in ("", ":memory:") and not Path(database).exists():
+        raise NotInitialised(f"there is no database at {parsed.database}: run `newsletter init` first")
+    try:
+        engine = make_engine(url, **kwargs)
+        with engine.connect() as conn:
+            initialised = sa.inspect(conn).has_table("alembic_version") and (
+                conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() or 0
+            )
+    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+        raise ConfigError(f"DATABASE_URL {shown!r} names no database driver we have: {exc}") from None
+    except sa.exc.DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise ConfigError(f"DATABASE_URL {shown}: cannot open the database: {first}") from None
+    if not initialised:
+        engine.dispose()
+        raise NotInitialised(f"the database at {shown} has no schema: run `newsletter init` first")
+    return engine
 
 
 @contextmanager

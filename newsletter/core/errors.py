@@ -1,7 +1,8 @@
 """Exceptions a user can cause, and what they mean.
 
     NewsletterError            anything the CLI reports as one line, without a traceback
-    ├── ConfigError            a setting is missing or malformed
+    ├── ConfigError            a setting is missing or malformed (preflight failures too)
+    ├── NotInitialised         the database does not exist or has no schema: run `newsletter init`
     ├── NotFound               a bulletin, subscriber or region that does not exist
     ├── InvalidTransition      a status change the lifecycle does not allow
     └── ImportFailed           a file could not be imported; nothing was stored
@@ -21,6 +22,10 @@ class NewsletterError(Exception):
 
 
 class ConfigError(NewsletterError):
+    pass
+
+
+class NotInitialised(NewsletterError):
     pass
 
 

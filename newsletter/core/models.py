@@ -106,6 +106,9 @@ class Bulletin(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     last_error: str = Field(default="", sa_type=sa.Text)
+    # Set when the send paused because the ESP stopped answering: the worker probes the ESP and resumes
+    # the bulletin by itself when it answers again (a person's pause has no such time, and stays).
+    esp_down_since: datetime | None = None
 
 
 class Item(SQLModel, table=True):
@@ -142,6 +145,14 @@ class Delivery(SQLModel, table=True):
     message_id: str | None = Field(default=None, sa_type=sa.String(200))
     sent_at: datetime | None = None
     updated_at: datetime | None = None
+    # Every message id the ESP gave for this delivery, space-separated: more than one means it was sent
+    # more than once (an ambiguous answer resent, a lease taken over from a worker that was only slow).
+    message_ids: str = Field(default="", sa_type=sa.Text)
+    # Attempts whose outcome is unknown: the ESP may have taken the batch (dropped connection after the
+    # request, no answer within the timeout, a worker that died mid-send).
+    ambiguous: int = 0
+    # The ESP refused this address itself: `send --retry-failed` never queues it again.
+    refused: bool = False
 
 
 class DeliveryEvent(SQLModel, table=True):
@@ -234,6 +245,16 @@ class ScheduleSlot(SQLModel, table=True):
     worker: str = Field(default="", sa_type=sa.String(80))
 
 
+class SchedulerHeartbeat(SQLModel, table=True):
+    """One row per scheduler process, rewritten every tick: the admin warns when none is recent."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    worker: str = Field(sa_type=sa.String(80), primary_key=True)
+    started_at: datetime = Field(default_factory=utcnow)
+    ticked_at: datetime = Field(default_factory=utcnow)
+
+
 class RateEvent(SQLModel, table=True):
     """A counted action (a confirmation email to an address, from an IP) for sliding-window limits."""
 
@@ -298,6 +319,7 @@ TEST_SEND = _table(TestSend)
 AUDIT_ENTRY = _table(AuditEntry)
 SCHEDULE_SLOT = _table(ScheduleSlot)
 RATE_EVENT = _table(RateEvent)
+SCHEDULER_HEARTBEAT = _table(SchedulerHeartbeat)
 ENGAGEMENT = _table(Engagement)
 ENGAGEMENT_COUNT = _table(EngagementCount)
 LINK_CLICK = _table(LinkClick)

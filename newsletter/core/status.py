@@ -89,7 +89,7 @@ BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {
     B.READY: frozenset({B.DRAFT, B.SENDING, B.PAUSED, B.CANCELLED}),
     B.SENDING: frozenset({B.SENT, B.PAUSED, B.CANCELLED}),
     B.PAUSED: frozenset({B.READY, B.SENDING, B.CANCELLED}),
-    B.SENT: frozenset(),
+    B.SENT: frozenset({B.SENDING}),  # only `send --retry-failed`: failed deliveries queued again
     B.CANCELLED: frozenset(),
 }
 

@@ -78,5 +78,13 @@ class OutboxBackend:
             tmp.unlink(missing_ok=True)
             raise
 
+    def probe(self, variant: RenderedVariant) -> None:
+        """`OUTBOX_DIR` takes a file (created if missing): a full or read-only disk shows here."""
+        try:
+            self._write(self.root / ".probe", b"probe\n")
+            (self.root / ".probe").unlink(missing_ok=True)
+        except OSError as exc:
+            raise RetryableError(f"OUTBOX_DIR {self.root} is not writable: {exc}") from exc
+
     def close(self) -> None:
         self._made.clear()

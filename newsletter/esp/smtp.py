@@ -100,6 +100,13 @@ class SmtpBackend:
         self._local.conn = conn
         return conn
 
+    def probe(self, variant: RenderedVariant) -> None:
+        """Connect, EHLO, STARTTLS and AUTH as configured, then say goodbye: nobody is mailed."""
+        conn = self._connect()
+        with self._open_lock:
+            self._open.discard(conn)
+        _quietly_close(conn)
+
     def _discard(self, conn: smtplib.SMTP) -> None:
         _quietly_close(conn)
         with self._open_lock:

@@ -7,10 +7,19 @@ batch depends on what the ESP answers:
 - accepted → `accepted` with the ESP's message id;
 - `RateLimited` → back to `pending` after the reset time, not counted as an attempt, and the whole
   process waits (the shared `Gate`);
-- `RetryableError` (and anything unexpected) → `pending` after exponential backoff with jitter, `failed`
-  after `MAX_ATTEMPTS`;
-- `BadRequest` → the batch is split in halves until the recipients at fault are alone; only they fail;
-- `AuthFailed` → the batch goes back to `pending` and the bulletin is `paused` with the reason.
+- `RetryableError` → `pending` after exponential backoff with jitter, never `failed`: the fault is the
+  ESP's. After `ESP_OUTAGE_BATCHES` such batches in a row (`outage.EspHealth`), or a batch at
+  `MAX_ATTEMPTS`, the bulletin is `paused` as an outage and resumed when the ESP answers again;
+- `OutcomeUnknown` (the ESP may have taken the batch) → as above, counted as ambiguous in the ledger, when
+  `RESEND_ON_UNKNOWN` is on; `failed` ("outcome unknown") when it is off, so nobody gets two copies;
+- `BadRequest` → the batch is split in halves until the recipients at fault are alone; only they fail.
+  One that blames the request itself (the sender, the content) pauses the bulletin instead;
+- `AuthFailed` → the batch goes back to `pending` and the bulletin is `paused` with the reason;
+- a database error stops the thread (nothing can be recorded); anything else unexpected puts the batch
+  back and pauses the bulletin with the error.
+
+A recipient is `failed` only for a reason about that recipient: the ESP refused the address, refused it
+temporarily `MAX_ATTEMPTS` times, or (with `RESEND_ON_UNKNOWN` off) its copy may already be out.
 
 Every outcome is recorded in its own transaction right after the ESP answers, fenced by the lease
 token, so a crash leaves at most one batch per thread with an unknown outcome.
@@ -32,10 +41,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from newsletter.content.bulletins import change_status, load_content
+from newsletter.content.bulletins import load_content
 from newsletter.content.render import Renderer
 from newsletter.content.types import BulletinContent, Recipient, RenderedVariant
-from newsletter.core import audit
 from newsletter.core.config import Settings
 from newsletter.core.db import session_scope
 from newsletter.core.status import BulletinStatus
@@ -43,12 +51,15 @@ from newsletter.esp.base import (
     AuthFailed,
     BadRequest,
     EspBackend,
+    OutcomeUnknown,
     RateLimited,
     RecipientResult,
     RetryableError,
 )
 from newsletter.sending import queries
-from newsletter.sending.lifecycle import locked
+from newsletter.sending.alerts import Alerts
+from newsletter.sending.lifecycle import stop_sending
+from newsletter.sending.outage import EspHealth, outage_reason
 from newsletter.sending.throttle import Gate, Throttle
 
 log = logging.getLogger(__name__)
@@ -89,6 +100,8 @@ class Pass:
     def __init__(self, bulletin_ids: Sequence[int]) -> None:
         self.bulletin_ids = list(bulletin_ids)
         self.stopped: set[int] = set()
+        self.fatal: str = ""
+        """Why a thread could not go on at all (no backend, the database refusing writes): the pass fails."""
         self.contents: dict[int, BulletinContent] = {}
         self.report = PassReport()
         self.lock = threading.Lock()
@@ -108,6 +121,8 @@ class Host(Protocol):
     renderer: Renderer
     throttle: Throttle
     gate: Gate
+    health: EspHealth
+    alerts: Alerts
     worker: str
     stop: threading.Event
     write_lock: AbstractContextManager[object]
@@ -140,9 +155,13 @@ class BatchSender:
                 return
             try:
                 self.process(batch)
-            except Exception:
+            except sa.exc.DBAPIError:
+                raise  # nothing can be recorded: the thread stops (see Dispatcher._thread)
+            except Exception as exc:
                 log.exception("bulletin %s: unexpected error with a batch", batch.bulletin_id)
-                self._retry(batch, None, "internal error (see the worker's log)", count_attempt=True)
+                error = f"stopped on an internal error ({type(exc).__name__}: {exc}); see the worker's log"
+                reason = f"{error}. Fix it, then run `newsletter send {batch.bulletin_id}`"
+                self._pause(batch, reason, error=error)
 
     def claim(self, limit: int) -> Batch | None:
         """Lease the next batch of any bulletin of the pass; rows no longer eligible are skipped here."""
@@ -230,6 +249,13 @@ class BatchSender:
         except AuthFailed as exc:
             self._auth_failed(batch, str(exc))
         except BadRequest as exc:
+            if exc.blames_request:
+                reason = (
+                    f"paused: the ESP refused the request itself, not a recipient ({exc}). Fix the "
+                    f"settings (`newsletter check`), then run `newsletter send {batch.bulletin_id}`"
+                )
+                self._pause(batch, reason, error=str(exc))
+                return
             if len(recipients) == 1:
                 self._fail(batch, ids, str(exc))
                 return
@@ -244,13 +270,49 @@ class BatchSender:
                 if self.host.stop.is_set() or batch.bulletin_id in self.state.stopped:
                     break
                 self._send(batch, variant, half, first=False)
+        except OutcomeUnknown as exc:
+            self._unknown(batch, ids, str(exc))
         except RetryableError as exc:
             delay = self.host.backoff(batch.attempts)
             if exc.retry_after is not None:
                 delay = max(delay, exc.retry_after)
-            self._retry(batch, ids, str(exc), count_attempt=True, delay=delay)
+            self._retry(batch, ids, str(exc), count_attempt=True, delay=delay, give_up=False)
+            self._esp_failed(batch, str(exc))
         else:
+            self.host.health.ok()
             self._record(batch, results, whole_batch=first)
+
+    def _unknown(self, batch: Batch, ids: list[int], error: str) -> None:
+        """The ESP may have taken the batch: send it again or not, as `RESEND_ON_UNKNOWN` says."""
+        if self.host.settings.RESEND_ON_UNKNOWN:
+            note = f"{error}; outcome unknown, sent again (RESEND_ON_UNKNOWN=true)"
+            self._retry(batch, ids, note, count_attempt=True, give_up=False, ambiguous=True)
+        else:
+            note = f"{queries.UNKNOWN_PREFIX} ({error}); not sent again (RESEND_ON_UNKNOWN=false)"
+            with self.host.transaction() as conn:
+                n = queries.record_failed(
+                    conn,
+                    batch.bulletin_id,
+                    batch.token,
+                    ids,
+                    note,
+                    self.host.clock(),
+                    refused=False,
+                    ambiguous=True,
+                )
+            self.state.count(self.state.report.failed, batch.bulletin_id, n)
+            self.host.progress(n)
+            log.warning("bulletin %s: %d recipients failed: %s", batch.bulletin_id, n, note)
+        self._esp_failed(batch, error)
+
+    def _esp_failed(self, batch: Batch, error: str) -> None:
+        """A batch failed as a whole: pause as an outage once enough have in a row, or this one is out of
+        attempts (its recipients stay pending either way)."""
+        since = self.host.health.failed()
+        if since is None and batch.attempts + 1 < self.host.settings.MAX_ATTEMPTS:
+            return
+        since = since or self.host.clock()
+        self._pause(batch, outage_reason(batch.bulletin_id, since, error), esp_down_since=since)
 
     def _record(self, batch: Batch, results: list[RecipientResult], *, whole_batch: bool) -> None:
         accepted = [
@@ -289,7 +351,11 @@ class BatchSender:
         *,
         count_attempt: bool,
         delay: float | None = None,
+        give_up: bool = True,
+        ambiguous: bool = False,
     ) -> None:
+        """Back to pending after `delay`; `give_up=False` when the fault is not the recipients' (they are
+        never failed for it)."""
         now = self.host.clock()
         if delay is None:
             delay = self.host.backoff(batch.attempts)
@@ -301,9 +367,10 @@ class BatchSender:
                 ids,
                 error,
                 now + timedelta(seconds=delay),
-                self.host.settings.MAX_ATTEMPTS,
+                self.host.settings.MAX_ATTEMPTS if give_up else None,
                 now,
                 count_attempt=count_attempt,
+                ambiguous=ambiguous,
             )
         self.state.count(self.state.report.retried, batch.bulletin_id, retried)
         self.state.count(self.state.report.failed, batch.bulletin_id, failed)
@@ -329,16 +396,22 @@ class BatchSender:
         log.warning("bulletin %s: %d recipients failed for good: %s", batch.bulletin_id, n, error)
 
     def _auth_failed(self, batch: Batch, error: str) -> None:
-        now = self.host.clock()
-        reason = (
+        self._pause(
+            batch,
             f"paused: the ESP refused our credentials ({error}). Fix the ESP settings, then run "
-            f"`newsletter bulletins resume {batch.bulletin_id}`"
+            f"`newsletter bulletins resume {batch.bulletin_id}`",
         )
+
+    def _pause(
+        self, batch: Batch, reason: str, *, error: str = "", esp_down_since: datetime | None = None
+    ) -> None:
+        """Stop this bulletin in this pass: what is still leased of the batch goes back to `pending` (not
+        counted as an attempt, with `error` if given) and the bulletin is paused with `reason`."""
         with self.state.lock:
             self.state.stopped.add(batch.bulletin_id)
+        now = self.host.clock()
         with self.host.write_lock, session_scope(self.host.engine) as session:
-            queries.release(session.connection(), batch.bulletin_id, batch.token, now)
-            bulletin = locked(session, batch.bulletin_id)
-            if bulletin.status == B.SENDING:
-                change_status(session, bulletin, B.PAUSED, actor=audit.SYSTEM_ACTOR, reason=reason)
-                log.error("bulletin %s %s", batch.bulletin_id, reason)
+            queries.release(session.connection(), batch.bulletin_id, batch.token, now, error)
+            paused = stop_sending(session, batch.bulletin_id, reason, esp_down_since=esp_down_since)
+        if paused:
+            self.host.alerts.paused(batch.bulletin_id, reason, esp_down=esp_down_since is not None)

@@ -1,7 +1,7 @@
 """The send loop of one process: start due bulletins, recover expired leases, and send in leased batches.
 
     dispatcher = Dispatcher(settings, engine)
-    dispatcher.tick()                 # recover expired leases, start due bulletins, send what is ready
+    dispatcher.tick()                 # recover leases, resume after an outage, start due bulletins, send
     dispatcher.run_until_done(id)     # `newsletter send ID`: keep going until the bulletin is finished
 
 The statements are in `newsletter.sending.queries`; this module decides what to do with their answers.
@@ -9,6 +9,10 @@ A pass (`work`) runs `SEND_CONCURRENCY` threads, each with its own ESP backend a
 `batch.BatchSender` (claim → render, cached per variant → send → record), until nothing is ready; then
 each bulletin with nothing open is finished. What people do to a send (send now, pause…) is
 `newsletter.sending.lifecycle`; where a send stands is `newsletter.sending.summary`.
+
+Machines start bulletins only after `preflight` passes (a failure is alerted and nothing changes); a
+bulletin paused for an ESP outage is probed on a capped backoff and resumed when the ESP answers; a lease
+whose holder is provably dead (this host, its pid gone) is taken over at once.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from newsletter.content.render import Renderer
 from newsletter.core import audit
 from newsletter.core.config import Settings
 from newsletter.core.db import session_scope
+from newsletter.core.errors import NewsletterError
 from newsletter.core.models import utcnow
 from newsletter.core.status import BulletinStatus
 from newsletter.esp import backend_for
 from newsletter.esp.base import EspBackend
-from newsletter.sending import queries
+from newsletter.sending import alerts, leases, lifecycle, preflight, queries
 from newsletter.sending.batch import BatchSender, Pass, PassReport
+from newsletter.sending.outage import EspHealth, ProbeSchedule
 from newsletter.sending.summary import SendSummary, send_summary
 from newsletter.sending.throttle import Gate, Throttle, backoff
 
@@ -46,8 +52,13 @@ B = BulletinStatus
 
 
 def worker_name() -> str:
-    """This process, as written in `leased_by`: host and pid."""
+    """This process, as written in `leased_by`: host and pid (see `sending.leases`)."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+class SendStopped(NewsletterError):
+    """A pass could not go on at all (no ESP backend, the database refusing writes); recipients stay
+    pending or leased, and the next run carries on."""
 
 
 class Dispatcher:
@@ -81,6 +92,12 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.throttle = Throttle.from_settings(settings)
         self.gate = Gate(self.stop)
+        self.health = EspHealth(settings.ESP_OUTAGE_BATCHES, clock)
+        self.probes = ProbeSchedule(settings.RETRY_BASE_SECONDS, settings.ESP_PROBE_MAX_SECONDS)
+        self.alerts = alerts.Alerts(settings)
+        self._told_waiting: set[str] = set()
+        self.blocked: list[preflight.Problem] = []
+        """The problems of the last preflight that held a due bulletin back ([] once one passes)."""
         self.write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
@@ -88,14 +105,24 @@ class Dispatcher:
     # --- starting bulletins ----------------------------------------------------------------------
     def start_due(self) -> list[int]:
         """Start every `ready` bulletin whose own `send_at` has come, each planned in its own transaction."""
-        started = []
+        started: list[int] = []
+        with self.transaction() as conn:
+            due = queries.due_bulletins(conn, self.clock())
+        if not due or not self._preflight_passes(due[0], "a bulletin's send time has come"):
+            return started
         while not self.stop.is_set():
             now = self.clock()
             with self.transaction() as conn:
                 bulletin_id = queries.claim_due(conn, now)
                 if bulletin_id is None:
                     break
-                planned = queries.plan(conn, bulletin_id, now, default_zone=self.settings.TIMEZONE)
+                planned = queries.plan(
+                    conn,
+                    bulletin_id,
+                    now,
+                    default_zone=self.settings.TIMEZONE,
+                    no_section=self.settings.NO_SECTION,
+                )
                 self._audit_start(conn, bulletin_id, "send_at reached")
             log.info("bulletin %s: its send time has come; sending to %d recipients", bulletin_id, planned)
             started.append(bulletin_id)
@@ -109,17 +136,30 @@ class Dispatcher:
         fired when the slot first comes anywhere: each subscriber then gets it at `local` in their zone."""
         now = self.clock()
         with self.transaction() as conn:
+            fired = queries.slot_fired(conn, slot_at)
+            waiting = queries.slot_queue(conn)
+        if fired:
+            return None
+        if waiting and not self._preflight_passes(waiting[0], f"schedule slot {slot_at.isoformat()}"):
+            return None  # the slot stays unfired: the next tick tries again, and staff were told
+        with self.transaction() as conn:
             if not queries.fire_slot(conn, slot_at, now, self.worker):
                 log.debug("slot %s was fired already", slot_at.isoformat())
                 return None
             bulletin_id = queries.claim_next_ready(conn, now)
             if bulletin_id is None:
-                log.info("slot %s: no bulletin is ready; nothing sent", slot_at.isoformat())
+                self.alerts.nothing_in_slot(slot_at)
                 return None
             queries.set_slot_bulletin(conn, slot_at, bulletin_id)
             if local is not None:
                 queries.set_local_slot(conn, bulletin_id, local)
-            planned = queries.plan(conn, bulletin_id, now, default_zone=self.settings.TIMEZONE)
+            planned = queries.plan(
+                conn,
+                bulletin_id,
+                now,
+                default_zone=self.settings.TIMEZONE,
+                no_section=self.settings.NO_SECTION,
+            )
             self._audit_start(conn, bulletin_id, f"schedule slot {slot_at.isoformat()}")
         log.info("slot %s: sending bulletin %s to %d recipients", slot_at.isoformat(), bulletin_id, planned)
         return bulletin_id
@@ -136,12 +176,28 @@ class Dispatcher:
             )
             session.flush()
 
+    def _preflight_passes(self, bulletin_id: int, why: str) -> bool:
+        """Preflight before a machine starts a bulletin; a failure is alerted (once) and nothing changes."""
+        problems = preflight.run(self.settings, self.engine, bulletin_id=bulletin_id)
+        self.blocked = problems
+        if problems:
+            self.alerts.preflight_failed(bulletin_id, why, problems)
+            return False
+        return True
+
     # --- recovery ----------------------------------------------------------------------------------
     def recover(self) -> int:
-        """Expired leases (a worker died mid-batch): resend or fail them as `RESEND_ON_UNKNOWN` says."""
+        """Expired leases, and leases whose worker is provably dead (this host, pid gone): resend or fail
+        them as `RESEND_ON_UNKNOWN` says."""
         resend = self.settings.RESEND_ON_UNKNOWN
+        now = self.clock()
         with self.transaction() as conn:
-            recovered = queries.recover_expired(conn, self.clock(), resend=resend)
+            recovered = queries.recover_expired(conn, now, resend=resend)
+            dead = leases.dead_tokens(t for _, t, _, _ in queries.live_leases(conn, now))
+            if dead:
+                log.warning("taking over the leases of %s: that process is gone", ", ".join(sorted(dead)))
+                for bulletin_id, n in queries.recover_expired(conn, now, resend=resend, tokens=dead).items():
+                    recovered[bulletin_id] = recovered.get(bulletin_id, 0) + n
         for bulletin_id, n in recovered.items():
             if resend:
                 log.warning(
@@ -165,11 +221,48 @@ class Dispatcher:
         with self.transaction() as conn:
             return queries.sending_bulletins(conn)
 
+    def due(self) -> list[int]:
+        """`ready` bulletins whose send time has come, including one another process is starting."""
+        with self.engine.connect() as conn:
+            return queries.due_bulletins(conn, self.clock())
+
     def tick(self) -> PassReport:
-        """What the scheduler's interval job does: recover, start due bulletins, send what is ready."""
+        """What the scheduler's interval job does: recover, resume after an outage, start due bulletins,
+        send what is ready."""
         self.recover()
+        self.resume_after_outage()
         self.start_due()
         return self.work()
+
+    def resume_after_outage(self) -> list[int]:
+        """Probe the ESP of each bulletin paused for an outage (on a capped backoff); resume those whose
+        ESP answers. Returns the bulletins resumed."""
+        with self.transaction() as conn:
+            paused = queries.outage_paused(conn)
+        resumed = []
+        for bulletin_id in paused:
+            now = self.clock()
+            if not self.probes.due(bulletin_id, now):
+                continue
+            problem = preflight.esp_problem(self.settings, self.engine, bulletin_id)
+            if problem:
+                wait = self.probes.failed(bulletin_id, now)
+                log.info(
+                    "bulletin %s: the ESP is still unavailable (%s); next check in %.0fs",
+                    bulletin_id,
+                    problem,
+                    wait,
+                )
+                continue
+            self.probes.forget(bulletin_id)
+            self.health.ok()
+            with self.write_lock, session_scope(self.engine) as session:
+                lifecycle.resume(
+                    session, bulletin_id, actor=audit.SYSTEM_ACTOR, no_section=self.settings.NO_SECTION
+                )
+            log.warning("bulletin %s: the ESP answers again; sending resumed", bulletin_id)
+            resumed.append(bulletin_id)
+        return resumed
 
     def work(self, bulletin_ids: Iterable[int] | None = None) -> PassReport:
         """Send every ready batch of the given (default: all `sending`) bulletins until none is left.
@@ -190,6 +283,8 @@ class Dispatcher:
             t.start()
         for t in threads:
             t.join()
+        if state.fatal:
+            raise SendStopped(state.fatal)
         report = state.report
         for bulletin_id in ids:
             counts = [
@@ -215,7 +310,9 @@ class Dispatcher:
             done = queries.finish_if_done(conn, bulletin_id, now)
         if done:
             with Session(self.engine) as session:
-                log.info("%s", send_summary(session, bulletin_id, now=now).line())
+                summary = send_summary(session, bulletin_id, now=now)
+            log.info("%s", summary.line())
+            self.alerts.finished(summary)
         return done
 
     def run_until_done(self, bulletin_id: int, *, max_wait: float = 5.0) -> SendSummary:
@@ -237,23 +334,48 @@ class Dispatcher:
                     )
                     if t is not None
                 ]
+                self._say_what_we_wait_for(conn, bulletin_id)
             now = self.clock()
             wait = min([(t - now).total_seconds() for t in waits] or [max_wait])
             self.stop.wait(min(max(wait, 0.01), max_wait))
         with Session(self.engine) as session:
             return send_summary(session, bulletin_id)
 
+    def _say_what_we_wait_for(self, conn: sa.Connection, bulletin_id: int) -> None:
+        """Log once per lease that another worker holds deliveries of this bulletin, and until when."""
+        for lease_bulletin, token, until, n in queries.live_leases(conn, self.clock()):
+            if (
+                lease_bulletin != bulletin_id
+                or token.startswith(self.worker + ":")
+                or token in self._told_waiting
+            ):
+                continue
+            self._told_waiting.add(token)
+            log.warning(
+                "bulletin %s: waiting for %d deliveries leased by worker %s until %s UTC (it is still "
+                "sending them, or their lease must run out before they are sent again)",
+                bulletin_id,
+                n,
+                leases.holder(token),
+                until.strftime("%H:%M:%S"),
+            )
+
     # --- one sending thread ------------------------------------------------------------------------
     def _thread(self, state: Pass) -> None:
         try:
             backend = self.backend_factory()
-        except Exception:
-            log.exception("a sending thread could not build its ESP backend")
+        except Exception as exc:
+            log.error("a sending thread could not build its ESP backend: %s", exc)
+            state.fatal = state.fatal or f"the ESP backend could not be built: {exc}"
             return
         try:
             BatchSender(self, state, backend).run()
-        except Exception:
+        except sa.exc.DBAPIError as exc:
+            log.error("a sending thread stopped: the database refused a write: %s", exc.orig)
+            state.fatal = state.fatal or f"the database refused a write: {exc.orig}"
+        except Exception as exc:
             log.exception("a sending thread stopped on an unexpected error")
+            state.fatal = state.fatal or f"a sending thread stopped: {type(exc).__name__}: {exc}"
         finally:
             backend.close()
 

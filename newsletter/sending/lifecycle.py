@@ -20,6 +20,7 @@ from newsletter.core.errors import InvalidTransition
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.core.status import BulletinStatus
 from newsletter.sending import queries
+from newsletter.sending.queries.planning import SKIP
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +37,66 @@ def locked(session: Session, bulletin_id: int) -> Bulletin:
 
 
 def _to_sending(
-    session: Session, bulletin: Bulletin, actor: str, now: datetime, default_zone: str | None = None
+    session: Session,
+    bulletin: Bulletin,
+    actor: str,
+    now: datetime,
+    *,
+    default_zone: str | None = None,
+    no_section: str = SKIP,
 ) -> int:
     change_status(session, bulletin, B.SENDING, actor=actor)
     if bulletin.started_at is None:
         bulletin.started_at = now
     bulletin.last_error = ""
+    bulletin.esp_down_since = None
     session.add(bulletin)
     session.flush()
     assert bulletin.id is not None
-    planned = queries.plan(session.connection(), bulletin.id, now, default_zone=default_zone)
+    planned = queries.plan(
+        session.connection(), bulletin.id, now, default_zone=default_zone, no_section=no_section
+    )
     log.info("bulletin %s %r: sending to %d new recipients (%s)", bulletin.id, bulletin.title, planned, actor)
     return planned
 
 
-def send_now(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> int:
+class DraftNeedsConfirmation(InvalidTransition):
+    """Sending a draft skips the review that marking it ready is for: the caller must say so."""
+
+
+def send_now(
+    session: Session,
+    bulletin_id: int,
+    *,
+    actor: str = audit.CLI_ACTOR,
+    allow_draft: bool = True,
+    no_section: str = SKIP,
+) -> int:
     """Start sending a bulletin now (from draft, ready or paused); returns how many deliveries were planned.
 
-    A bulletin already sending is left as it is (0). Sent or cancelled ones raise InvalidTransition.
+    A bulletin already sending is left as it is (0). Sent or cancelled ones raise InvalidTransition; a
+    draft raises DraftNeedsConfirmation unless `allow_draft`. `no_section` is `NO_SECTION` (see planning).
     "Now" means everyone now: a local-time slot the bulletin had is dropped (unless it already started).
     """
     now = utcnow()
     bulletin = locked(session, bulletin_id)
     ensure_sendable(session, bulletin_id)
+    if bulletin.status == B.DRAFT and not allow_draft:
+        raise DraftNeedsConfirmation(
+            f"bulletin {bulletin_id} is a draft: confirm, or pass --yes to send it without review"
+        )
     if bulletin.status == B.SENDING:
         return 0
+    if bulletin.status == B.SENT:
+        raise InvalidTransition(
+            f"a bulletin cannot go from sent to sending: bulletin {bulletin_id} was sent already "
+            f"(`newsletter send {bulletin_id} --retry-failed` queues its failed deliveries again)"
+        )
     if bulletin.status == B.DRAFT:
         change_status(session, bulletin, B.READY, actor=actor)
     if bulletin.started_at is None and bulletin.local_send_at is not None:
         bulletin.local_send_at = None
-    return _to_sending(session, bulletin, actor, now)
+    return _to_sending(session, bulletin, actor, now, no_section=no_section)
 
 
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:
@@ -111,7 +142,12 @@ def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, r
 
 
 def resume(
-    session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, default_zone: str | None = None
+    session: Session,
+    bulletin_id: int,
+    *,
+    actor: str = audit.CLI_ACTOR,
+    default_zone: str | None = None,
+    no_section: str = SKIP,
 ) -> Bulletin:
     """A paused bulletin goes on: back to `sending` (re-planned) if it had started, else back to `ready`.
 
@@ -122,10 +158,46 @@ def resume(
     if bulletin.status != B.PAUSED:
         raise InvalidTransition(f"bulletin {bulletin_id} is {bulletin.status}, not paused")
     if bulletin.started_at is not None:
-        _to_sending(session, bulletin, actor, utcnow(), default_zone)
+        _to_sending(session, bulletin, actor, utcnow(), default_zone=default_zone, no_section=no_section)
         return bulletin
     bulletin.last_error = ""
+    bulletin.esp_down_since = None
     return change_status(session, bulletin, B.READY, actor=actor)
+
+
+def stop_sending(
+    session: Session, bulletin_id: int, reason: str, *, esp_down_since: datetime | None = None
+) -> bool:
+    """The send path pauses a bulletin it cannot go on with (credentials refused, the ESP down, a request
+    the ESP refuses whatever the recipients, an internal error), with recipients still pending.
+    `esp_down_since` marks an outage: the worker resumes the bulletin when the ESP answers again.
+    False when the bulletin was no longer sending (another thread or process paused it first)."""
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status != B.SENDING:
+        return False
+    bulletin.esp_down_since = esp_down_since
+    change_status(session, bulletin, B.PAUSED, actor=audit.SYSTEM_ACTOR, reason=reason)
+    return True
+
+
+def retry_failed(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> int:
+    """Queue a finished bulletin's failed deliveries again, except those the ESP refused for the address
+    itself; the bulletin goes back to `sending`. Returns how many were queued (0: nothing changes)."""
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status != B.SENT:
+        raise InvalidTransition(
+            f"bulletin {bulletin_id} is {bulletin.status}: only a sent bulletin's failures can be retried"
+        )
+    now = utcnow()
+    queued = queries.requeue_failed(session.connection(), bulletin_id, now)
+    if queued:
+        bulletin.finished_at = None
+        change_status(session, bulletin, B.SENDING, actor=actor, reason="")
+        bulletin.last_error = ""
+        session.add(bulletin)
+        audit.record(session, actor, "bulletin.retry_failed", "bulletin", bulletin_id, {"queued": queued})
+        session.flush()
+    return queued
 
 
 def cancel(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) -> int:

@@ -8,9 +8,11 @@ Two jobs on a BackgroundScheduler in `TIMEZONE`:
   own `send_at`. A slot is recorded in `schedule_slot` with `INSERT … ON CONFLICT DO NOTHING` before
   anything else, so however many processes run the scheduler, each slot fires once (as procrastinate
   deduplicates periodic jobs). A slot with nothing ready is logged and sends nothing.
-- **tick** (every `SCHEDULER_TICK_SECONDS`, `max_instances=1`, coalesced): recovers expired leases,
-  starts bulletins whose `send_at` has come, and runs the send loop. A failing tick is logged and the
-  next one runs as usual.
+- **tick** (every `SCHEDULER_TICK_SECONDS`, `max_instances=1`, coalesced): writes this process's
+  heartbeat row (the admin warns when none is recent), recovers leases, resumes bulletins paused for an
+  ESP outage once the ESP answers, starts bulletins whose `send_at` has come, fires the latest slot if it
+  has not fired yet (so a slot held back by a failed preflight goes out once the problem is fixed), and
+  runs the send loop. A failing tick is logged and the next one runs as usual.
 
 A slot missed while no process ran is caught up once on start if it is at most `MISFIRE_GRACE_SECONDS`
 old (the same grace APScheduler applies to a slot missed while the process was busy); the slot table
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,10 +35,10 @@ from sqlalchemy.engine import Engine
 
 from newsletter.core import zones
 from newsletter.core.config import Settings
-from newsletter.core.db import make_engine
-from newsletter.core.errors import ConfigError
+from newsletter.core.db import open_engine
+from newsletter.core.errors import ConfigError, NewsletterError
 from newsletter.core.models import utcnow
-from newsletter.sending import queries
+from newsletter.sending import preflight, queries
 from newsletter.sending.dispatcher import Dispatcher, PassReport
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,7 @@ class SendScheduler:
         self.dispatcher = dispatcher or Dispatcher(settings, engine, clock=clock)
         self.trigger = send_trigger(settings)
         self._scheduler: BackgroundScheduler | None = None
+        self.started_at = clock()
 
     # --- the jobs (also called directly by tests) ------------------------------------------------
     def fire_slot(self, now: datetime | None = None) -> int | None:
@@ -150,13 +154,25 @@ class SendScheduler:
             log.exception("catching up the last schedule slot failed")
             return None
 
+    def beat(self) -> None:
+        """Write this process's heartbeat row: the admin shows whether a scheduler is alive."""
+        with self.dispatcher.transaction() as conn:
+            queries.beat(conn, self.dispatcher.worker, self.clock(), self.started_at)
+
     def tick(self) -> PassReport | None:
-        """Recover leases, start due bulletins, send; any error is logged and the next tick runs anyway."""
+        """Beat, recover leases, start due bulletins and a pending slot, send; any error is logged and the
+        next tick runs anyway."""
         try:
+            self.beat()
+            self.fire_slot()
             return self.dispatcher.tick()
+        except NewsletterError as exc:
+            log.error(
+                "scheduler tick stopped: %s; trying again in %gs", exc, self.settings.SCHEDULER_TICK_SECONDS
+            )
         except Exception:
             log.exception("scheduler tick failed; trying again in %gs", self.settings.SCHEDULER_TICK_SECONDS)
-            return None
+        return None
 
     def _slot_job(self) -> None:
         try:
@@ -222,7 +238,7 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
     The web app can run next to it in the same process: call this in a thread, set the event on exit.
     """
     own_engine = engine is None
-    engine = engine or make_engine(settings.DATABASE_URL)
+    engine = engine or open_engine(settings.DATABASE_URL)
     scheduler = SendScheduler(settings, engine)
     scheduler.start()
     try:
@@ -233,27 +249,50 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
             engine.dispose()
 
 
+@dataclass(frozen=True)
+class IdleResult:
+    """What `run_until_idle` did: recipients handled, bulletins left paused for an ESP outage (the
+    caller's exit status says so), and when the next delivery falls due (None: nothing is waiting)."""
+
+    handled: int
+    paused: list[int]
+    next_due: datetime | None
+
+
 def run_until_idle(
     settings: Settings, stop_event: threading.Event, *, engine: Engine | None = None
-) -> datetime | None:
-    """Tick until nothing is due now (or `stop_event` is set); returns when the next delivery falls due
-    (a local-time send's next zone, a scheduled bulletin), or None when nothing is waiting.
+) -> IdleResult:
+    """Tick until nothing is due now (or `stop_event` is set). For batch jobs, benchmarks and tests: the
+    send loop without the cron slots.
 
-    For batch jobs, benchmarks and tests: the send loop without the cron slots. Deliveries waiting for a
-    retry or a lease count as due: the send under way is finished first.
+    Deliveries waiting for a retry or a lease count as due: the send under way is finished first. A
+    local-time send's later zones do not: the result says when the next one falls due. A bulletin
+    another worker is starting right now is still `ready` and due to everyone else, so this worker
+    waits for its planning to commit and then shares the sending instead of quitting.
     """
     own_engine = engine is None
-    engine = engine or make_engine(settings.DATABASE_URL)
+    engine = engine or open_engine(settings.DATABASE_URL)
     dispatcher = Dispatcher(settings, engine, stop=stop_event)
+    handled = 0
+    next_due: datetime | None = None
     try:
         while not stop_event.is_set():
             report = dispatcher.tick()
+            handled += report.recipients
             with dispatcher.transaction() as conn:
-                if not queries.due_now(conn, dispatcher.clock()):
-                    return queries.next_due(conn)
+                busy = queries.due_now(conn, dispatcher.clock())
+            if not busy:
+                if not dispatcher.due():
+                    with dispatcher.transaction() as conn:
+                        next_due = queries.next_due(conn)
+                    break
+                if dispatcher.blocked:
+                    raise preflight.PreflightFailed(dispatcher.blocked)
             if report.recipients == 0:
                 stop_event.wait(min(settings.SCHEDULER_TICK_SECONDS, 1.0))
-        return None
+        with dispatcher.transaction() as conn:
+            paused = queries.outage_paused(conn)
     finally:
         if own_engine:
             engine.dispose()
+    return IdleResult(handled, paused, next_due)

@@ -209,10 +209,19 @@ def send_summary(
     )
 
 
-def variant_counts(session: Session, bulletin_id: int, *, now: datetime | None = None) -> dict[str, int]:
-    """How many subscribers eligible now get each variant of the bulletin (the planning rule, exactly)."""
+def variant_counts(
+    session: Session, bulletin_id: int, *, now: datetime | None = None, no_section: str = "skip"
+) -> dict[str, int]:
+    """How many subscribers eligible now get each variant of the bulletin (the planning rule, exactly;
+    `no_section` is `NO_SECTION`)."""
     get_bulletin(session, bulletin_id)
-    return queries.variant_counts(session.connection(), bulletin_id, now or utcnow())
+    return queries.variant_counts(session.connection(), bulletin_id, now or utcnow(), no_section=no_section)
+
+
+def no_section_count(session: Session, bulletin_id: int, *, now: datetime | None = None) -> int:
+    """How many eligible subscribers have no section in this bulletin: who would get nothing of their own."""
+    get_bulletin(session, bulletin_id)
+    return queries.no_section_count(session.connection(), bulletin_id, now or utcnow())
 
 
 @dataclass(frozen=True)

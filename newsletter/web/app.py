@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError
 
 from newsletter.audience.credentials import BadLink
 from newsletter.core.config import Settings
-from newsletter.core.db import make_engine
+from newsletter.core.db import open_engine
 from newsletter.web import admin, archive, feeds, public, webhooks
 from newsletter.web.background import InFlight
 from newsletter.web.headers import SecurityHeaders, redact_tokens_in_access_log
@@ -43,7 +43,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, openapi: boo
         title="newsletter", docs_url=None, redoc_url=None, openapi_url="/openapi.json" if openapi else None
     )
     app.state.settings = settings
-    app.state.engine = engine or make_engine(settings.DATABASE_URL)
+    app.state.engine = engine or open_engine(settings.DATABASE_URL)
     app.state.background = InFlight()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir / "web")),

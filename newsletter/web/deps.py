@@ -26,6 +26,7 @@ def get_engine(request: Request) -> Engine:
 def get_session(request: Request) -> Iterator[Session]:
     """A session per request; the route commits what it changes (nothing is committed implicitly)."""
     with Session(get_engine(request), expire_on_commit=False) as session:
+        request.state.session = session  # admin pages read their banners through it (see pages.render)
         yield session
 
 

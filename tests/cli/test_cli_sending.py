@@ -31,7 +31,7 @@ def test_send_sends_now_and_status_reports_it_as_json(
 ) -> None:
     make_subscribers(40)
     bulletin = make_bulletin(status=BulletinStatus.DRAFT)
-    out = cli("send", str(bulletin.id)).output
+    out = cli("send", str(bulletin.id), "--yes").output
     assert "sent" in out and "accepted" in out and "40" in out
     data = json.loads(cli("status", str(bulletin.id), "--json").stdout)
     assert data["status"] == "sent" and data["counts"] == {"accepted": 40}

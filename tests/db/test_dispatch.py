@@ -111,13 +111,15 @@ def test_planning_creates_one_pending_delivery_per_eligible_subscriber_with_its_
     bulletin = make_bulletin(THREE_REGIONS)
     assert bulletin.id is not None
     with engine.begin() as conn:
-        assert queries.plan(conn, bulletin.id, utcnow()) == len(EXPECTED)
+        assert queries.plan(conn, bulletin.id, utcnow()) == len(EXPECTED) + 1
     got = {d.subscriber_id: (d.variant, d.status) for d in deliveries(session, bulletin.id)}
-    assert got == {people[k].id: (v, DeliveryStatus.PENDING) for k, v in EXPECTED.items()}
+    # Who has no section this week gets nothing, and the ledger says why (NO_SECTION=skip).
+    no_section = {people["latam only"].id: ("", DeliveryStatus.SKIPPED)}
+    assert got == {people[k].id: (v, DeliveryStatus.PENDING) for k, v in EXPECTED.items()} | no_section
 
     with engine.begin() as conn:
         assert queries.plan(conn, bulletin.id, utcnow()) == 0, "planning again inserts nothing twice"
-    assert len(deliveries(session, bulletin.id)) == len(EXPECTED)
+    assert len(deliveries(session, bulletin.id)) == len(EXPECTED) + 1
 
 
 def test_variant_counts_follow_the_planning_rule(
@@ -139,7 +141,7 @@ def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their
     result = Dispatcher(settings, engine).run_until_done(bulletin.id)
 
     assert result.status == BulletinStatus.SENT
-    assert result.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED)}
+    assert result.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED), DeliveryStatus.SKIPPED: 1}  # no section
     assert result.finished_at is not None and result.rate is not None
     files = sorted((Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin.id}").glob("*.eml"))
     by_address = {}
@@ -152,7 +154,8 @@ def test_send_now_through_the_outbox_writes_one_message_per_recipient_with_their
         assert ("Pray for the conference in Accra" in text) == ("africa" in variant)
         assert ("Pray for the investigators" in text) == ("south-asia" in variant)
         assert ("Pray for the recruiting team" in text) == ("global" in variant)
-    assert all(d.message_id and d.sent_at and d.attempts == 1 for d in deliveries(session, bulletin.id))
+    sent = [d for d in deliveries(session, bulletin.id) if d.status == DeliveryStatus.ACCEPTED]
+    assert all(d.message_id and d.sent_at and d.attempts == 1 for d in sent)
 
 
 def test_sendgrid_batches_carry_every_recipient_once_with_delivery_ids(
@@ -200,11 +203,15 @@ def test_a_suppression_or_unsubscribe_after_planning_is_honoured_at_claim(
     sent_to = {r.email for r in fake_esp.accepted()}
     assert people["africa"].email not in sent_to and people["all"].email not in sent_to
     assert len(sent_to) == len(EXPECTED) - 2
-    assert result.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED) - 2, DeliveryStatus.SKIPPED: 2}
+    assert result.counts == {DeliveryStatus.ACCEPTED: len(EXPECTED) - 2, DeliveryStatus.SKIPPED: 2 + 1}
     reasons = {
         d.subscriber_id: d.last_error for d in deliveries(session, bulletin.id) if d.status == "skipped"
     }
-    assert reasons == {people["africa"].id: "address suppressed", people["all"].id: "address suppressed"}
+    assert reasons == {
+        people["africa"].id: "address suppressed",
+        people["all"].id: "address suppressed",
+        people["latam only"].id: queries.NO_SECTION_REASON,
+    }
 
 
 def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
@@ -233,7 +240,7 @@ def test_a_refused_batch_is_split_until_only_the_bad_recipients_fail(
     assert len(refused) <= 2 * 2 * 6 and len(fake_esp.requests()) < 32
 
 
-def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
+def test_retryable_errors_are_retried_and_pause_the_bulletin_after_max_attempts(
     settings: Settings,
     engine: Engine,
     session: Session,
@@ -253,9 +260,9 @@ def test_retryable_errors_are_retried_and_give_up_after_max_attempts(
     second = planned_bulletin()
     fake_esp.fail(500)
     result = Dispatcher(sendgrid(settings, fake_esp, MAX_ATTEMPTS=3), engine).run_until_done(second.id)
-    assert result.status == BulletinStatus.SENT
-    assert result.counts == {DeliveryStatus.FAILED: 10}
-    assert all("gave up after 3 attempts" in d.last_error for d in deliveries(session, second.id))
+    assert result.status == BulletinStatus.PAUSED, "a batch out of attempts on a 500 is an outage"
+    assert result.counts == {DeliveryStatus.PENDING: 10}, "nobody failed for the ESP's fault"
+    assert all("500" in d.last_error for d in deliveries(session, second.id))
 
 
 def test_refused_credentials_pause_the_bulletin_with_nothing_lost(

@@ -29,6 +29,7 @@ def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
     make_bulletin: MakeBulletin,
     fake_esp: FakeEsp,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     if settings.is_sqlite:
         pytest.skip("SQLite serves one process; scale-out is PostgreSQL's")
@@ -50,6 +51,12 @@ def test_four_workers_on_one_bulletin_send_every_delivery_exactly_once(
     assert summary.counts == {DeliveryStatus.ACCEPTED: planned}
     ledger = deliveries(session, bulletin.id)
     sent = Counter(fake_esp.delivery_ids())
+    per_worker = Counter(d.leased_by.rsplit(":", 1)[0] for d in ledger if d.leased_by)
+    with capsys.disabled():
+        print(
+            f"\n{WORKERS} workers: {len(ledger)} recipients, {sum(n - 1 for n in sent.values())} duplicates, "
+            f"{len({d.id for d in ledger} - set(sent))} lost; sent per worker {sorted(per_worker.values())}"
+        )
     assert sorted(sent) == sorted(d.id for d in ledger) and max(sent.values()) == 1
     processes = {d.leased_by.rsplit(":", 1)[0] for d in ledger if d.leased_by}  # host:pid of the sender
     assert len(processes) >= 2, (

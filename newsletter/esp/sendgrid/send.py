@@ -11,8 +11,11 @@ to it already serialised, since building it through the library's helper classes
 recipient than the request itself. One client per thread: the library's client keeps mutable headers.
 
 Outcomes: 2xx → every recipient accepted with the `X-Message-Id`; 429 → `RateLimited` (retry after
-X-RateLimit-Reset); 5xx, timeouts, refused or dropped connections → `RetryableError`; 400/413 →
-`BadRequest` with SendGrid's messages; 401/403 (and 404, a wrong SENDGRID_HOST) → `AuthFailed`.
+X-RateLimit-Reset); 5xx and connections that fail before the request is sent → `RetryableError`; a
+connection dropped after the request went out, or no answer within `SENDGRID_TIMEOUT` →
+`OutcomeUnknown` (SendGrid may have taken the batch); 400/413 → `BadRequest` with SendGrid's messages,
+blaming the request itself unless every message names a personalization; 401/403 (and 404, a wrong
+SENDGRID_HOST) → `AuthFailed`. `probe` sends one message in sandbox mode (validated, never delivered).
 A recipient whose values SendGrid would refuse (substitutions over 10,000 bytes) is refused here, alone,
 rather than costing the whole batch a 400.
 """
@@ -23,6 +26,7 @@ import http.client
 import json
 import threading
 import time
+import urllib.error
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +38,14 @@ from newsletter.content.render import substitutions
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.errors import ConfigError
-from newsletter.esp.base import AuthFailed, BadRequest, RateLimited, RecipientResult, RetryableError
+from newsletter.esp.base import (
+    AuthFailed,
+    BadRequest,
+    OutcomeUnknown,
+    RateLimited,
+    RecipientResult,
+    RetryableError,
+)
 from newsletter.mail.links import Links, header_safe_name
 from newsletter.mail.message import list_id, list_unsubscribe_headers
 
@@ -165,12 +176,27 @@ class SendGridBackend:
             )
         except HTTPError as exc:
             raise _error_for(exc.status_code, exc.body, exc.headers) from None
-        except TimeoutError:
-            raise RetryableError(f"SendGrid did not answer within {self.timeout:g}s") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except urllib.error.URLError as exc:
+            # urllib wraps what fails while connecting and sending: SendGrid never read a whole request.
             raise RetryableError(f"SendGrid connection failed: {_describe(exc)}") from None
+        except TimeoutError:
+            raise OutcomeUnknown(f"SendGrid did not answer within {self.timeout:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # Raised while waiting for the answer: the request went out whole.
+            raise OutcomeUnknown(
+                f"SendGrid dropped the connection before answering: {_describe(exc)}"
+            ) from None
         message_id = response.headers.get("X-Message-Id")
         return str(message_id) if message_id else None
+
+    def probe(self, variant: RenderedVariant) -> None:
+        """One Mail Send of `variant` to the sender's own address in sandbox mode: SendGrid checks the key,
+        the sender and the body and answers 200 without delivering anything."""
+        probe = Recipient(self.settings.FROM_EMAIL, "", None, None, None)
+        body, refused = self.body(variant, [probe])
+        if refused:
+            raise BadRequest(refused[0].error, blames_request=True)
+        self.post(body[:-1] + ',"mail_settings":{"sandbox_mode":{"enable":true}}}')
 
     def close(self) -> None:
         # urllib opens a connection per request: nothing stays open; drop this thread's client anyway.
@@ -253,4 +279,19 @@ def _error_for(status: int, body: object, headers: Any) -> Exception:
         return AuthFailed(f"SendGrid answered {status} for /v3/mail/send: is SENDGRID_HOST right? {detail}")
     if status >= 500 or status == 408:
         return RetryableError(f"SendGrid answered {status}: {detail}", retry_after=_retry_after(headers))
-    return BadRequest(f"SendGrid refused the batch ({status}): {detail}")
+    return BadRequest(
+        f"SendGrid refused the batch ({status}): {detail}",
+        blames_request=status != 413 and not _blames_recipients(body),
+    )
+
+
+def _blames_recipients(body: object) -> bool:
+    """True when every error SendGrid lists names a personalization (an address, a substitution): then
+    splitting the batch finds the recipients at fault. Errors about `from`, `content`, `subject` or with
+    no field blame the request, and would recur in every half."""
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        fields = [e.get("field") or "" for e in json.loads(raw)["errors"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(fields) and all(str(f).startswith("personalizations") for f in fields)

@@ -20,7 +20,9 @@ from newsletter.core.status import BulletinStatus, DeliveryStatus, SubscriberSta
 from newsletter.sending.queries.planning import eligible_subscriber
 
 D = DeliveryStatus
-UNKNOWN_OUTCOME = "outcome unknown (worker stopped mid-send)"
+UNKNOWN_PREFIX = "outcome unknown"
+"""How `last_error` begins for a delivery failed because its copy may already be out (RESEND_ON_UNKNOWN off)."""
+UNKNOWN_OUTCOME = f"{UNKNOWN_PREFIX} (worker stopped mid-send)"
 LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
 
 
@@ -171,7 +173,7 @@ def record_accepted(
     if not accepted:
         return 0
     d = DELIVERY.c
-    values = {
+    values: dict[str, Any] = {
         "status": D.ACCEPTED,
         "sent_at": bind_time(now, d.sent_at),
         "updated_at": bind_time(now, d.updated_at),
@@ -181,26 +183,10 @@ def record_accepted(
         "attempts": d.attempts + 1,
     }
     message_ids = {m for _, m in accepted}
-    ids = [i for i, _ in accepted]
     if len(message_ids) == 1:
-        message_id = message_ids.pop()
-        leased = (
-            _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+        return _record_shared_id(
+            conn, bulletin_id, token, [i for i, _ in accepted], message_ids.pop(), values, whole_batch
         )
-        done = conn.execute(
-            sa.update(DELIVERY).where(*leased).values(message_id=message_id, **values)
-        ).rowcount
-        if done < len(ids):
-            recovered = [
-                d.bulletin_id == bulletin_id,
-                d.leased_by == token,
-                _ids_in(conn, ids),
-                d.status.in_([D.PENDING, D.FAILED]),
-            ]
-            done += conn.execute(
-                sa.update(DELIVERY).where(*recovered).values(message_id=message_id, **values)
-            ).rowcount
-        return done
     # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
     # IN (…), which cannot go through executemany.
     where = [
@@ -209,9 +195,75 @@ def record_accepted(
         sa.or_(d.status == D.SENDING, d.status == D.PENDING, d.status == D.FAILED),
         d.id == sa.bindparam("did"),
     ]
-    stmt = sa.update(DELIVERY).where(*where).values(message_id=sa.bindparam("mid"), **values)
+    stmt = (
+        sa.update(DELIVERY)
+        .where(*where)
+        .values(**_with_message_id(sa.bindparam("mid", type_=sa.Text)), **values)
+    )
     conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
     return len(accepted)
+
+
+def _record_shared_id(
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    ids: list[int],
+    message_id: str | None,
+    values: dict[str, Any],
+    whole_batch: bool,
+) -> int:
+    """`record_accepted` for deliveries that share one message id (see there)."""
+    d = DELIVERY.c
+    leased = (
+        _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
+    )
+    done: int = conn.execute(
+        sa.update(DELIVERY)
+        .where(*leased)
+        .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
+    ).rowcount
+    if done < len(ids):
+        recovered = [
+            d.bulletin_id == bulletin_id,
+            d.leased_by == token,
+            _ids_in(conn, ids),
+            d.status.in_([D.PENDING, D.FAILED]),
+        ]
+        done += conn.execute(
+            sa.update(DELIVERY)
+            .where(*recovered)
+            .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
+        ).rowcount
+    if done < len(ids) and message_id:
+        _note_resent(conn, bulletin_id, token, ids, message_id)
+    return done
+
+
+def _note_resent(
+    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int], message_id: str
+) -> None:
+    """Rows another worker sent again meanwhile (its own lease, accepted): keep this id too, so that the
+    ledger shows the duplicate."""
+    d = DELIVERY.c
+    resent = [
+        d.bulletin_id == bulletin_id,
+        _ids_in(conn, ids),
+        d.leased_by != token,
+        d.status.not_in([D.PENDING, D.SENDING, D.FAILED, D.SKIPPED]),
+    ]
+    added = _with_message_id(sa.literal(message_id, sa.Text))["message_ids"]
+    conn.execute(sa.update(DELIVERY).where(*resent).values(message_ids=added))
+
+
+def _with_message_id(message_id: sa.ColumnElement[Any]) -> dict[str, Any]:
+    """`message_id` becomes the latest id; `message_ids` keeps every id the ESP ever gave the delivery."""
+    d = DELIVERY.c
+    appended = sa.case(
+        (d.message_ids == "", sa.func.coalesce(message_id, "")),
+        else_=d.message_ids + sa.func.coalesce(sa.literal(" ", sa.Text) + message_id, ""),
+    )
+    return {"message_id": message_id, "message_ids": appended}
 
 
 def record_retry(
@@ -221,18 +273,21 @@ def record_retry(
     ids: Sequence[int] | None,
     error: str,
     not_before: datetime,
-    max_attempts: int,
+    max_attempts: int | None,
     now: datetime,
     *,
     count_attempt: bool = True,
+    ambiguous: bool = False,
 ) -> tuple[int, int]:
     """Back to `pending` after `not_before`, or `failed` once `max_attempts` are used: one statement.
 
-    `ids=None` means every row of the batch still leased. Returns (retried, failed).
+    `ids=None` means every row of the batch still leased; `max_attempts=None` never fails anyone (the
+    fault was the ESP's, not the recipient's); `ambiguous` counts an attempt whose outcome is unknown.
+    Returns (retried, failed).
     """
     d = DELIVERY.c
     attempts = d.attempts + (1 if count_attempt else 0)
-    gave_up = attempts >= max_attempts
+    gave_up = attempts >= max_attempts if max_attempts is not None else sa.false()
     rows = conn.execute(
         sa.update(DELIVERY)
         .where(*_leased(bulletin_id, token, ids))
@@ -246,6 +301,7 @@ def record_retry(
             not_before=bind_time(not_before, d.not_before),
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
+            ambiguous=d.ambiguous + (1 if ambiguous else 0),
         )
         .returning(d.status)
     ).fetchall()
@@ -254,9 +310,19 @@ def record_retry(
 
 
 def record_failed(
-    conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int] | None, error: str, now: datetime
+    conn: sa.Connection,
+    bulletin_id: int,
+    token: str,
+    ids: Sequence[int] | None,
+    error: str,
+    now: datetime,
+    *,
+    refused: bool = True,
+    ambiguous: bool = False,
 ) -> int:
-    """A permanent error: `failed` with the reason, never retried."""
+    """A final error: `failed` with the reason. `refused`: the ESP refused the address itself (never
+    queued again, not even by `--retry-failed`); `ambiguous`: the outcome is unknown and
+    `RESEND_ON_UNKNOWN` is off."""
     d = DELIVERY.c
     stmt = (
         sa.update(DELIVERY)
@@ -267,6 +333,8 @@ def record_failed(
             last_error=error,
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
+            refused=refused,
+            ambiguous=d.ambiguous + (1 if ambiguous else 0),
         )
     )
     return conn.execute(stmt).rowcount
@@ -314,11 +382,14 @@ def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime)
     return conn.execute(stmt).rowcount
 
 
-def recover_expired(conn: sa.Connection, now: datetime, *, resend: bool) -> dict[int, int]:
+def recover_expired(
+    conn: sa.Connection, now: datetime, *, resend: bool, tokens: Sequence[str] | None = None
+) -> dict[int, int]:
     """Expired leases of bulletins not yet finished: back to `pending` (resend) or `failed` (outcome unknown).
 
-    The batch token stays in `leased_by`, so a worker that was only slow can still record the outcome
-    it learnt (`record_accepted`). Returns {bulletin id: rows recovered}.
+    With `tokens`, those leases instead, expired or not (their worker is known to be dead). The batch
+    token stays in `leased_by`, so a worker that was only slow can still record the outcome it learnt
+    (`record_accepted`). Every recovered row counts an ambiguous attempt. Returns {bulletin id: rows}.
     """
     b, d = BULLETIN.c, DELIVERY.c
     open_bulletins = [
@@ -336,14 +407,20 @@ def recover_expired(conn: sa.Connection, now: datetime, *, resend: bool) -> dict
             if resend
             else {"status": D.FAILED, "last_error": UNKNOWN_OUTCOME, "attempts": d.attempts + 1}
         )
+        which = (
+            d.lease_expires_at < bind_time(now, d.lease_expires_at)
+            if tokens is None
+            else d.leased_by.in_(list(tokens))
+        )
         n = conn.execute(
             sa.update(DELIVERY)
-            .where(
-                d.bulletin_id == bulletin_id,
-                d.status == D.SENDING,
-                d.lease_expires_at < bind_time(now, d.lease_expires_at),
+            .where(d.bulletin_id == bulletin_id, d.status == D.SENDING, which)
+            .values(
+                lease_expires_at=None,
+                updated_at=bind_time(now, d.updated_at),
+                ambiguous=d.ambiguous + 1,
+                **values,
             )
-            .values(lease_expires_at=None, updated_at=bind_time(now, d.updated_at), **values)
         ).rowcount
         if n:
             out[bulletin_id] = n
@@ -363,3 +440,31 @@ def earliest_lease_expiry(conn: sa.Connection, bulletin_id: int) -> datetime | N
     return conn.execute(
         sa.select(sa.func.min(d.lease_expires_at)).where(d.bulletin_id == bulletin_id, d.status == D.SENDING)
     ).scalar()
+
+
+def live_leases(conn: sa.Connection, now: datetime) -> list[tuple[int, str, datetime, int]]:
+    """(bulletin id, lease token, expiry, rows) of every unexpired lease: whose batches are in flight."""
+    d = DELIVERY.c
+    rows = conn.execute(
+        sa.select(d.bulletin_id, d.leased_by, sa.func.max(d.lease_expires_at), sa.func.count())
+        .where(d.status == D.SENDING, d.lease_expires_at >= bind_time(now, d.lease_expires_at))
+        .group_by(d.bulletin_id, d.leased_by)
+    )
+    return [(r[0], r[1] or "", r[2], int(r[3])) for r in rows]
+
+
+def requeue_failed(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
+    """Failed deliveries the ESP did not refuse for the address itself go back to `pending` with fresh
+    attempts (`send --retry-failed`). Returns how many."""
+    d = DELIVERY.c
+    stmt = (
+        sa.update(DELIVERY)
+        .where(d.bulletin_id == bulletin_id, d.status == D.FAILED, d.refused == sa.false())
+        .values(
+            status=D.PENDING,
+            attempts=0,
+            not_before=None,
+            updated_at=bind_time(now, d.updated_at),
+        )
+    )
+    return conn.execute(stmt).rowcount

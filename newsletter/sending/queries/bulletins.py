@@ -16,6 +16,7 @@ from newsletter.core.models import (
     BULLETIN,
     DELIVERY,
     SCHEDULE_SLOT,
+    SCHEDULER_HEARTBEAT,
 )
 from newsletter.core.status import OPEN_DELIVERY, BulletinStatus, DeliveryStatus
 
@@ -164,3 +165,76 @@ def next_due(conn: sa.Connection) -> datetime | None:
     ).scalar()
     times = [t for t in (waiting, ready) if t is not None]
     return min(times) if times else None
+
+
+def due_bulletins(conn: sa.Connection, now: datetime) -> list[int]:
+    """`ready` bulletins whose own `send_at` has come, earliest first. A plain read, not SKIP LOCKED: a
+    bulletin another process is starting right now still counts (so `worker --until-idle` waits for it)."""
+    b = BULLETIN.c
+    rows = conn.execute(
+        sa.select(b.id)
+        .where(
+            b.status == BulletinStatus.READY, b.send_at.is_not(None), b.send_at <= bind_time(now, b.send_at)
+        )
+        .order_by(b.send_at, b.id)
+    )
+    return [r[0] for r in rows]
+
+
+def slot_queue(conn: sa.Connection) -> list[int]:
+    """`ready` bulletins without a `send_at`, in the order schedule slots send them (one per slot)."""
+    b = BULLETIN.c
+    rows = conn.execute(
+        sa.select(b.id)
+        .where(b.status == BulletinStatus.READY, b.send_at.is_(None))
+        .order_by(b.created_at, b.id)
+    )
+    return [r[0] for r in rows]
+
+
+def slot_fired(conn: sa.Connection, slot_at: datetime) -> bool:
+    t = SCHEDULE_SLOT.c
+    return (
+        conn.execute(
+            sa.select(sa.func.count()).where(t.slot_at == bind_time(slot_at, t.slot_at))
+        ).scalar_one()
+        > 0
+    )
+
+
+def empty_slots(conn: sa.Connection, since: datetime) -> list[datetime]:
+    """Slots fired since `since` that sent nothing (no bulletin was ready), newest first."""
+    t = SCHEDULE_SLOT.c
+    rows = conn.execute(
+        sa.select(t.slot_at)
+        .where(t.bulletin_id.is_(None), t.slot_at >= bind_time(since, t.slot_at))
+        .order_by(t.slot_at.desc())
+    )
+    return [r[0] for r in rows]
+
+
+def outage_paused(conn: sa.Connection) -> list[int]:
+    """Bulletins paused because their ESP stopped answering (the worker resumes them)."""
+    b = BULLETIN.c
+    rows = conn.execute(
+        sa.select(b.id).where(b.status == BulletinStatus.PAUSED, b.esp_down_since.is_not(None)).order_by(b.id)
+    )
+    return [r[0] for r in rows]
+
+
+def beat(conn: sa.Connection, worker: str, now: datetime, started_at: datetime) -> None:
+    """Write this scheduler's heartbeat row (one per process, rewritten every tick)."""
+    h = SCHEDULER_HEARTBEAT.c
+    stmt = dialect_insert(conn, SCHEDULER_HEARTBEAT).values(
+        worker=worker[:80],
+        started_at=bind_time(started_at, h.started_at),
+        ticked_at=bind_time(now, h.ticked_at),
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=["worker"], set_={"ticked_at": stmt.excluded.ticked_at})
+    )
+
+
+def last_beat(conn: sa.Connection) -> datetime | None:
+    """When any scheduler last ticked, or None if none ever did."""
+    return conn.execute(sa.select(sa.func.max(SCHEDULER_HEARTBEAT.c.ticked_at))).scalar()

@@ -119,13 +119,72 @@ def _due_times(
     return timed, timed.c.not_before
 
 
-def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, default_zone: str | None = None) -> int:
+NO_SECTION_REASON = "no section for their regions this week"
+GLOBAL_REGION = "global"
+SKIP = "skip"
+"""The `NO_SECTION` values: the global section, or a recorded skip (the default)."""
+
+
+def without_section(regions: Sequence[tuple[int, str]], now: datetime) -> sa.Select[Any]:
+    """Ids of eligible subscribers none of whose regions has a section in `regions`: who gets nothing."""
+    s, sn = SUBSCRIBER.c, SUBSCRIPTION.c
+    overlaps = sa.exists().where(sn.subscriber_id == s.id, sn.region_id.in_([rid for rid, _ in regions]))
+    return sa.select(s.id).where(eligible_subscriber(now), ~overlaps)
+
+
+def no_section_count(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
+    """How many eligible subscribers have no section in this bulletin (whatever `NO_SECTION` does)."""
+    regions = bulletin_regions(conn, bulletin_id)
+    if not regions:
+        return 0
+    ids = without_section(regions, now).subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+
+
+def _plan_no_section(
+    conn: sa.Connection, bulletin_id: int, regions: Sequence[tuple[int, str]], now: datetime, policy: str
+) -> int:
+    """`NO_SECTION=global` with a global section: they get it; otherwise a `skipped` delivery records why."""
+    d = DELIVERY.c
+    to_global = policy == GLOBAL_REGION and any(code == GLOBAL_REGION for _, code in regions)
+    ids = without_section(regions, now).subquery()
+    select = sa.select(
+        sa.literal(bulletin_id, sa.Integer),
+        ids.c.id,
+        sa.literal(GLOBAL_REGION if to_global else "", sa.String),
+        sa.literal(str(D.PENDING if to_global else D.SKIPPED), sa.String),
+        sa.literal(0, sa.Integer),
+        sa.literal("" if to_global else NO_SECTION_REASON, sa.Text),
+        bind_time(now, d.updated_at),
+    ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT (see plan)
+    stmt = (
+        dialect_insert(conn, DELIVERY)
+        .from_select(
+            ["bulletin_id", "subscriber_id", "variant", "status", "attempts", "last_error", "updated_at"],
+            select,
+        )
+        .on_conflict_do_nothing(index_elements=["bulletin_id", "subscriber_id"])
+        .execution_options(preserve_rowcount=True)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def plan(
+    conn: sa.Connection,
+    bulletin_id: int,
+    now: datetime,
+    *,
+    default_zone: str | None = None,
+    no_section: str = SKIP,
+) -> int:
     """Create the pending deliveries of a bulletin in one statement; returns how many were new.
 
     Idempotent: a delivery that exists (any status) is left alone, so planning again only adds
     subscribers who became eligible since. A local-time send gives each delivery its due time in
     `not_before` (the claim takes only rows whose `not_before` has passed); `default_zone` (`TIMEZONE`)
-    is then required, for subscribers without a zone of their own.
+    is then required, for subscribers without a zone of their own. Subscribers with no section this
+    week get the global section or a `skipped` delivery with the reason, as `no_section`
+    (`NO_SECTION`) says.
     """
     regions = bulletin_regions(conn, bulletin_id)
     if not regions:
@@ -164,11 +223,15 @@ def plan(conn: sa.Connection, bulletin_id: int, now: datetime, *, default_zone: 
         .on_conflict_do_nothing(index_elements=["bulletin_id", "subscriber_id"])
         .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only when asked
     )
-    return conn.execute(stmt).rowcount
+    planned = conn.execute(stmt).rowcount
+    return planned + _plan_no_section(conn, bulletin_id, regions, now, no_section)
 
 
-def variant_counts(conn: sa.Connection, bulletin_id: int, now: datetime) -> dict[str, int]:
-    """How many subscribers eligible now would get each variant (the planning rule, not the ledger)."""
+def variant_counts(
+    conn: sa.Connection, bulletin_id: int, now: datetime, *, no_section: str = SKIP
+) -> dict[str, int]:
+    """How many subscribers eligible now would get each variant (the planning rule, not the ledger),
+    those without a section included under `global` when `no_section` sends them that."""
     regions = bulletin_regions(conn, bulletin_id)
     if not regions:
         return {}
@@ -176,4 +239,9 @@ def variant_counts(conn: sa.Connection, bulletin_id: int, now: datetime) -> dict
     result = conn.execute(
         sa.select(rows.c.variant, sa.func.count()).group_by(rows.c.variant).order_by(rows.c.variant)
     )
-    return {variant: int(n) for variant, n in result}
+    counts = {variant: int(n) for variant, n in result}
+    if no_section == GLOBAL_REGION and any(code == GLOBAL_REGION for _, code in regions):
+        extra = no_section_count(conn, bulletin_id, now)
+        if extra:
+            counts[GLOBAL_REGION] = counts.get(GLOBAL_REGION, 0) + extra
+    return counts

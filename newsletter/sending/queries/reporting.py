@@ -10,7 +10,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from newsletter.core.dialect import bind_time
-from newsletter.core.models import DELIVERY, DELIVERY_EVENT, SUBSCRIBER, Delivery, Subscriber, TestSend
+from newsletter.core.models import (
+    BULLETIN,
+    DELIVERY,
+    DELIVERY_EVENT,
+    SUBSCRIBER,
+    Delivery,
+    Subscriber,
+    TestSend,
+)
+from newsletter.core.status import BulletinStatus, DeliveryStatus
 
 
 def status_counts(conn: sa.Connection, bulletin_id: int) -> dict[str, int]:
@@ -104,3 +113,29 @@ def recent_test_sends(session: Session, bulletin_id: int, *, limit: int) -> list
             .limit(limit)
         ).all()
     )
+
+
+def failed_shares(conn: sa.Connection, since: datetime) -> list[tuple[int, str, int, int]]:
+    """(bulletin id, title, failed, total) of bulletins sent since `since` that have failed deliveries."""
+    b, d = BULLETIN.c, DELIVERY.c
+    failed = sa.func.sum(sa.case((d.status == DeliveryStatus.FAILED, 1), else_=0))
+    rows = conn.execute(
+        sa.select(b.id, b.title, failed, sa.func.count())
+        .select_from(BULLETIN.join(DELIVERY, d.bulletin_id == b.id))
+        .where(b.status == BulletinStatus.SENT, b.finished_at >= bind_time(since, b.finished_at))
+        .group_by(b.id, b.title)
+        .having(failed > 0)
+        .order_by(b.id.desc())
+    )
+    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def stopped_bulletins(conn: sa.Connection) -> list[tuple[int, str, str]]:
+    """(id, title, reason) of bulletins the send path paused (they carry the reason in `last_error`)."""
+    b = BULLETIN.c
+    rows = conn.execute(
+        sa.select(b.id, b.title, b.last_error)
+        .where(b.status == BulletinStatus.PAUSED, b.last_error != "")
+        .order_by(b.id)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -28,7 +28,8 @@ from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
 from newsletter.sending import lifecycle
-from newsletter.web.admin.pages import flash, flash_form, render, see_other
+from newsletter.sending.slots import slot_plan
+from newsletter.web.admin.pages import flash, flash_form, local_time, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.form_errors import FormErrors
@@ -447,7 +448,11 @@ def change(
     try:
         if action == "ready":
             items.mark_ready(session, bulletin_id, actor=user.email)
-            message = "Ready: it goes out at the next slot of the weekly schedule."
+            session.commit()
+            plan = slot_plan(session, settings, bulletin_id)
+            message = f"Ready: it goes out {local_time(plan.slot_at, settings)} (the next slot of the weekly schedule)."
+            if plan.ahead:
+                flash(request, f"Warning: {plan.warning(bulletin_id, settings)}.", "error")
         elif action == "draft":
             items.back_to_draft(session, bulletin_id, actor=user.email)
             message = "Back to draft."
@@ -468,7 +473,13 @@ def change(
             lifecycle.pause(session, bulletin_id, actor=user.email)
             message = "Paused: nothing more is sent until you resume."
         elif action == "resume":
-            lifecycle.resume(session, bulletin_id, actor=user.email, default_zone=settings.TIMEZONE)
+            lifecycle.resume(
+                session,
+                bulletin_id,
+                actor=user.email,
+                default_zone=settings.TIMEZONE,
+                no_section=settings.NO_SECTION,
+            )
             message = "Resumed."
         elif action == "cancel":
             skipped = lifecycle.cancel(session, bulletin_id, actor=user.email)

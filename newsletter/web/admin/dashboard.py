@@ -9,9 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from newsletter.core import zones
+from newsletter.core.errors import NewsletterError
+from newsletter.sending import lifecycle
 from newsletter.sending.summary import dashboard as read_dashboard
 from newsletter.web.admin.bulletins import get_bulletin_or_404
-from newsletter.web.admin.pages import duration_text, render
+from newsletter.web.admin.pages import duration_text, flash, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 
@@ -51,3 +53,24 @@ def dashboard(
             "now": board.summary.as_of,
         },
     )
+
+
+@router.post("/{bulletin_id}/retry-failed")
+def retry_failed(request: Request, user: StaffUser, session: SessionDep, bulletin_id: int) -> Response:
+    """Queue a sent bulletin's failed deliveries again (never an address the ESP refused); the scheduler
+    sends them."""
+    get_bulletin_or_404(session, bulletin_id)
+    try:
+        queued = lifecycle.retry_failed(session, bulletin_id, actor=user.email)
+    except NewsletterError as exc:
+        session.rollback()
+        flash(request, f"Not changed: {exc}.", "error")
+        return see_other(f"/admin/bulletins/{bulletin_id}/dashboard")
+    session.commit()
+    flash(
+        request,
+        f"{queued} failed deliveries queued again."
+        if queued
+        else "Nothing to retry: every failure was an address the email service refused.",
+    )
+    return see_other(f"/admin/bulletins/{bulletin_id}/dashboard")

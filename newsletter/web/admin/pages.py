@@ -15,9 +15,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from sqlmodel import Session
 
 from newsletter.core.config import Settings
 from newsletter.core.models import User
+from newsletter.sending.alerts import Banner, banners
 from newsletter.web.csrf import csrf_token
 from newsletter.web.form_errors import FormErrors
 
@@ -106,6 +108,26 @@ def duration_text(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def _shows_banners(request: Request, who: User | None, status_code: int) -> bool:
+    """The home page and dashboards, for staff: where they look for what needs them."""
+    path = request.url.path.rstrip("/")
+    return (
+        who is not None
+        and who.role == "staff"
+        and status_code < 400
+        and (path == "/admin" or path.endswith("/dashboard"))
+    )
+
+
+def _banners(request: Request, settings: Settings) -> list[Banner]:
+    """What needs staff now (paused sends, failures, empty slots, no scheduler), on top of every page."""
+    session = getattr(request.state, "session", None)
+    if session is not None:  # the request's own: on SQLite a second one would wait for its lock
+        return banners(session, settings)
+    with Session(request.app.state.engine) as own:
+        return banners(own, settings)
+
+
 def render(
     request: Request,
     template: str,
@@ -119,8 +141,13 @@ def render(
     templates: Jinja2Templates = request.app.state.templates
     messages = [tuple(m) for m in request.session.pop(FLASH_KEY, [])]
     form = request.session.pop(FORM_KEY, None) or {}
+    who = user if user is not None else getattr(request.state, "user", None)
     full: dict[str, Any] = {
-        "user": user if user is not None else getattr(request.state, "user", None),
+        "user": who,
+        # Staff pages only, and not on refusals (their request may hold the SQLite lock elsewhere).
+        "banners": _banners(request, settings)
+        if who is not None and who.role == "staff" and status_code < 400
+        else [],
         "csrf_token": csrf_token(request),
         "messages": messages,
         "org_name": settings.ORG_NAME,

@@ -23,7 +23,7 @@ from newsletter.content.types import Recipient
 from newsletter.core import zones
 from newsletter.core.errors import NewsletterError
 from newsletter.mail.links import Links
-from newsletter.sending.summary import variant_counts
+from newsletter.sending.summary import no_section_count, variant_counts
 from newsletter.sending.test_sends import ALL_VARIANTS, parse_addresses, send_test, variant_names
 from newsletter.web.admin.bulletins import get_bulletin_or_404
 from newsletter.web.admin.pages import flash, flash_form, render, see_other
@@ -81,7 +81,7 @@ def preview(
             "key": variant.key,
             "size": len(html.encode("utf-8")),
         }
-    counts = variant_counts(session, bulletin_id)
+    counts = variant_counts(session, bulletin_id, no_section=settings.NO_SECTION)
     matrix = [
         {
             "key": key,
@@ -107,6 +107,7 @@ def preview(
             "error": error,
             "matrix": matrix,
             "matrix_total": sum(counts.values()),
+            "no_section": (no_section_count(session, bulletin_id), settings.NO_SECTION),
             "chosen_url": lambda w: preview_url(bulletin_id, chosen, w),
             "default_to": default_to,
             "local_window": zones.window(bulletin.local_send_at),
