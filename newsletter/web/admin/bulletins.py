@@ -357,7 +357,7 @@ def confirm_page(
         "question": question,
         "action_url": action_url,
         "back_url": back_url,
-        "fields": {},
+        "hidden_fields": {},
         "detail": "",
         "quote": "",
         "confirm_label": "Yes",
@@ -417,7 +417,7 @@ def _confirm_cancel(request: Request, bulletin: Bulletin) -> Response:
         f"Cancel “{bulletin.title}”?",
         f"/admin/bulletins/{bulletin.id}/status",
         f"/admin/bulletins/{bulletin.id}",
-        fields={"action": "cancel"},
+        hidden_fields={"action": "cancel"},
         detail="A cancelled bulletin is never sent, and this cannot be undone"
         + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
         confirm_label="Cancel the bulletin",
