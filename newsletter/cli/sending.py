@@ -148,10 +148,10 @@ def send_command(
     Exit status: 0 sent to everyone; 1 error; 2 paused or stopped (not finished); 3 sent, with failures.
     """
     _logging_with_progress()
-    context.warn_about_sender()
     settings = context.settings()
     engine = context.engine()
     preflight.require(settings, engine, bulletin_id=bulletin_id)
+    context.warn_about_sender()  # after the preflight: a refusal stays one line
     planned = _start(bulletin_id, yes=yes, retry_failed=retry_failed)
     with Session(engine) as session:
         start = send_summary(session, bulletin_id)

@@ -127,6 +127,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _variant_counts(session: Session, bulletin_id: int) -> dict[str, Figures]:
+    """Figures per variant (the empty variant: subscribers with no section, who got nothing)."""
     table = ENGAGEMENT_COUNT
     variants: dict[str, Figures] = {}
     for variant, metric, n in session.execute(
@@ -140,7 +141,7 @@ def _by_region(variants: dict[str, Figures], index: RegionIndex) -> list[tuple[s
     """Each region's figures: the sum over every variant that includes it, in display order."""
     regions: dict[str, Figures] = {}
     for variant, figures in variants.items():
-        for code in variant.split(","):
+        for code in filter(None, variant.split(",")):  # the empty variant (no section) has no region
             target = regions.setdefault(code, Figures())
             for metric, n in figures.counts.items():
                 target.add(metric, n)

@@ -50,7 +50,10 @@ def test_dash_means_standard_output_for_the_export(cli, tmp_path):
     (tmp_path / "people.csv").write_text(csv_for([("ada@example.org", "Ada", ["africa"], "active")]))
     cli("subscribers", "import", str(tmp_path / "people.csv"))
     result = cli("subscribers", "export", "-")
-    assert result.stdout.splitlines() == ["email,name,regions,status", "ada@example.org,Ada,africa,active"]
+    assert result.stdout.splitlines() == [
+        "email,name,regions,status,timezone",
+        "ada@example.org,Ada,africa,active,",
+    ]
     assert not (tmp_path / "-").exists()
 
 
@@ -91,9 +94,9 @@ def test_help_shows_no_bool_types_and_reflows_paragraphs(cli):
     assert "  --web / --no-web  Serve the web app beside the scheduler.  [default: web]" in lines
 
 
-def test_sending_commands_warn_when_the_postal_address_is_empty(cli, monkeypatch, make_bulletin, session):
+def test_a_bulk_send_without_a_postal_address_is_refused(cli, monkeypatch, make_bulletin, session):
     monkeypatch.setenv("ORG_POSTAL_ADDRESS", "")
     bulletin = make_bulletin()
     session.commit()
-    result = cli("send", str(bulletin.id))
-    assert "warning: ORG_POSTAL_ADDRESS is empty: bulk-mail law" in result.stderr
+    result = cli("send", str(bulletin.id), code=1)
+    assert "preflight failed, nothing was changed: ORG_POSTAL_ADDRESS" in result.stderr

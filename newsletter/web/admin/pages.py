@@ -144,10 +144,7 @@ def render(
     who = user if user is not None else getattr(request.state, "user", None)
     full: dict[str, Any] = {
         "user": who,
-        # Staff pages only, and not on refusals (their request may hold the SQLite lock elsewhere).
-        "banners": _banners(request, settings)
-        if who is not None and who.role == "staff" and status_code < 400
-        else [],
+        "banners": _banners(request, settings) if _shows_banners(request, who, status_code) else [],
         "csrf_token": csrf_token(request),
         "messages": messages,
         "org_name": settings.ORG_NAME,

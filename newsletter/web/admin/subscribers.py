@@ -185,7 +185,7 @@ def _detail(
         "form_errors": form_errors or FormErrors(),
         "name_value": typed.get("name", subscriber.name),
         "status_value": typed.get("status", subscriber.status),
-        "timezone_value": typed.get("timezone", subscriber.timezone),
+        "timezone_value": typed.get("timezone", subscriber.timezone or ""),
         "zones": sorted(all_zones()),
         "entries": history.entries,
         "deliveries": history.deliveries,
