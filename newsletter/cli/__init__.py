@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from newsletter.cli import (
     bulletins,
+    demo,
     preview,
     regions,
     report,
@@ -85,6 +86,7 @@ regions.register(app)
 subscribers.register(app)
 bulletins.register(app)
 sending.register(app)
+demo.register(app)
 suppressions.register(app)
 web.register(app)
 preview.register(app)

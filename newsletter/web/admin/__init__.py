@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from newsletter.core.config import Settings
 from newsletter.web.admin import (
     audit_log,
+    bulletin_status,
     bulletins,
     dashboard,
     login,
@@ -62,6 +63,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     for module in (
+        bulletin_status,
         login,
         subscribers,
         bulletins,

@@ -5,7 +5,7 @@ mark ready, schedule (`send_at` entered and shown in `TIMEZONE`), pause, resume,
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
@@ -18,18 +18,14 @@ from newsletter.content.bulletins import (
     get_bulletin,
     list_bulletins,
     parse_bulletin,
-    parse_send_at,
     store_bulletin,
 )
 from newsletter.content.types import BulletinContent
 from newsletter.core import zones
-from newsletter.core.config import Settings
 from newsletter.core.errors import ImportFailed, NewsletterError, NotFound
 from newsletter.core.models import Bulletin, Item, Region, utcnow
 from newsletter.core.status import EDITABLE_BULLETIN, BulletinStatus, ItemKind
-from newsletter.sending import lifecycle
-from newsletter.sending.slots import slot_plan
-from newsletter.web.admin.pages import flash, flash_form, local_time, render, see_other
+from newsletter.web.admin.pages import flash, flash_form, render, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.form_errors import FormErrors
@@ -409,115 +405,3 @@ def duplicate(request: Request, user: StaffUser, session: SessionDep, bulletin_i
     session.commit()
     flash(request, f"This is a new draft copied from bulletin {bulletin_id}: edit it and mark it ready.")
     return see_other(f"/admin/bulletins/{copy.id}")
-
-
-def _confirm_cancel(request: Request, bulletin: Bulletin) -> Response:
-    return confirm_page(
-        request,
-        f"Cancel “{bulletin.title}”?",
-        f"/admin/bulletins/{bulletin.id}/status",
-        f"/admin/bulletins/{bulletin.id}",
-        hidden_fields={"action": "cancel"},
-        detail="A cancelled bulletin is never sent, and this cannot be undone"
-        + (": deliveries not yet sent are skipped." if bulletin.status == B.SENDING else "."),
-        confirm_label="Cancel the bulletin",
-        back_label="Keep it",
-    )
-
-
-@router.post("/{bulletin_id}/status")
-def change(
-    request: Request,
-    user: StaffUser,
-    session: SessionDep,
-    settings: SettingsDep,
-    bulletin_id: int,
-    action: Annotated[str, Form()],
-    send_at: Annotated[str, Form()] = "",
-    local: Annotated[str, Form()] = "",
-    confirmed: Annotated[str, Form()] = "",
-) -> Response:
-    """Lifecycle actions. Scheduling sets `send_at` and makes the bulletin ready (with `local`, the time is
-    each subscriber's own wall-clock time); "ready" alone leaves it for the next slot of the weekly
-    schedule. Cancelling asks first (it cannot be undone)."""
-    bulletin = get_bulletin_or_404(session, bulletin_id)
-    back = see_other(f"/admin/bulletins/{bulletin_id}")
-    if action == "cancel" and confirmed != "yes":
-        return _confirm_cancel(request, bulletin)
-    field = ""  # the form field a refusal is about, if any
-    try:
-        if action == "ready":
-            items.mark_ready(session, bulletin_id, actor=user.email)
-            session.commit()
-            plan = slot_plan(session, settings, bulletin_id)
-            message = f"Ready: it goes out {local_time(plan.slot_at, settings)} (the next slot of the weekly schedule)."
-            if plan.ahead:
-                flash(request, f"Warning: {plan.warning(bulletin_id, settings)}.", "error")
-        elif action == "draft":
-            items.back_to_draft(session, bulletin_id, actor=user.email)
-            message = "Back to draft."
-        elif action == "schedule" and local:
-            message = _schedule_local(session, settings, bulletin_id, send_at, user.email)
-        elif action == "schedule":
-            field = "send_at"
-            when = parse_send_at(send_at, settings)
-            if when < utcnow() - SCHEDULE_SLACK:
-                raise NewsletterError("that time has passed; choose a time in the future")
-            field = ""
-            lifecycle.schedule(session, bulletin_id, when, actor=user.email)
-            message = f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
-        elif action == "unschedule":
-            items.unschedule(session, bulletin_id, actor=user.email)
-            message = "No longer scheduled for a set time: it goes out at the next weekly slot."
-        elif action == "pause":
-            lifecycle.pause(session, bulletin_id, actor=user.email)
-            message = "Paused: nothing more is sent until you resume."
-        elif action == "resume":
-            lifecycle.resume(
-                session,
-                bulletin_id,
-                actor=user.email,
-                default_zone=settings.TIMEZONE,
-                no_section=settings.NO_SECTION,
-            )
-            message = "Resumed."
-        elif action == "cancel":
-            skipped = lifecycle.cancel(session, bulletin_id, actor=user.email)
-            message = "Cancelled: it will not be sent" + (
-                f" ({skipped} pending deliveries skipped)." if skipped else "."
-            )
-        else:
-            raise NewsletterError(f"unknown action {action!r}")
-    except NewsletterError as exc:
-        session.rollback()
-        if field:
-            errors = FormErrors({field: f"Choose another send time: {exc}."})
-            flash_form(request, errors, {"send_at": send_at})
-        else:
-            flash(request, f"Not changed: {exc}.", "error")
-        return back
-    session.commit()
-    flash(request, message)
-    if action in {"schedule", "resume"} and bulletin.status in {B.READY, B.SENDING}:
-        return see_other(f"/admin/bulletins/{bulletin_id}/dashboard")
-    return back
-
-
-def _schedule_local(session: Session, settings: Settings, bulletin_id: int, text: str, actor: str) -> str:
-    """Schedule at a wall-clock time each subscriber receives in their own zone; the flash message."""
-    try:
-        wall = zones.parse_wall(text)
-    except ValueError as exc:
-        raise NewsletterError(str(exc)) from exc
-    first, last = zones.first_and_last(wall)
-    if first < utcnow() - SCHEDULE_SLACK:
-        raise NewsletterError("that local time has already come in the first time zone; choose a later one")
-    lifecycle.schedule_local(session, bulletin_id, wall, actor=actor)
-
-    def shown(t: datetime) -> str:
-        return t.astimezone(settings.tz).strftime("%a %d %b %Y, %H:%M %Z")
-
-    return (
-        f"Scheduled for {wall.strftime('%a %d %b %Y, %H:%M')} in each subscriber's own time zone: "
-        f"the first zone receives it {shown(first)}, the last {shown(last)}."
-    )
