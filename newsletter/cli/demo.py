@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.logging import RichHandler
 from rich.table import Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
