@@ -287,7 +287,7 @@ def test_worker_until_idle_waits_for_a_bulletin_another_worker_is_starting(
         pytest.skip("on SQLite the starting worker holds the one write lock: the others simply wait for it")
     import threading
 
-    from newsletter.sending.scheduler import run_until_idle
+    from newsletter.sending.scheduler import IdleResult, run_until_idle
 
     for _ in range(5):
         make_subscriber()
@@ -306,4 +306,6 @@ def test_worker_until_idle_waits_for_a_bulletin_another_worker_is_starting(
     tx.commit()
     starter.close()
     other.join(timeout=60)
-    assert result and result[0] == (5, []), "it then shared the sending"
+    assert result and result[0] == IdleResult(handled=5, paused=[], next_due=None), (
+        "it then shared the sending"
+    )
