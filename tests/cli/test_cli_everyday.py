@@ -7,23 +7,8 @@ import email.policy
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from newsletter.cli import app
 from tests.factories import csv_for
-
-
-@pytest.fixture
-def preview(settings, make_bulletin):
-    bulletin = make_bulletin()
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, ["preview", str(bulletin.id), *args])
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 @pytest.mark.parametrize("option", ["--text", "--html", "--eml"])

@@ -6,23 +6,9 @@ import email
 import email.policy
 import webbrowser
 
-import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-
-
-@pytest.fixture
-def preview(settings, make_bulletin):
-    bulletin = make_bulletin()
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, ["preview", str(bulletin.id), *args])
-        assert result.exit_code == code, (result.output, result.exception)
-        return result
-
-    return run
 
 
 def test_prints_the_subject_and_text_part_of_the_chosen_regions(preview):
