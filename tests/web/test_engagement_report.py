@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlmodel import Session, select
 from typer.testing import Result
 
@@ -22,8 +21,8 @@ from newsletter.core.models import Bulletin, Delivery
 from newsletter.core.status import DeliveryStatus
 from newsletter.mail.links import Links
 from tests.factories import REGION_CODES, MakeBulletin, MakeSubscribers
-from tests.fixtures_web import LiveServer, start_live_server
-from tests.web.test_webhooks import URL, Signer
+from tests.fixtures_web import LiveServer
+from tests.web.signing import URL, Signer
 
 METRICS = ("delivered", "opened", "clicked", "bounced", "complained", "unsubscribed")
 METRIC_OF = {
@@ -69,19 +68,6 @@ ITEM_OF = {
     LINKS["south-asia"]: ("south-asia", 1),
     LINKS["global"]: ("global", 1),
 }
-
-
-@pytest.fixture(scope="module")
-def signer() -> Signer:
-    return Signer()
-
-
-@pytest.fixture
-def server(settings: Settings, signer: Signer) -> Iterator[LiveServer]:
-    with start_live_server(
-        settings.model_copy(update={"SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_base64})
-    ) as live:
-        yield live
 
 
 def post(server: LiveServer, signer: Signer, events: list[dict[str, Any]]) -> httpx.Response:

@@ -23,8 +23,8 @@ from newsletter.core.config import Settings
 from newsletter.web.app import create_app
 from tests.factories import MakeSubscriber
 from tests.fixtures_web import LiveServer, start_live_server
+from tests.web.signing import Signer
 from tests.web.test_security import state
-from tests.web.test_webhooks import Signer
 
 FIELDS = [
     "email",

@@ -27,6 +27,7 @@ from newsletter.mail.tokens import Purpose, make_token
 from newsletter.web.auth import SESSION_COOKIE
 from tests.factories import MakeBulletin, MakeSubscriber
 from tests.fixtures_web import LiveServer, start_live_server
+from tests.web.signing import Signer
 from tests.web.test_web_public import (
     TOKEN,
     confirmation_emails,
@@ -35,7 +36,6 @@ from tests.web.test_web_public import (
     subscriber,
     token_for,
 )
-from tests.web.test_webhooks import Signer
 
 PASSWORD = "correct horse battery"
 STAFF = "staff@example.org"

@@ -3,24 +3,20 @@ anything unsigned, stale, replayed or malformed changes nothing."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from newsletter.audience import suppressions
-from newsletter.core.config import Settings
 from newsletter.core.db import session_scope
 from newsletter.core.models import (
     DELIVERY,
@@ -36,47 +32,7 @@ from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
 from newsletter.esp.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.factories import MakeSubscriber
 from tests.fixtures_web import LiveServer, start_live_server
-
-URL = "/webhooks/sendgrid"
-
-
-class Signer:
-    """Signs like SendGrid: ECDSA P-256 over timestamp + body, SHA-256, base64 DER."""
-
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        der = self.key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.public_base64 = base64.b64encode(der).decode("ascii")
-        self.public_pem = (
-            self.key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-            .decode("ascii")
-        )
-
-    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
-        signature = self.key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {
-            SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
-            TIMESTAMP_HEADER: stamp,
-            "Content-Type": "application/json",
-        }
-
-
-@pytest.fixture(scope="module")
-def signer() -> Signer:
-    return Signer()
-
-
-@pytest.fixture
-def server(settings: Settings, signer: Signer) -> Iterator[LiveServer]:
-    with start_live_server(
-        settings.model_copy(update={"SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_base64})
-    ) as live:
-        yield live
-
+from tests.web.signing import URL, Signer
 
 Post = Callable[..., httpx.Response]
 
