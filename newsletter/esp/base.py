@@ -17,8 +17,7 @@ knows per recipient (SMTP refusing one RCPT, say), and raises for outcomes that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from newsletter.content.types import Recipient, RenderedVariant
 
@@ -51,8 +50,9 @@ class AuthFailed(EspError):
     pass
 
 
-@dataclass(frozen=True)
-class RecipientResult:
+class RecipientResult(NamedTuple):
+    """What the ESP did with one recipient (a named tuple: one is made per recipient sent)."""
+
     recipient: Recipient
     accepted: bool
     message_id: str | None = None

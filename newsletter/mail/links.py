@@ -21,7 +21,7 @@ from functools import cached_property
 from newsletter.content import archive
 from newsletter.content.types import PERSONAL_FIELDS, Recipient
 from newsletter.core.config import Settings
-from newsletter.mail.tokens import Purpose, make_token
+from newsletter.mail.tokens import Purpose, make_token, make_tokens
 
 ALL_FIELDS = frozenset({*PERSONAL_FIELDS, "confirm_url"})
 
@@ -55,6 +55,17 @@ def header_safe_name(name: str) -> str:
     return one_line.replace(_ENCODED_WORD_START, "=" + _WORD_JOINER + "?")
 
 
+_PURPOSE_OF_FIELD = (
+    ("unsubscribe_url", Purpose.UNSUBSCRIBE),
+    ("preferences_url", Purpose.PREFERENCES),
+    ("view_url", Purpose.VIEW),
+    ("confirm_url", Purpose.CONFIRM),
+    ("my_data_url", Purpose.MY_DATA),
+)
+SIGNED_TOGETHER = frozenset({Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW})
+"""The purposes whose tokens one MAC signs together (`mail.tokens.make_tokens`)."""
+
+
 class Links:
     """Builds signed links for one installation. Create one per send (it reads the keys once, when the
     first real token is made, so previews and test sends work without a SECRET_KEY)."""
@@ -68,32 +79,59 @@ class Links:
     def keys(self) -> tuple[str, ...]:
         return tuple(self.settings.secret_keys)
 
-    def _token(self, subscriber_id: int | None, secret: str, purpose: Purpose, now: datetime | None) -> str:
+    def tokens(
+        self, subscriber_id: int | None, secret: str, purposes: Iterable[Purpose], now: datetime | None = None
+    ) -> dict[Purpose, str]:
+        """The tokens of one email's links: those a bulletin carries all signed by one MAC
+        (`make_tokens`), a confirmation's or a my-data link on its own."""
+        purposes = list(purposes)
         if subscriber_id is None:
-            return EXAMPLE_TOKEN
-        return make_token(self.keys, subscriber_id, purpose, secret=secret, now=now)
+            return dict.fromkeys(purposes, EXAMPLE_TOKEN)
+        together = [p for p in purposes if p in SIGNED_TOGETHER]
+        tokens = make_tokens(self.keys, subscriber_id, together, secret=secret, now=now) if together else {}
+        for purpose in purposes:
+            if purpose not in tokens:
+                tokens[purpose] = make_token(self.keys, subscriber_id, purpose, secret=secret, now=now)
+        return tokens
+
+    def url(self, purpose: Purpose, token: str, bulletin_id: int | None = None) -> str:
+        """The link for `purpose` carrying `token` (the paths in the module docstring)."""
+        if purpose == Purpose.VIEW:
+            return f"{self.base_url}/view/{bulletin_id}/{token}"
+        return f"{self.base_url}/{purpose.value}/{token}"
+
+    def _one(self, purpose: Purpose, subscriber_id: int | None, secret: str, now: datetime | None) -> str:
+        return self.url(purpose, self.tokens(subscriber_id, secret, [purpose], now)[purpose])
 
     def preferences_url(self, subscriber_id: int | None, secret: str, *, now: datetime | None = None) -> str:
-        token = self._token(subscriber_id, secret, Purpose.PREFERENCES, now)
-        return f"{self.base_url}/preferences/{token}"
+        return self._one(Purpose.PREFERENCES, subscriber_id, secret, now)
 
-    def view_url(
-        self, bulletin_id: int | None, subscriber_id: int | None, secret: str, *, now: datetime | None = None
-    ) -> str:
-        """The bulletin online: its public archive page (nothing personal, safe to forward) when the
-        archive is on, else this subscriber's own copy; the site's home page without a bulletin."""
+    def confirm_url(self, subscriber_id: int | None, secret: str, *, now: datetime | None = None) -> str:
+        return self._one(Purpose.CONFIRM, subscriber_id, secret, now)
+
+    def my_data_url(self, subscriber_id: int, secret: str, *, now: datetime | None = None) -> str:
+        """The short-lived export-and-erase link, sent only by email and only on request."""
+        return self._one(Purpose.MY_DATA, subscriber_id, secret, now)
+
+    def public_view_url(self, bulletin_id: int | None) -> str | None:
+        """The bulletin online for everyone: its public archive page (nothing personal, safe to forward)
+        when the archive is on, the site's home page without a bulletin; None when it is a personal link."""
         if bulletin_id is None:
             return f"{self.base_url}/"
         if self.settings.ARCHIVE_ENABLED:
             return self.base_url + archive.path(bulletin_id)
-        return f"{self.base_url}/view/{bulletin_id}/{self._token(subscriber_id, secret, Purpose.VIEW, now)}"
+        return None
 
-    def confirm_url(self, subscriber_id: int | None, secret: str, *, now: datetime | None = None) -> str:
-        return f"{self.base_url}/confirm/{self._token(subscriber_id, secret, Purpose.CONFIRM, now)}"
-
-    def my_data_url(self, subscriber_id: int, secret: str, *, now: datetime | None = None) -> str:
-        """The short-lived export-and-erase link, sent only by email and only on request."""
-        return f"{self.base_url}/my-data/{self._token(subscriber_id, secret, Purpose.MY_DATA, now)}"
+    def view_url(
+        self, bulletin_id: int | None, subscriber_id: int | None, secret: str, *, now: datetime | None = None
+    ) -> str:
+        """The bulletin online: the public page (`public_view_url`), else this subscriber's own copy."""
+        public = self.public_view_url(bulletin_id)
+        if public is not None:
+            return public
+        return self.url(
+            Purpose.VIEW, self.tokens(subscriber_id, secret, [Purpose.VIEW], now)[Purpose.VIEW], bulletin_id
+        )
 
     def values(
         self,
@@ -106,27 +144,28 @@ class Links:
         `unsubscribe_mailto` with the unsubscribe link when one is configured.
 
         Backends pass the fields the variant has placeholders for (`variant.html_placeholders`), so a
-        bulletin recipient costs no confirmation token and a confirmation email no bulletin links: the
-        tokens are most of the per-recipient work of a send. A recipient without a subscriber id (a
-        staff test send) gets example links that lead nowhere. `name` falls back to "friend" so that a
-        greeting reads well for subscribers who gave no name.
+        bulletin recipient costs no confirmation token and a confirmation email no bulletin links. The
+        view link is the public archive page when there is one, else the subscriber's own copy. A
+        recipient without a subscriber id (a staff test send) gets example links that lead nowhere.
+        `name` falls back to "friend" so that a greeting reads well for subscribers who gave no name.
         """
         wanted = fields if isinstance(fields, frozenset | set | dict) else set(fields)
-        sid, secret = recipient.subscriber_id, recipient.link_secret
+        sid, secret, bulletin_id = recipient.subscriber_id, recipient.link_secret, recipient.bulletin_id
         values = {"name": header_safe_name(recipient.name) or "friend", "email": recipient.email}
-        if "unsubscribe_url" in wanted:
-            unsubscribe = self._token(sid, secret, Purpose.UNSUBSCRIBE, now)
-            values["unsubscribe_url"] = f"{self.base_url}/unsubscribe/{unsubscribe}"
-            if self.mailto_address:
-                values["unsubscribe_mailto"] = (
-                    f"mailto:{self.mailto_address}?subject=unsubscribe-{unsubscribe}"
-                )
-        if "preferences_url" in wanted:
-            values["preferences_url"] = self.preferences_url(sid, secret, now=now)
-        if "view_url" in wanted:
-            values["view_url"] = self.view_url(recipient.bulletin_id, sid, secret, now=now)
-        if "confirm_url" in wanted:
-            values["confirm_url"] = self.confirm_url(sid, secret, now=now)
-        if "my_data_url" in wanted and sid is not None:
-            values["my_data_url"] = self.my_data_url(sid, secret, now=now)
+        public_view = self.public_view_url(bulletin_id) if "view_url" in wanted else None
+        if public_view is not None:
+            values["view_url"] = public_view
+        signed = [
+            purpose
+            for field, purpose in _PURPOSE_OF_FIELD
+            if field in wanted and field not in values and (purpose != Purpose.MY_DATA or sid is not None)
+        ]
+        tokens = self.tokens(sid, secret, signed, now) if signed else {}
+        for field, purpose in _PURPOSE_OF_FIELD:
+            if purpose in tokens:
+                values[field] = self.url(purpose, tokens[purpose], bulletin_id)
+        if Purpose.UNSUBSCRIBE in tokens and self.mailto_address:
+            values["unsubscribe_mailto"] = (
+                f"mailto:{self.mailto_address}?subject=unsubscribe-{tokens[Purpose.UNSUBSCRIBE]}"
+            )
         return values

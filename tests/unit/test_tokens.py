@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from newsletter.mail.tokens import Purpose, TokenError, claimed_id, make_token, read_token
+from newsletter.mail.tokens import Purpose, TokenError, claimed_id, make_token, make_tokens, read_token
 
 KEY = "current-key-0123456789abcdef"
 OLD = "previous-key-0123456789abcdef"
@@ -141,3 +145,102 @@ def test_claimed_id_refuses_anything_that_is_not_a_token(text):
         assert exc.reason == "malformed"
     else:
         assert len(text) == 40
+
+
+# --- one MAC for a bulletin's links (version 2) -------------------------------------------------------
+LANE_PURPOSES = (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW)
+lane_sets = st.lists(st.sampled_from(LANE_PURPOSES), min_size=1, max_size=3, unique=True)
+
+
+def _stdlib_token(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _version_1(subscriber_id: int, purpose_code: int, issued: int, secret: str, key: str) -> str:
+    """A version-1 token built from the format in the module's docstring with the standard library."""
+    payload = struct.pack(">BQI", 0x10 | purpose_code, subscriber_id, issued)
+    tag = hmac.new(key.encode(), payload + secret.encode(), hashlib.sha256).digest()[:17]
+    return _stdlib_token(payload + tag)
+
+
+def _version_2(subscriber_id: int, purpose_code: int, lane: int, issued: int, secret: str, key: str) -> str:
+    """A version-2 token, likewise: one keyed BLAKE2b, of which the purpose's lane is the tag."""
+    subject = struct.pack(">QI", subscriber_id, issued)
+    mac = hashlib.blake2b(
+        subject + secret.encode(), key=key.encode(), digest_size=51, person=b"newsletter-links"
+    )
+    return _stdlib_token(bytes((0x20 | purpose_code,)) + subject + mac.digest()[lane * 17 : (lane + 1) * 17])
+
+
+@given(ids, lane_sets, secrets_)
+def test_one_mac_signs_every_link_of_an_email_and_each_opens_only_its_own_purpose(
+    subscriber_id, purposes, secret
+):
+    tokens = make_tokens([KEY], subscriber_id, purposes, secret=secret, now=NOW)
+    assert set(tokens) == set(purposes)
+    for purpose, token in tokens.items():
+        assert token == make_token([KEY], subscriber_id, purpose, secret=secret, now=NOW)
+        assert read_token([KEY], token, purpose, max_age=YEAR, secret=secret, now=NOW) == subscriber_id
+        for other in set(Purpose) - {purpose}:
+            with pytest.raises(TokenError) as refused:
+                read_token([KEY], token, other, max_age=YEAR, secret=secret, now=NOW)
+            assert refused.value.reason == "wrong purpose"
+
+
+@given(ids, st.sampled_from(LANE_PURPOSES), st.sampled_from(list(Purpose)), secrets_)
+def test_relabelling_a_link_for_another_purpose_is_a_bad_signature(subscriber_id, made_for, relabel, secret):
+    """The unsubscribe link a mailbox provider holds (List-Unsubscribe) cannot be turned into the
+    preferences link of the same email by rewriting its purpose: each purpose has its own tag."""
+    assume(relabel != made_for)
+    raw = bytearray(
+        base64.urlsafe_b64decode(
+            make_tokens([KEY], subscriber_id, [made_for], secret=secret, now=NOW)[made_for]
+        )
+    )
+    raw[0] = 0x20 | PURPOSE_CODES[relabel]
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], _stdlib_token(bytes(raw)), relabel, max_age=YEAR, secret=secret, now=NOW)
+    assert refused.value.reason == "bad signature"
+
+
+PURPOSE_CODES = {
+    Purpose.UNSUBSCRIBE: 1,
+    Purpose.PREFERENCES: 2,
+    Purpose.VIEW: 3,
+    Purpose.CONFIRM: 4,
+    Purpose.MY_DATA: 5,
+}
+
+
+@given(ids, st.sampled_from(list(Purpose)), secrets_)
+def test_tokens_match_the_documented_format(subscriber_id, purpose, secret):
+    """Built independently from the docstring: version 2 for the links every bulletin carries,
+    version 1 for the ones sent alone."""
+    issued = int(NOW.timestamp())
+    made = make_token([KEY], subscriber_id, purpose, secret=secret, now=NOW)
+    if purpose in LANE_PURPOSES:
+        lane = LANE_PURPOSES.index(purpose)
+        assert made == _version_2(subscriber_id, PURPOSE_CODES[purpose], lane, issued, secret, KEY)
+    else:
+        assert made == _version_1(subscriber_id, PURPOSE_CODES[purpose], issued, secret, KEY)
+
+
+@given(ids, st.sampled_from(list(Purpose)), secrets_)
+def test_links_signed_before_version_2_still_open(subscriber_id, purpose, secret):
+    """Emails already in inboxes carry version-1 tokens for every purpose: they keep working."""
+    old = _version_1(subscriber_id, PURPOSE_CODES[purpose], int(NOW.timestamp()), secret, KEY)
+    assert read_token([KEY], old, purpose, max_age=YEAR, secret=secret, now=NOW) == subscriber_id
+
+
+@pytest.mark.parametrize("purpose", [Purpose.CONFIRM, Purpose.MY_DATA])
+def test_links_sent_alone_are_not_signed_with_the_others(purpose):
+    with pytest.raises(ValueError):
+        make_tokens([KEY], 1, [Purpose.UNSUBSCRIBE, purpose])
+
+
+def test_a_version_2_token_with_a_purpose_it_never_has_is_refused():
+    raw = bytearray(base64.urlsafe_b64decode(make_token([KEY], 9, Purpose.VIEW, now=NOW)))
+    raw[0] = 0x20 | PURPOSE_CODES[Purpose.CONFIRM]
+    with pytest.raises(TokenError) as refused:
+        read_token([KEY], _stdlib_token(bytes(raw)), Purpose.CONFIRM, max_age=YEAR, now=NOW)
+    assert refused.value.reason == "bad signature"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -26,8 +25,9 @@ UNKNOWN_OUTCOME = f"{UNKNOWN_PREFIX} (worker stopped mid-send)"
 LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
 
 
-@dataclass(frozen=True)
-class ClaimedRow:
+class ClaimedRow(NamedTuple):
+    """One leased delivery with its subscriber (a named tuple: a claim makes a thousand at a time)."""
+
     delivery_id: int
     subscriber_id: int | None
     email: str | None
