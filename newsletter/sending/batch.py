@@ -90,7 +90,7 @@ class Batch:
     bulletin_id: int
     token: str
     variant_key: str
-    rows: list[queries.ClaimedRow]
+    recipients: list[Recipient]
     attempts: int
 
 
@@ -174,7 +174,7 @@ class BatchSender:
                 if batch is None:
                     continue
                 claimed_any = True
-                if batch.rows:
+                if batch.recipients:
                     return batch
                 break  # every row was skipped: claim again
             if not claimed_any:
@@ -185,18 +185,13 @@ class BatchSender:
         token = f"{self.host.worker}:{secrets.token_hex(6)}"
         now = self.host.clock()
         lease_until = now + timedelta(seconds=self.host.settings.LEASE_SECONDS)
-        skipped: dict[str, list[int]] = defaultdict(list)
         with self.host.transaction() as conn:
             claimed = queries.claim_batch(conn, bulletin_id, limit, token, now, lease_until)
             if claimed is None:
                 return None
-            variant, rows = claimed
-            for row in rows:
-                if not row.eligible:
-                    skipped[row.reason].append(row.delivery_id)
-            for reason, ids in skipped.items():
+            for reason, ids in claimed.skipped.items():
                 queries.record_skipped(conn, bulletin_id, token, ids, reason, now)
-        n_skipped = sum(len(v) for v in skipped.values())
+        n_skipped = sum(len(v) for v in claimed.skipped.values())
         if n_skipped:
             self.state.count(self.state.report.skipped, bulletin_id, n_skipped)
             self.host.progress(n_skipped)
@@ -204,10 +199,9 @@ class BatchSender:
                 "bulletin %s: %d recipients skipped at claim (%s)",
                 bulletin_id,
                 n_skipped,
-                ", ".join(f"{len(v)} {k}" for k, v in skipped.items()),
+                ", ".join(f"{len(v)} {k}" for k, v in claimed.skipped.items()),
             )
-        good = [r for r in rows if r.eligible]
-        return Batch(bulletin_id, token, variant, good, max((r.attempts for r in good), default=0))
+        return Batch(bulletin_id, token, claimed.variant, claimed.recipients, claimed.attempts)
 
     def _content(self, bulletin_id: int) -> BulletinContent:
         content = self.state.contents.get(bulletin_id)
@@ -220,11 +214,7 @@ class BatchSender:
 
     def process(self, batch: Batch) -> None:
         variant = self.host.renderer.variant(self._content(batch.bulletin_id), batch.variant_key)
-        recipients = [
-            Recipient(r.email or "", r.name, r.subscriber_id, r.delivery_id, batch.bulletin_id, r.link_secret)
-            for r in batch.rows
-        ]
-        self._send(batch, variant, recipients, first=True)
+        self._send(batch, variant, batch.recipients, first=True)
 
     def _send(
         self,
@@ -329,7 +319,7 @@ class BatchSender:
                 batch.token,
                 accepted,
                 now,
-                whole_batch=whole_batch and len(accepted) == len(batch.rows),
+                whole_batch=whole_batch and len(accepted) == len(batch.recipients),
             )
         self.state.count(self.state.report.accepted, batch.bulletin_id, n)
         self.host.progress(n)

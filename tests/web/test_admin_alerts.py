@@ -43,7 +43,7 @@ def test_banners_say_what_is_wrong_and_the_dashboard_retries_failures(
     done = planned_bulletin()
     now = utcnow()
     with engine.begin() as conn:  # two deliveries fail: one refused address, one out of attempts
-        _, rows = queries.claim_batch(conn, done.id, 100, "w:1:t", now, now + timedelta(minutes=5))  # type: ignore[misc]
+        _, rows, *_ = queries.claim_batch(conn, done.id, 100, "w:1:t", now, now + timedelta(minutes=5))  # type: ignore[misc]
         ids = [r.delivery_id for r in rows]
         queries.record_failed(conn, done.id, "w:1:t", ids[:1], "550 no such user", now, refused=True)
         queries.record_retry(conn, done.id, "w:1:t", ids[1:2], "450 try later", now, 1, now)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from newsletter.content.types import Recipient
 from newsletter.core.dialect import bind_time, is_pg, one_of, skip_locked
 from newsletter.core.models import (
     BULLETIN,
@@ -25,19 +26,16 @@ UNKNOWN_OUTCOME = f"{UNKNOWN_PREFIX} (worker stopped mid-send)"
 LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
 
 
-class ClaimedRow(NamedTuple):
-    """One leased delivery with its subscriber (a named tuple: a claim makes a thousand at a time)."""
+class Claimed(NamedTuple):
+    """A leased batch: the recipients who may be mailed, and the rows that may no longer be."""
 
-    delivery_id: int
-    subscriber_id: int | None
-    email: str | None
-    name: str
+    variant: str
+    recipients: list[Recipient]
+    """Eligible rows, in delivery id order, as the backends take them."""
+    skipped: dict[str, list[int]]
+    """Delivery ids of rows no longer eligible (suppressed, paused, erased since planning), by reason."""
     attempts: int
-    eligible: bool
-    reason: str
-    """Why an ineligible row is skipped ("" when eligible)."""
-    link_secret: str = ""
-    """What the tokens in this recipient's links are bound to (newsletter.mail.tokens)."""
+    """The most attempts any eligible row has had."""
 
 
 def _claimable(bulletin_id: int, now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -56,12 +54,12 @@ def claim_batch(
     token: str,
     now: datetime,
     lease_until: datetime,
-) -> tuple[str, list[ClaimedRow]] | None:
+) -> Claimed | None:
     """Lease up to `limit` ready pending deliveries of one variant of a `sending` bulletin.
 
-    Returns (variant, rows) with each row's subscriber and whether it may still be mailed (suppressions
-    and the subscriber's status are checked again here: they may have changed since planning), or None
-    when nothing is ready. Two statements: the claiming UPDATE, then one SELECT for the batch.
+    Returns the batch with each row's subscriber, sorted by whether it may still be mailed
+    (suppressions and the subscriber's status are checked again here: they may have changed since
+    planning), or None when nothing is ready. Two statements: the claiming UPDATE, then one SELECT.
     """
     d, b = DELIVERY.c, BULLETIN.c
     bulletin_sending = sa.exists().where(b.id == bulletin_id, b.status == BulletinStatus.SENDING)
@@ -88,10 +86,10 @@ def claim_batch(
             updated_at=bind_time(now, d.updated_at),
         )
         .returning(d.variant)
-    ).fetchall()
-    if not claimed:
+    ).first()  # every row is claimed by now (SQLite runs the whole UPDATE at its first step)
+    if claimed is None:
         return None
-    return claimed[0][0], _leased_rows(conn, bulletin_id, token, now)
+    return _leased_batch(conn, bulletin_id, token, now, claimed[0])
 
 
 def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
@@ -105,41 +103,41 @@ def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
     return "subscriber paused"
 
 
-def _leased_rows(conn: sa.Connection, bulletin_id: int, token: str, now: datetime) -> list[ClaimedRow]:
-    """The rows just leased under `token`, each with its subscriber and whether it may still be mailed
-    (suppressions and the subscriber's status are checked again: they may have changed since planning)."""
+def _leased_batch(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, variant: str) -> Claimed:
+    """The rows just leased under `token`, each with its subscriber and whether it may still be mailed.
+
+    One `Recipient` per mailable row and nothing else per row: at a thousand rows a batch, building
+    an intermediate object for each was a tenth of a worker's CPU."""
     d, s, x = DELIVERY.c, SUBSCRIBER.c, SUPPRESSION.c
     ok = eligible_subscriber(now)
     suppressed = sa.exists().where(x.email_hash == s.email_hash)
     rows = conn.execute(
         sa.select(
-            d.id,
-            d.subscriber_id,
-            d.attempts,
             s.email,
-            s.name,
-            s.status,
+            sa.func.coalesce(s.name, ""),
+            d.subscriber_id,
+            d.id,
+            sa.func.coalesce(s.link_secret, ""),
+            d.attempts,
             sa.case((ok, 1), else_=0),
+            s.status,
             suppressed,
-            s.link_secret,
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
         .where(*_leased(bulletin_id, token))
         .order_by(d.id)
-    )
-    return [
-        ClaimedRow(
-            did,
-            sid,
-            email,
-            name or "",
-            attempts,
-            bool(is_ok),
-            "" if is_ok else _skip_reason(email, is_suppressed, status),
-            secret or "",
-        )
-        for did, sid, attempts, email, name, status, is_ok, is_suppressed, secret in rows
-    ]
+    ).all()  # in one fetch: iterating the result fetches row by row, three times slower
+    recipients: list[Recipient] = []
+    skipped: dict[str, list[int]] = {}
+    attempts = 0
+    for email, name, sid, did, secret, tries, is_ok, status, is_suppressed in rows:
+        if is_ok:
+            recipients.append(Recipient(email, name, sid, did, bulletin_id, secret))
+            if tries > attempts:
+                attempts = tries
+        else:
+            skipped.setdefault(_skip_reason(email, is_suppressed, status), []).append(did)
+    return Claimed(variant, recipients, skipped, attempts)
 
 
 def _leased(bulletin_id: int, token: str, ids: Sequence[int] | None = None) -> list[sa.ColumnElement[bool]]:
