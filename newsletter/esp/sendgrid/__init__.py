@@ -1,5 +1,6 @@
 """Everything this project knows about SendGrid: sending (`send`), each recipient's part of a Mail Send
-body (`personalization`), its event webhook body (`events`) and the webhook's signature (`signature`). Imported only when `ESP_BACKEND=sendgrid` or a webhook arrives."""
+body (`personalization`), its event webhook body (`events`) and the webhook's signature (`signature`).
+Imported only when `ESP_BACKEND=sendgrid` or a webhook arrives."""
 
 from __future__ import annotations
 
