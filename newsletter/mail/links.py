@@ -21,7 +21,7 @@ from functools import cached_property
 from newsletter.content import archive
 from newsletter.content.types import PERSONAL_FIELDS, Recipient
 from newsletter.core.config import Settings
-from newsletter.mail.tokens import Purpose, make_token, make_tokens
+from newsletter.mail.tokens import SIGNED_TOGETHER, Purpose, make_token, make_tokens
 
 ALL_FIELDS = frozenset({*PERSONAL_FIELDS, "confirm_url"})
 
@@ -62,8 +62,6 @@ _PURPOSE_OF_FIELD = (
     ("confirm_url", Purpose.CONFIRM),
     ("my_data_url", Purpose.MY_DATA),
 )
-SIGNED_TOGETHER = frozenset({Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW})
-"""The purposes whose tokens one MAC signs together (`mail.tokens.make_tokens`)."""
 
 
 class Links:

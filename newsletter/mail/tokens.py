@@ -73,6 +73,8 @@ _VERSION = 1
 _LANE_VERSION = 2
 _LANES = (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW)
 """The purposes signed together by one version-2 MAC, each by its own slice (its index here)."""
+SIGNED_TOGETHER = frozenset(_LANES)
+"""The purposes `make_tokens` signs with one MAC: the links every bulletin carries."""
 _PURPOSE_CODE: dict[Purpose, int] = {
     Purpose.UNSUBSCRIBE: 1,
     Purpose.PREFERENCES: 2,

@@ -47,6 +47,7 @@ _NAME = "\u27e6name&  \u27e7"
 _TOKEN = {purpose: f"\u27e6{purpose.value}\u27e7" for purpose in Purpose}
 _DELIVERY_ID = 987_654_321_987_654_321
 _TOKEN_CHARS = 40
+"""The length of a token (`mail.tokens`): the most a token slot can add to a value."""
 # What html.escape changes: a value without any of these is its own HTML escape.
 _HTML_SPECIAL = re.compile(r"[&<>\"']")
 
@@ -126,6 +127,7 @@ class Template:
     purposes: tuple[Purpose, ...]
     """The purposes of the tokens in the links."""
     token_slots: tuple[tuple[bytes, Purpose], ...]
+    """The slot of each of those tokens."""
     size: int
     """The bytes of the substitutions, but the name and address in them (an upper bound: see `fill`)."""
     personal_values: int
@@ -151,19 +153,22 @@ class Template:
         )
         if isinstance(named, str) or isinstance(unnamed, str):
             return None
-        subs = named["substitutions"].values()
-        purposes = tuple(p for p in Purpose if b"%(" + p.value.encode() + b")s" in _cut(encode(named), slots))
+        named_bytes, unnamed_bytes = _cut(encode(named), slots), _cut(encode(unnamed), slots)
+        purposes = tuple(p for p in Purpose if b"%(" + p.value.encode() + b")s" in named_bytes)
+        subs = named["substitutions"]
         personal = {_EMAIL, html_lib.escape(_EMAIL), shown, html_lib.escape(shown)}
         template = cls(
             links,
             variant.bulletin_id,
-            _cut(encode(named), slots),
-            _cut(encode(unnamed), slots),
+            named_bytes,
+            unnamed_bytes,
             purposes,
             tuple((p.value.encode(), p) for p in purposes),
-            sum(len(k.encode()) for k in named["substitutions"])
-            + sum(len(v.encode()) + _TOKEN_CHARS for v in subs if v not in personal),
-            sum(1 for v in subs if v in personal),
+            sum(
+                len(k.encode()) + (0 if v in personal else len(v.encode()) + _TOKEN_CHARS)
+                for k, v in subs.items()
+            ),
+            sum(1 for v in subs.values() if v in personal),
         )
         filled = {slot: text for text, slot in slots.items()}
         if (template.named % filled, template.unnamed % filled) != (encode(named), encode(unnamed)):
