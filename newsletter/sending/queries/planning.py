@@ -36,12 +36,14 @@ def bulletin_regions(conn: sa.Connection, bulletin_id: int) -> list[tuple[int, s
     return [(row[0], row[1]) for row in rows]
 
 
-def eligible_subscriber(now: datetime) -> sa.ColumnElement[bool]:
-    """The one rule for who may be mailed: active, not paused, not suppressed (by email hash)."""
+def eligible_subscriber(now: datetime | sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+    """The one rule for who may be mailed: active, not paused, not suppressed (by email hash). `now` is a
+    time, or a parameter for a statement built once."""
     s, x = SUBSCRIBER.c, SUPPRESSION.c
+    when = now if isinstance(now, sa.BindParameter) else bind_time(now, s.paused_until)
     return sa.and_(
         s.status == SubscriberStatus.ACTIVE,
-        sa.or_(s.paused_until.is_(None), s.paused_until <= bind_time(now, s.paused_until)),
+        sa.or_(s.paused_until.is_(None), s.paused_until <= when),
         ~sa.exists().where(x.email_hash == s.email_hash),
     )
 
