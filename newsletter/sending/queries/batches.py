@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from newsletter.content.types import Recipient
-from newsletter.core.dialect import bind_time, is_pg, one_of, skip_locked
+from newsletter.core.dialect import bind_time, dialect_name, is_pg, one_of, skip_locked
 from newsletter.core.models import (
     BULLETIN,
     DELIVERY,
@@ -39,15 +39,6 @@ class Claimed(NamedTuple):
     """The most attempts any eligible row has had."""
 
 
-def _claimable(bulletin_id: int, now: datetime) -> list[sa.ColumnElement[bool]]:
-    d = DELIVERY.c
-    return [
-        d.bulletin_id == bulletin_id,
-        d.status == D.PENDING,
-        sa.or_(d.not_before.is_(None), d.not_before <= bind_time(now, d.not_before)),
-    ]
-
-
 def claim_batch(
     conn: sa.Connection,
     bulletin_id: int,
@@ -62,35 +53,55 @@ def claim_batch(
     (suppressions and the subscriber's status are checked again here: they may have changed since
     planning), or None when nothing is ready. Two statements: the claiming UPDATE, then one SELECT.
     """
-    d, b = DELIVERY.c, BULLETIN.c
-    bulletin_sending = sa.exists().where(b.id == bulletin_id, b.status == BulletinStatus.SENDING)
-    first_variant = skip_locked(
-        conn, sa.select(d.variant).where(*_claimable(bulletin_id, now)).order_by(d.variant, d.id).limit(1)
-    ).scalar_subquery()
-    ids = skip_locked(
-        conn,
-        sa.select(d.id)
-        .where(*_claimable(bulletin_id, now), d.variant == first_variant, bulletin_sending)
-        .order_by(d.variant, d.id)
-        .limit(limit),
-    )
-    # PostgreSQL: `= ANY(ARRAY(…))` makes the outer UPDATE probe the primary key for each claimed id; with
-    # `IN (…)` the planner may hash-join the whole table. SQLite probes the key either way.
-    claimed_ids = sa.any_(sa.func.array(ids.scalar_subquery())) if is_pg(conn) else None
-    claimed = conn.execute(
-        sa.update(DELIVERY)
-        .where(d.id == claimed_ids if claimed_ids is not None else d.id.in_(ids.scalar_subquery()))
-        .values(
-            status=D.SENDING,
-            leased_by=token,
-            lease_expires_at=bind_time(lease_until, d.lease_expires_at),
-            updated_at=bind_time(now, d.updated_at),
-        )
-        .returning(d.variant)
-    ).first()  # every row is claimed by now (SQLite runs the whole UPDATE at its first step)
+    params = {"bulletin": bulletin_id, "limit": limit, "token": token, "now": now, "until": lease_until}
+    # One returned row is enough: every row is claimed by then (SQLite runs the whole UPDATE at its first step).
+    claimed = conn.execute(_claim(dialect_name(conn)), params).first()
     if claimed is None:
         return None
     return _leased_batch(conn, bulletin_id, token, now, claimed[0])
+
+
+@functools.cache
+def _claim(dialect: str) -> sa.Update:
+    """The claiming UPDATE of `claim_batch`, built once per dialect, with the parameters `bulletin`,
+    `limit`, `token`, `now` and `until` (the lease's end)."""
+    d, b = DELIVERY.c, BULLETIN.c
+    bulletin_id = sa.bindparam("bulletin", type_=sa.Integer)
+    now = sa.bindparam("now", type_=d.not_before.type)
+    claimable = [
+        d.bulletin_id == bulletin_id,
+        d.status == D.PENDING,
+        sa.or_(d.not_before.is_(None), d.not_before <= now),
+    ]
+    bulletin_sending = sa.exists().where(b.id == bulletin_id, b.status == BulletinStatus.SENDING)
+    first_variant = skip_locked(
+        dialect, sa.select(d.variant).where(*claimable).order_by(d.variant, d.id).limit(1)
+    ).scalar_subquery()
+    ids = skip_locked(
+        dialect,
+        sa.select(d.id)
+        .where(*claimable, d.variant == first_variant, bulletin_sending)
+        .order_by(d.variant, d.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer)),
+    )
+    # PostgreSQL: `= ANY(ARRAY(…))` makes the outer UPDATE probe the primary key for each claimed id; with
+    # `IN (…)` the planner may hash-join the whole table. SQLite probes the key either way.
+    claimed = (
+        d.id == sa.any_(sa.func.array(ids.scalar_subquery()))
+        if is_pg(dialect)
+        else d.id.in_(ids.scalar_subquery())
+    )
+    return (
+        sa.update(DELIVERY)
+        .where(claimed)
+        .values(
+            status=D.SENDING,
+            leased_by=sa.bindparam("token"),
+            lease_expires_at=sa.bindparam("until", type_=d.lease_expires_at.type),
+            updated_at=now,
+        )
+        .returning(d.variant)
+    )
 
 
 def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
@@ -110,7 +121,7 @@ def _leased_batch(conn: sa.Connection, bulletin_id: int, token: str, now: dateti
     One `Recipient` per mailable row and nothing else per row, from the driver's own tuples: at a
     thousand rows a batch, SQLAlchemy's row objects and an intermediate object per row were a fifth
     of a worker's CPU (these columns need none of SQLAlchemy's result processing)."""
-    result = conn.execute(_leased_rows(), {"bulletin_id": bulletin_id, "token": token, "now": now})
+    result = conn.execute(_leased_rows(), {"bulletin": bulletin_id, "token": token, "now": now})
     try:
         rows = result.cursor.fetchall()
     finally:
@@ -131,7 +142,7 @@ def _leased_batch(conn: sa.Connection, bulletin_id: int, token: str, now: dateti
 @functools.cache
 def _leased_rows() -> sa.Select[Any]:
     """The statement of `_leased_batch`, built once (building it cost more than running it), with the
-    parameters `bulletin_id`, `token` and `now`."""
+    parameters `bulletin`, `token` and `now`."""
     d, s, x = DELIVERY.c, SUBSCRIBER.c, SUPPRESSION.c
     ok = eligible_subscriber(sa.bindparam("now", type_=s.paused_until.type))
     suppressed = sa.exists().where(x.email_hash == s.email_hash)
@@ -149,7 +160,7 @@ def _leased_rows() -> sa.Select[Any]:
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
         .where(
-            d.bulletin_id == sa.bindparam("bulletin_id"),
+            d.bulletin_id == sa.bindparam("bulletin"),
             d.status == D.SENDING,
             d.leased_by == sa.bindparam("token"),
         )
