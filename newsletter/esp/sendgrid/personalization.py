@@ -33,7 +33,7 @@ from newsletter.content.render import substitutions
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.mail.links import Links, header_safe_name
 from newsletter.mail.message import list_unsubscribe_headers
-from newsletter.mail.tokens import Purpose
+from newsletter.mail.tokens import SIGNED_TOGETHER, Purpose, make_tokens
 
 MAX_SUBSTITUTION_BYTES = 10_000
 """SendGrid's limit on one personalization's substitutions (keys and values, in bytes)."""
@@ -128,6 +128,8 @@ class Template:
     """The purposes of the tokens in the links."""
     token_slots: tuple[tuple[bytes, Purpose], ...]
     """The slot of each of those tokens."""
+    signed_together: bool
+    """All of them are signed by one MAC (a bulletin's links): `make_tokens` directly."""
     size: int
     """The bytes of the substitutions, but the name and address in them (an upper bound: see `fill`)."""
     personal_values: int
@@ -164,6 +166,7 @@ class Template:
             unnamed_bytes,
             purposes,
             tuple((p.value.encode(), p) for p in purposes),
+            all(p in SIGNED_TOGETHER for p in purposes),
             sum(
                 len(k.encode()) + (0 if v in personal else len(v.encode()) + _TOKEN_CHARS)
                 for k, v in subs.items()
@@ -205,7 +208,11 @@ class Template:
             b"to_name": to_name,
             b"delivery_id": b"%d" % delivery_id,
         }
-        tokens = self.links.tokens(sid, secret, self.purposes)
+        tokens = (
+            make_tokens(self.links.keys, sid, self.purposes, secret=secret)
+            if self.signed_together
+            else self.links.tokens(sid, secret, self.purposes)
+        )
         for slot, purpose in self.token_slots:
             slots[slot] = tokens[purpose].encode()
         return self.named % slots if name else self.unnamed % slots

@@ -172,7 +172,8 @@ class SendGridBackend:
             skipped = {id(x.recipient) for x in refused}
             recipients = [r for r in recipients if id(r) not in skipped]
         message_id = self.post(body)
-        return [RecipientResult(r, True, message_id=message_id) for r in recipients] + refused
+        accepted = RecipientResult._make  # positional: a thousand a request
+        return [accepted((r, True, message_id, "", True)) for r in recipients] + refused
 
     def post(self, body: bytes) -> str | None:
         """POST a serialised Mail Send body; return the X-Message-Id or raise the matching `EspError`."""
