@@ -144,6 +144,44 @@ SEARCH_OBJECTS = frozenset(
 )
 """Schema objects of the name search that the models cannot describe (a virtual table, a column and an
 index that exist on one database only): the schema comparison leaves them out."""
+
+SET_CHECKED_REFERENCES = frozenset(
+    {
+        "delivery_bulletin_id_fkey",
+        "delivery_subscriber_id_fkey",
+        "subscription_region_id_fkey",
+        "subscription_subscriber_id_fkey",
+    }
+)
+"""The foreign keys that PostgreSQL enforces per statement instead (the `bulk_references` migration).
+
+PostgreSQL checks a foreign key row by row, taking a FOR KEY SHARE lock on the parent row for every
+child row it inserts, and logging each lock: planning a million deliveries spent 40% of its time there,
+and an import's subscriptions most of theirs. On PostgreSQL these four references are kept by triggers
+instead, with the same guarantees:
+
+- an INSERT (or COPY) is checked once per statement, by one anti-join of the new rows (a transition
+  table) against the parent table, and fails with `foreign_key_violation` if any row names a missing
+  parent; a change of the column itself is checked row by row (it never happens in bulk);
+- deleting a parent first takes SHARE ROW EXCLUSIVE on the child tables, which waits for every
+  transaction still inserting children and keeps new ones out until it ends, then does what ON DELETE
+  did (delete the children, or set `delivery.subscriber_id` to NULL: the anonymous ledger stays).
+  Parents are deleted rarely (erasing a subscriber), so the lock costs nothing in practice; a parent's
+  id never changes.
+
+SQLite keeps these as foreign keys: it checks them without locks, cheaply. The models declare them for
+both; the schema comparison leaves them out."""
+
+
+def compared_with_models(obj: object, name: str | None) -> bool:
+    """Whether the schema comparison (migrations against models) looks at this object: not the name
+    search's objects (`SEARCH_OBJECTS`), nor the references PostgreSQL checks by triggers (a model's
+    foreign key has no name: it is known by PostgreSQL's default one)."""
+    if isinstance(obj, sa.ForeignKeyConstraint) and name is None and obj.table is not None:
+        name = f"{obj.table.name}_{'_'.join(obj.column_keys)}_fkey"
+    return name not in SEARCH_OBJECTS and name not in SET_CHECKED_REFERENCES
+
+
 RECENT_WINDOW = 5_000
 """PostgreSQL's name search first looks among this many newest rows (see `rows_with_name_words`)."""
 _WORD = re.compile(r"\w+")

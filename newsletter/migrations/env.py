@@ -7,15 +7,15 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import newsletter.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from newsletter.core.dialect import SEARCH_OBJECTS
+from newsletter.core.dialect import compared_with_models
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """Leave out the name search's objects, which the models cannot describe (see `SEARCH_OBJECTS`)."""
-    return name not in SEARCH_OBJECTS
+    """What the models cannot describe is left out (`compared_with_models`)."""
+    return compared_with_models(obj, name)
 
 
 def _run(connection: sa.Connection) -> None:
