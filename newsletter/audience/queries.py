@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from newsletter.core.dialect import insert_ignoring_duplicates, insert_many, one_of
+from newsletter.core.dialect import bulk_subscriber_insert, insert_ignoring_duplicates, insert_many, one_of
 from newsletter.core.models import (
     REGION,
     SUBSCRIBER,
@@ -79,7 +79,8 @@ def insert_subscribers(session: Session, rows: list[dict[str, Any]]) -> dict[int
     """Insert new subscriber rows in bulk (COPY on PostgreSQL); returns their id → email."""
     if not rows:
         return {}
-    insert_many(session.connection(), SUBSCRIBER, rows)
+    with bulk_subscriber_insert(session.connection()):
+        insert_many(session.connection(), SUBSCRIBER, rows)
     emails = [r["email"] for r in rows]
     found = session.execute(
         sa.select(SUBSCRIBER.c.id, SUBSCRIBER.c.email).where(one_of(session, SUBSCRIBER.c.email, emails))

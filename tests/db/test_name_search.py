@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from newsletter.audience.search import Filters, search_page
+from newsletter.audience.subscribers import import_subscribers
+from newsletter.content.regions import RegionIndex
+from newsletter.core.dialect import bulk_subscriber_insert
 from newsletter.core.models import SUBSCRIBER
+from tests.factories import csv_for
 
 PEOPLE = [
     ("priya@example.org", "Priya Nair"),
@@ -73,3 +78,28 @@ def test_word_search_pages_newest_first_and_respects_filters(session, make_subsc
     session.commit()
     assert seen == [f"Nair {n}" for n in reversed(range(7))]
     assert names(session, "nair", region="africa") == ["Nair 1", "Nair 3", "Nair 5"]
+
+
+def test_a_bulk_import_is_found_and_later_subscribers_still_are(session, settings, make_subscriber):
+    """An import feeds the name index in one statement (SQLite) and leaves its row trigger in place."""
+    rows = [(f"bulk{i}@example.org", f"Bulk Person{i} Okafor", ["africa"], "active") for i in range(300)]
+    report = import_subscribers(session, csv_for(rows), RegionIndex.from_db(session, settings))
+    assert report.ok and report.created == 300
+    session.commit()
+    make_subscriber(email="later@example.org", name="Chidi Okafor")
+    newest = search_page(session.connection(), Filters(q="okafor"))
+    session.commit()
+    assert newest.rows[0].name == "Chidi Okafor" and newest.next_cursor is not None
+    assert names(session, "person17 okafor") == ["Bulk Person17 Okafor"]  # the last word may be partial
+    assert names(session, "person299 okafor") == ["Bulk Person299 Okafor"]
+
+
+def test_a_failed_bulk_insert_keeps_the_name_index_trigger(session, engine, make_subscriber):
+    make_subscriber(email="taken@example.org", name="Taken Name")
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn, bulk_subscriber_insert(conn):
+        conn.execute(
+            sa.insert(SUBSCRIBER),
+            [{"email": "taken@example.org", "email_hash": "x", "name": "Duplicate", "status": "active"}],
+        )
+    make_subscriber(email="fresh@example.org", name="Fresh Zebedee")
+    assert names(session, "zebedee") == ["Fresh Zebedee"]

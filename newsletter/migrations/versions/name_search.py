@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from newsletter.core.dialect import NAME_WORDS_INSERT_TRIGGER
+
 revision = "name_search"
 down_revision = "engagement"
 branch_labels = None
@@ -25,8 +27,7 @@ _SQLITE_UP = [
     "name, content='subscriber', content_rowid='id', tokenize='unicode61 remove_diacritics 2', "
     # Prefix indexes: "mu"/"mul" typed so far read one list instead of merging every word's.
     "prefix='2 3')",
-    "CREATE TRIGGER subscriber_name_words_insert AFTER INSERT ON subscriber BEGIN "
-    "INSERT INTO subscriber_name_words(rowid, name) VALUES (new.id, new.name); END",
+    NAME_WORDS_INSERT_TRIGGER,
     "CREATE TRIGGER subscriber_name_words_delete AFTER DELETE ON subscriber BEGIN "
     "INSERT INTO subscriber_name_words(subscriber_name_words, rowid, name) "
     "VALUES ('delete', old.id, old.name); END",
