@@ -1,7 +1,8 @@
 """Search any word of a subscriber's name, ignoring case and accents.
 
 SQLite: an FTS5 index over `subscriber.name` (external content, `unicode61 remove_diacritics 2`, prefix
-indexes for 2 and 3 characters), kept current by triggers, so bulk imports and every other writer need not know it exists.
+indexes for 2 and 3 characters), kept current by triggers, so that no writer needs to know it exists (a
+bulk import feeds it in one statement instead, for speed: `core.dialect.bulk_subscriber_insert`).
 PostgreSQL: a generated column `name_words` = `to_tsvector('simple', newsletter_unaccent(name))` with a
 GIN index; `newsletter_unaccent` is the `unaccent` extension's function declared IMMUTABLE, which a
 generated column requires.
