@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -73,6 +74,20 @@ def _address(name: str, email: str) -> Address:
     return Address(display_name=header_safe_name(name), addr_spec=f"{local}@{domain}")
 
 
+def _set_subject(msg: EmailMessage, subject: str) -> None:
+    """Set the Subject so that it reads back exactly as written.
+
+    The email package folds a long non-ASCII header into RFC 2047 encoded words, and may fold at a
+    space between two of them: that space becomes folding whitespace, which a reader drops (RFC 2047
+    section 6.2), so "a¡ ¡" would arrive as "a¡¡". Such a subject is therefore encoded here, whole, so
+    that every space is inside an encoded word. ASCII folds safely, and an SMTPUTF8 message carries the
+    text as it is."""
+    if subject.isascii() or msg.policy.utf8:  # type: ignore[attr-defined]
+        msg["Subject"] = subject
+        return
+    msg.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode(linesep="\n"))
+
+
 def build_message(
     settings: Settings,
     variant: RenderedVariant,
@@ -96,7 +111,7 @@ def build_message(
     msg["To"] = to_addr
     if settings.REPLY_TO.strip():
         msg["Reply-To"] = _address("", settings.REPLY_TO)
-    msg["Subject"] = header_safe_name(variant.subject)
+    _set_subject(msg, header_safe_name(variant.subject))
     msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = header_safe(message_id) if message_id else make_msgid(domain=from_addr.domain)
     if variant.regions:
