@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from newsletter.core.dialect import random_secret
-from newsletter.core.status import BulletinStatus, DeliveryStatus, ItemKind, SubscriberStatus
+from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus, ItemKind, SubscriberStatus
 
 
 def utcnow() -> datetime:
@@ -138,8 +138,11 @@ class Delivery(SQLModel, table=True):
     variant: str = Field(sa_type=sa.String(200))
     status: str = Field(default=DeliveryStatus.PENDING, sa_type=sa.String(16))
     attempts: int = 0
+    # Not sent before this time: a local-time send's zone, or a retry's backoff.
     not_before: datetime | None = None
+    # Unused since batches are leased as a whole (`SendBatch`); kept so that older rows still read.
     lease_expires_at: datetime | None = None
+    # The lease (batch token: host, pid, random part) under which its latest outcome was recorded.
     leased_by: str | None = Field(default=None, sa_type=sa.String(80))
     last_error: str = Field(default="", sa_type=sa.Text)
     message_id: str | None = Field(default=None, sa_type=sa.String(200))
@@ -153,6 +156,40 @@ class Delivery(SQLModel, table=True):
     ambiguous: int = 0
     # The ESP refused this address itself: `send --retry-failed` never queues it again.
     refused: bool = False
+
+
+class SendBatch(SQLModel, table=True):
+    """Deliveries of one bulletin and one variant that are leased and sent together: what a worker claims.
+
+    Planning cuts each bulletin's new pending deliveries into batches: a batch is the deliveries of its
+    `variant` with ids from `first_id` to `last_id`, and no two batches of a bulletin and variant share
+    an id (`sending/queries/batches.py` says how this holds). Claiming a batch writes this one row,
+    not a thousand deliveries; each delivery is written once, with its outcome. A batch is `sending`
+    while leased; its deliveries still `pending` then and due at `leased_at`, and not yet recorded
+    under `leased_by`, are the ones in flight.
+    """
+
+    __tablename__ = "send_batch"
+
+    __table_args__ = (
+        sa.Index("ix_send_batch_claim", "bulletin_id", "status", "id"),
+        sa.Index("ix_send_batch_leased_by", "leased_by"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    bulletin_id: int = Field(sa_column_args=[_fk("bulletin.id")])
+    variant: str = Field(sa_type=sa.String(200))
+    first_id: int = Field(sa_type=sa.BigInteger)
+    last_id: int = Field(sa_type=sa.BigInteger)
+    status: str = Field(default=BatchStatus.PENDING, sa_type=sa.String(16))
+    not_before: datetime | None = None
+    """When the earliest of its pending deliveries falls due (NULL: now)."""
+    retrying: bool = False
+    """Some of its pending deliveries wait for a retry (they have had an attempt)."""
+    leased_by: str | None = Field(default=None, sa_type=sa.String(80))
+    leased_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class DeliveryEvent(SQLModel, table=True):
@@ -312,6 +349,7 @@ SUBSCRIPTION = _table(Subscription)
 BULLETIN = _table(Bulletin)
 ITEM = _table(Item)
 DELIVERY = _table(Delivery)
+SEND_BATCH = _table(SendBatch)
 DELIVERY_EVENT = _table(DeliveryEvent)
 SUPPRESSION = _table(Suppression)
 USER = _table(User)

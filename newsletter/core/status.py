@@ -41,6 +41,15 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class BatchStatus(StrEnum):
+    """A `send_batch`: `pending` (some of its deliveries wait to be sent), `sending` (leased by a
+    worker), `done` (none of its deliveries is pending)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DONE = "done"
+
+
 class ItemKind(StrEnum):
     """How an item is labelled: a prayer request, a praise report, or plain (no label: a statement)."""
 

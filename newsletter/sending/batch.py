@@ -22,7 +22,8 @@ A recipient is `failed` only for a reason about that recipient: the ESP refused 
 temporarily `MAX_ATTEMPTS` times, or (with `RESEND_ON_UNKNOWN` off) its copy may already be out.
 
 Every outcome is recorded in its own transaction right after the ESP answers, fenced by the lease
-token, so a crash leaves at most one batch per thread with an unknown outcome.
+token, so a crash leaves at most one batch per thread with an unknown outcome. When its pass is over the
+batch is settled: `done`, or `pending` again for its retries.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class Batch:
     variant_key: str
     recipients: list[Recipient]
     attempts: int
+    settled: bool = False
+    """Its lease has ended (see `queries.settle`)."""
 
 
 class Pass:
@@ -162,6 +165,10 @@ class BatchSender:
                 error = f"stopped on an internal error ({type(exc).__name__}: {exc}); see the worker's log"
                 reason = f"{error}. Fix it, then run `newsletter send {batch.bulletin_id}`"
                 self._pause(batch, reason, error=error)
+            else:
+                if not batch.settled:  # done, or pending again for what is left (retries, a stop)
+                    with self.host.transaction() as conn:
+                        queries.settle(conn, batch.token, self.host.clock())
 
     def claim(self, limit: int) -> Batch | None:
         """Lease the next batch of any bulletin of the pass; rows no longer eligible are skipped here."""
@@ -191,6 +198,8 @@ class BatchSender:
                 return None
             for reason, ids in claimed.skipped.items():
                 queries.record_skipped(conn, bulletin_id, token, ids, reason, now)
+            if not claimed.recipients:
+                queries.settle(conn, token, now)  # nobody left to mail in it
         n_skipped = sum(len(v) for v in claimed.skipped.values())
         if n_skipped:
             self.state.count(self.state.report.skipped, bulletin_id, n_skipped)
@@ -312,15 +321,14 @@ class BatchSender:
         ]
         refused = [r for r in results if not r.accepted]
         now = self.host.clock()
+        every_one = whole_batch and len(accepted) == len(batch.recipients)
         with self.host.transaction() as conn:
             n = queries.record_accepted(
-                conn,
-                batch.bulletin_id,
-                batch.token,
-                accepted,
-                now,
-                whole_batch=whole_batch and len(accepted) == len(batch.recipients),
+                conn, batch.bulletin_id, batch.token, accepted, now, whole_batch=every_one
             )
+            if every_one:  # the usual end of a batch, settled in the same transaction
+                queries.settle(conn, batch.token, now)
+                batch.settled = True
         self.state.count(self.state.report.accepted, batch.bulletin_id, n)
         self.host.progress(n)
         permanent: dict[str, list[int]] = defaultdict(list)

@@ -48,6 +48,8 @@ def test_banners_say_what_is_wrong_and_the_dashboard_retries_failures(
         queries.record_failed(conn, done.id, "w:1:t", ids[:1], "550 no such user", now, refused=True)
         queries.record_retry(conn, done.id, "w:1:t", ids[1:2], "450 try later", now, 1, now)
         queries.record_accepted(conn, done.id, "w:1:t", [(i, "m") for i in ids[2:]], now)
+        assert not queries.finish_if_done(conn, done.id, now), "its batch is still leased"
+        queries.settle(conn, "w:1:t", now)
         assert queries.finish_if_done(conn, done.id, now)
     board = staff.get(f"/admin/bulletins/{done.id}/dashboard").text
     assert "Retry 2 failed deliveries" in board

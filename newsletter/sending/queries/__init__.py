@@ -20,14 +20,18 @@ together. The rules:
 - **Plan a local-time send**: the same statement, joined to a small (zone, due_at) VALUES table computed
   in Python for the bulletin's wall-clock slot (`core.zones`); each delivery's due time goes in
   `not_before`, which the claim already honours.
-- **Claim** (`claim_batch`): up to `limit` pending deliveries of one bulletin and one variant, whose
-  `not_before` has passed (a retry time, or a local-time send's zone not yet come), become `sending` under a lease token that is unique to the batch. PostgreSQL
-  locks them with `FOR UPDATE SKIP LOCKED` so concurrent workers take disjoint batches; SQLite relies on
+- **Batches** (`planning.cut_batches`): planning puts the new pending deliveries in `send_batch` rows,
+  one per variant and window of 1000 ids, so a claim writes one row instead of a thousand.
+- **Claim** (`claim_batch`): the next due batch of a `sending` bulletin (its `not_before` has passed: a
+  retry time, or a local-time send's zone) becomes `sending` under a lease token unique to the claim;
+  its due pending deliveries are what the worker sends. PostgreSQL locks the batch row with
+  `FOR UPDATE SKIP LOCKED` so concurrent workers take different batches; SQLite relies on
   `BEGIN IMMEDIATE` (see `newsletter.core.db`), which serialises writers.
-- **Record** (`record_*`): one statement per batch outcome, fenced by the lease token: a worker whose
-  lease was taken over can no longer change rows another worker now owns.
-- **Recover** (`recover_expired`): `sending` rows whose lease expired go back to `pending` (resend) or to
-  `failed` (outcome unknown).
+- **Record** (`record_*`): one statement per batch outcome, fenced by the lease: a worker whose lease
+  was taken over can no longer change rows another worker now owns. `settle` ends the lease when the
+  pass is over: the batch is `done`, or `pending` again for its retries.
+- **Recover** (`recover_expired`): what was in flight under an expired lease goes back to `pending`
+  (resend) or to `failed` (outcome unknown), and the batch is settled.
 
 Datetimes are always bound through the typed table columns (`UTCDateTime`), so both databases store
 and compare the same format.
@@ -40,8 +44,10 @@ from newsletter.sending.queries.batches import (
     UNKNOWN_OUTCOME,
     UNKNOWN_PREFIX,
     Claimed,
+    Lease,
     claim_batch,
     earliest_lease_expiry,
+    lease,
     live_leases,
     next_retry_at,
     record_accepted,
@@ -51,6 +57,7 @@ from newsletter.sending.queries.batches import (
     recover_expired,
     release,
     requeue_failed,
+    settle,
     skip_open,
 )
 from newsletter.sending.queries.bulletins import (
@@ -75,6 +82,7 @@ from newsletter.sending.queries.bulletins import (
 from newsletter.sending.queries.planning import (
     NO_SECTION_REASON,
     bulletin_regions,
+    cut_batches,
     eligible,
     eligible_subscriber,
     local_slot,
@@ -101,11 +109,13 @@ __all__ = [
     "UNKNOWN_OUTCOME",
     "UNKNOWN_PREFIX",
     "Claimed",
+    "Lease",
     "beat",
     "bulletin_regions",
     "claim_batch",
     "claim_due",
     "claim_next_ready",
+    "cut_batches",
     "delivered_variants",
     "due_bulletins",
     "due_now",
@@ -119,6 +129,7 @@ __all__ = [
     "finish_if_done",
     "fire_slot",
     "last_beat",
+    "lease",
     "live_leases",
     "local_slot",
     "next_due",
@@ -139,6 +150,7 @@ __all__ = [
     "sent_since",
     "set_local_slot",
     "set_slot_bulletin",
+    "settle",
     "skip_open",
     "slot_fired",
     "slot_queue",

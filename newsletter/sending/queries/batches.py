@@ -1,4 +1,21 @@
-"""Batches: claim a leased batch, record each outcome under the lease, recover expired leases."""
+"""Batches: claim one under a lease, record each outcome under the lease, settle it, recover expired leases.
+
+A batch (`send_batch`, cut by `planning.cut_batches`) is the deliveries of one bulletin and one variant
+whose ids lie from `first_id` to `last_id`. Planning cuts by variant and by id window, and windows are
+disjoint intervals of ids, so two batches of one bulletin and variant never share a delivery, whatever
+order the ids were handed out in. (Planning inserts in variant and due-time order, so most windows hold
+one variant and one due time, and most batches a full window: that is for speed only.)
+
+The lease is on the batch row: a claim writes that one row, where it used to move a thousand deliveries
+to `sending` and back (two writes of every delivery and of each of its index entries). While a batch is
+`sending`, its deliveries that are still `pending`, were due at `leased_at` and carry no outcome
+recorded under its token are *in flight*: claimed, and not yet answered for. Each `record_*` statement
+locks the batch row held under its token (`_lease`) and touches only rows in flight, so a worker whose
+lease was recovered changes nothing, except `record_accepted`: an accepted send is a fact whatever
+happened to the lease. At the end of its pass the batch is *settled*: `done` when none of its
+deliveries is pending, otherwise `pending` again and due when its earliest pending delivery is (a
+retry's backoff, a later time zone).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +31,12 @@ from newsletter.core.dialect import bind_time, dialect_name, is_pg, one_of, skip
 from newsletter.core.models import (
     BULLETIN,
     DELIVERY,
+    SEND_BATCH,
     SUBSCRIBER,
     SUPPRESSION,
 )
-from newsletter.core.status import BulletinStatus, DeliveryStatus, SubscriberStatus
-from newsletter.sending.queries.planning import eligible_subscriber
+from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus, SubscriberStatus
+from newsletter.sending.queries.planning import cut_batches, eligible_subscriber
 
 D = DeliveryStatus
 UNKNOWN_PREFIX = "outcome unknown"
@@ -39,6 +57,40 @@ class Claimed(NamedTuple):
     """The most attempts any eligible row has had."""
 
 
+class Lease(NamedTuple):
+    """A `sending` batch and the token it is leased under: which deliveries are in flight."""
+
+    batch_id: int
+    bulletin_id: int
+    variant: str
+    first_id: int
+    last_id: int
+    leased_at: datetime
+    token: str
+
+
+def _members(bulletin_id: Any, variant: Any, first_id: Any, last_id: Any) -> list[sa.ColumnElement[bool]]:
+    """The deliveries of a batch (values, parameters or columns)."""
+    d = DELIVERY.c
+    return [d.bulletin_id == bulletin_id, d.id.between(first_id, last_id), d.variant == variant]
+
+
+def _in_flight(
+    conn: sa.Connection, lease: Lease, ids: Sequence[int] | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """Deliveries in flight under `lease` (among `ids`, when given): see the module's docstring."""
+    d = DELIVERY.c
+    where = [
+        *_members(lease.bulletin_id, lease.variant, lease.first_id, lease.last_id),
+        d.status == D.PENDING,
+        sa.or_(d.not_before.is_(None), d.not_before <= bind_time(lease.leased_at, d.not_before)),
+        d.leased_by.is_distinct_from(lease.token),
+    ]
+    if ids is not None:
+        where.append(one_of(conn, d.id, ids))
+    return where
+
+
 def claim_batch(
     conn: sa.Connection,
     bulletin_id: int,
@@ -47,61 +99,81 @@ def claim_batch(
     now: datetime,
     lease_until: datetime,
 ) -> Claimed | None:
-    """Lease up to `limit` ready pending deliveries of one variant of a `sending` bulletin.
+    """Lease the next due batch of a `sending` bulletin, up to `limit` of its deliveries.
 
-    Returns the batch with each row's subscriber, sorted by whether it may still be mailed
-    (suppressions and the subscriber's status are checked again here: they may have changed since
-    planning), or None when nothing is ready. Two statements: the claiming UPDATE, then one SELECT.
+    Returns its due pending deliveries with each one's subscriber, sorted by whether they may still be
+    mailed (suppressions and the subscriber's status are checked again here: they may have changed
+    since planning), or None when no batch is due. A batch with more due deliveries than `limit` is
+    split, the rest becoming a batch of its own; one with none due (they wait for a later time) is
+    settled and the next one taken.
     """
-    params = {"bulletin": bulletin_id, "limit": limit, "token": token, "now": now, "until": lease_until}
-    # One returned row is enough: every row is claimed by then (SQLite runs the whole UPDATE at its first step).
-    claimed = conn.execute(_claim(dialect_name(conn)), params).first()
-    if claimed is None:
-        return None
-    return _leased_batch(conn, bulletin_id, token, now, claimed[0])
+    dialect = dialect_name(conn)
+    params = {"bulletin": bulletin_id, "token": token, "now": now, "until": lease_until}
+    while True:
+        claimed = conn.execute(_claim(dialect), params).first()
+        if claimed is None:
+            return None
+        batch_id, variant, first_id, last_id = claimed
+        lease = Lease(batch_id, bulletin_id, variant, first_id, last_id, now, token)
+        rows = _due_rows(conn, lease, limit + 1)
+        if len(rows) > limit:
+            lease = _split(conn, lease, rows[limit][3], now)
+            del rows[limit:]
+        if rows:
+            return _sorted(lease, rows)
+        _settle(conn, lease, now)
 
 
 @functools.cache
 def _claim(dialect: str) -> sa.Update:
     """The claiming UPDATE of `claim_batch`, built once per dialect, with the parameters `bulletin`,
-    `limit`, `token`, `now` and `until` (the lease's end)."""
-    d, b = DELIVERY.c, BULLETIN.c
+    `token`, `now` and `until` (the lease's end)."""
+    sb, b = SEND_BATCH.c, BULLETIN.c
     bulletin_id = sa.bindparam("bulletin", type_=sa.Integer)
-    now = sa.bindparam("now", type_=d.not_before.type)
-    claimable = [
-        d.bulletin_id == bulletin_id,
-        d.status == D.PENDING,
-        sa.or_(d.not_before.is_(None), d.not_before <= now),
-    ]
+    now = sa.bindparam("now", type_=sb.not_before.type)
     bulletin_sending = sa.exists().where(b.id == bulletin_id, b.status == BulletinStatus.SENDING)
-    first_variant = skip_locked(
-        dialect, sa.select(d.variant).where(*claimable).order_by(d.variant, d.id).limit(1)
-    ).scalar_subquery()
-    ids = skip_locked(
+    next_batch = skip_locked(
         dialect,
-        sa.select(d.id)
-        .where(*claimable, d.variant == first_variant, bulletin_sending)
-        .order_by(d.variant, d.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer)),
-    )
-    # PostgreSQL: `= ANY(ARRAY(…))` makes the outer UPDATE probe the primary key for each claimed id; with
-    # `IN (…)` the planner may hash-join the whole table. SQLite probes the key either way.
-    claimed = (
-        d.id == sa.any_(sa.func.array(ids.scalar_subquery()))
-        if is_pg(dialect)
-        else d.id.in_(ids.scalar_subquery())
-    )
+        sa.select(sb.id)
+        .where(
+            sb.bulletin_id == bulletin_id,
+            sb.status == BatchStatus.PENDING,
+            sa.or_(sb.not_before.is_(None), sb.not_before <= now),
+            bulletin_sending,
+        )
+        .order_by(sb.id)
+        .limit(1),
+    ).scalar_subquery()
     return (
-        sa.update(DELIVERY)
-        .where(claimed)
+        sa.update(SEND_BATCH)
+        .where(sb.id == next_batch)
         .values(
-            status=D.SENDING,
+            status=BatchStatus.SENDING,
             leased_by=sa.bindparam("token"),
-            lease_expires_at=sa.bindparam("until", type_=d.lease_expires_at.type),
+            leased_at=now,
+            lease_expires_at=sa.bindparam("until", type_=sb.lease_expires_at.type),
             updated_at=now,
         )
-        .returning(d.variant)
+        .returning(sb.id, sb.variant, sb.first_id, sb.last_id)
     )
+
+
+def _split(conn: sa.Connection, lease: Lease, rest_from: int, now: datetime) -> Lease:
+    """Keep deliveries before id `rest_from` in the leased batch; the rest become a pending batch."""
+    sb = SEND_BATCH.c
+    conn.execute(sa.update(SEND_BATCH).where(sb.id == lease.batch_id).values(last_id=rest_from - 1))
+    conn.execute(
+        sa.insert(SEND_BATCH).values(
+            bulletin_id=lease.bulletin_id,
+            variant=lease.variant,
+            first_id=rest_from,
+            last_id=lease.last_id,
+            status=BatchStatus.PENDING,
+            retrying=False,
+            updated_at=bind_time(now, sb.updated_at),
+        )
+    )
+    return lease._replace(last_id=rest_from - 1)
 
 
 def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
@@ -115,17 +187,28 @@ def _skip_reason(email: str | None, suppressed: bool, status: str) -> str:
     return "subscriber paused"
 
 
-def _leased_batch(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, variant: str) -> Claimed:
-    """The rows just leased under `token`, each with its subscriber and whether it may still be mailed.
-
-    One `Recipient` per mailable row and nothing else per row, from the driver's own tuples: at a
-    thousand rows a batch, SQLAlchemy's row objects and an intermediate object per row were a fifth
-    of a worker's CPU (these columns need none of SQLAlchemy's result processing)."""
-    result = conn.execute(_leased_rows(), {"bulletin": bulletin_id, "token": token, "now": now})
+def _due_rows(conn: sa.Connection, lease: Lease, limit: int) -> list[Any]:
+    """The first `limit` deliveries of the batch due at `leased_at`, each with its subscriber, as the
+    driver's own tuples: at a thousand rows a batch, SQLAlchemy's row objects and an intermediate object
+    per row were a fifth of a worker's CPU (these columns need none of SQLAlchemy's result processing)."""
+    params = {
+        "bulletin": lease.bulletin_id,
+        "variant": lease.variant,
+        "first": lease.first_id,
+        "last": lease.last_id,
+        "now": lease.leased_at,
+        "limit": limit,
+    }
+    result = conn.execute(_due_rows_stmt(), params)
     try:
-        rows = result.cursor.fetchall()
+        return list(result.cursor.fetchall())
     finally:
         result.close()
+
+
+def _sorted(lease: Lease, rows: list[Any]) -> Claimed:
+    """One `Recipient` per mailable row and nothing else per row; the others grouped by why not."""
+    bulletin_id = lease.bulletin_id
     recipients: list[Recipient] = []
     skipped: dict[str, list[int]] = {}
     attempts = 0
@@ -136,16 +219,24 @@ def _leased_batch(conn: sa.Connection, bulletin_id: int, token: str, now: dateti
                 attempts = tries
         else:
             skipped.setdefault(_skip_reason(email, is_suppressed, status), []).append(did)
-    return Claimed(variant, recipients, skipped, attempts)
+    return Claimed(lease.variant, recipients, skipped, attempts)
 
 
 @functools.cache
-def _leased_rows() -> sa.Select[Any]:
-    """The statement of `_leased_batch`, built once (building it cost more than running it), with the
-    parameters `bulletin`, `token` and `now`."""
-    d, s, x = DELIVERY.c, SUBSCRIBER.c, SUPPRESSION.c
-    ok = eligible_subscriber(sa.bindparam("now", type_=s.paused_until.type))
+def _due_rows_stmt() -> sa.Select[Any]:
+    """The statement of `_due_rows`, built once (building it cost more than running it), with the
+    parameters `bulletin`, `variant`, `first`, `last`, `now` and `limit`."""
+    d, x = DELIVERY.c, SUPPRESSION.c
+    s = SUBSCRIBER.c
+    now = sa.bindparam("now", type_=d.not_before.type)
+    ok = eligible_subscriber(now)
     suppressed = sa.exists().where(x.email_hash == s.email_hash)
+    members = _members(
+        sa.bindparam("bulletin", type_=sa.Integer),
+        sa.bindparam("variant", type_=d.variant.type),
+        sa.bindparam("first", type_=sa.BigInteger),
+        sa.bindparam("last", type_=sa.BigInteger),
+    )
     return (
         sa.select(
             s.email,
@@ -159,26 +250,26 @@ def _leased_rows() -> sa.Select[Any]:
             suppressed,
         )
         .select_from(DELIVERY.outerjoin(SUBSCRIBER, s.id == d.subscriber_id))
-        .where(
-            d.bulletin_id == sa.bindparam("bulletin"),
-            d.status == D.SENDING,
-            d.leased_by == sa.bindparam("token"),
-        )
+        .where(*members, d.status == D.PENDING, sa.or_(d.not_before.is_(None), d.not_before <= now))
         .order_by(d.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
 
 
-def _leased(bulletin_id: int, token: str, ids: Sequence[int] | None = None) -> list[sa.ColumnElement[bool]]:
-    d = DELIVERY.c
-    where = [d.bulletin_id == bulletin_id, d.status == D.SENDING, d.leased_by == token]
-    if ids is not None:
-        where.append(d.id.in_(list(ids)))
-    return where
+@functools.cache
+def _lease_stmt(dialect: str) -> sa.Select[Any]:
+    sb = SEND_BATCH.c
+    stmt = sa.select(
+        sb.id, sb.bulletin_id, sb.variant, sb.first_id, sb.last_id, sb.leased_at, sb.leased_by
+    ).where(sb.leased_by == sa.bindparam("token"), sb.status == BatchStatus.SENDING)
+    # Locked until the caller commits: recovery cannot take the lease between this check and the write.
+    return stmt.with_for_update() if is_pg(dialect) else stmt
 
 
-def _ids_in(conn: sa.Connection, ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """`id` among `ids`: one array parameter on PostgreSQL, an expanded IN list on SQLite."""
-    return one_of(conn, DELIVERY.c.id, ids)
+def lease(conn: sa.Connection, token: str) -> Lease | None:
+    """The batch leased under `token`, locked until the caller commits; None once the lease is gone."""
+    row = conn.execute(_lease_stmt(dialect_name(conn)), {"token": token}).first()
+    return Lease(*row) if row is not None else None
 
 
 def record_accepted(
@@ -191,10 +282,11 @@ def record_accepted(
     whole_batch: bool = False,
 ) -> int:
     """Mark (delivery id, message id) pairs `accepted`: one statement when they share one message id
-    (SendGrid: one per request), and none of them by id when they are the whole batch.
+    (SendGrid: one per request), and none of them by id when they are every delivery in flight.
 
-    Rows that lease recovery already moved on (back to `pending`, or `failed` as outcome unknown) while
-    still carrying this batch's token are taken back by a second statement: the outcome is known after all.
+    Not fenced by the lease: the ESP took them, whatever happened to the lease meanwhile. Rows that
+    lease recovery moved on (still `pending`, or `failed` as outcome unknown under this token) are
+    taken as well; rows that another worker sent again and recorded first keep this message id too.
     """
     if not accepted:
         return 0
@@ -207,59 +299,31 @@ def record_accepted(
         "not_before": None,
         "last_error": "",
         "attempts": d.attempts + 1,
+        "leased_by": token,
     }
-    message_ids = {m for _, m in accepted}
-    if len(message_ids) == 1:
-        return _record_shared_id(
-            conn, bulletin_id, token, [i for i, _ in accepted], message_ids.pop(), values, whole_batch
-        )
-    # One message id per recipient (outbox, SMTP): executemany. Statuses are spelled out rather than
-    # IN (…), which cannot go through executemany.
-    where = [
+    ids = [i for i, _ in accepted]
+    open_or_lost = [
         d.bulletin_id == bulletin_id,
-        d.leased_by == token,
-        sa.or_(d.status == D.SENDING, d.status == D.PENDING, d.status == D.FAILED),
-        d.id == sa.bindparam("did"),
+        sa.or_(d.status == D.PENDING, sa.and_(d.status == D.FAILED, d.leased_by == token)),
     ]
-    stmt = (
-        sa.update(DELIVERY)
-        .where(*where)
-        .values(**_with_message_id(sa.bindparam("mid", type_=sa.Text)), **values)
-    )
-    conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
-    return len(accepted)
-
-
-def _record_shared_id(
-    conn: sa.Connection,
-    bulletin_id: int,
-    token: str,
-    ids: list[int],
-    message_id: str | None,
-    values: dict[str, Any],
-    whole_batch: bool,
-) -> int:
-    """`record_accepted` for deliveries that share one message id (see there)."""
-    d = DELIVERY.c
-    leased = (
-        _leased(bulletin_id, token) if whole_batch else [*_leased(bulletin_id, token), _ids_in(conn, ids)]
-    )
-    done: int = conn.execute(
-        sa.update(DELIVERY)
-        .where(*leased)
-        .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
-    ).rowcount
-    if done < len(ids):
-        recovered = [
-            d.bulletin_id == bulletin_id,
-            d.leased_by == token,
-            _ids_in(conn, ids),
-            d.status.in_([D.PENDING, D.FAILED]),
-        ]
-        done += conn.execute(
+    message_ids = {m for _, m in accepted}
+    if len(message_ids) > 1:
+        # One message id per recipient (outbox, SMTP): executemany.
+        stmt = (
             sa.update(DELIVERY)
-            .where(*recovered)
-            .values(**_with_message_id(sa.literal(message_id, sa.Text)), **values)
+            .where(*open_or_lost, d.id == sa.bindparam("did"))
+            .values(**_with_message_id(sa.bindparam("mid", type_=sa.Text)), **values)
+        )
+        conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
+        return len(accepted)
+    message_id = message_ids.pop()
+    values.update(_with_message_id(sa.literal(message_id, sa.Text)))
+    held = lease(conn, token) if whole_batch else None
+    where = _in_flight(conn, held) if held is not None else [*open_or_lost, one_of(conn, d.id, ids)]
+    done: int = conn.execute(sa.update(DELIVERY).where(*where).values(values)).rowcount
+    if done < len(ids) and held is not None:
+        done += conn.execute(
+            sa.update(DELIVERY).where(*open_or_lost, one_of(conn, d.id, ids)).values(values)
         ).rowcount
     if done < len(ids) and message_id:
         _note_resent(conn, bulletin_id, token, ids, message_id)
@@ -274,7 +338,7 @@ def _note_resent(
     d = DELIVERY.c
     resent = [
         d.bulletin_id == bulletin_id,
-        _ids_in(conn, ids),
+        one_of(conn, d.id, ids),
         d.leased_by != token,
         d.status.not_in([D.PENDING, D.SENDING, D.FAILED, D.SKIPPED]),
     ]
@@ -307,16 +371,19 @@ def record_retry(
 ) -> tuple[int, int]:
     """Back to `pending` after `not_before`, or `failed` once `max_attempts` are used: one statement.
 
-    `ids=None` means every row of the batch still leased; `max_attempts=None` never fails anyone (the
-    fault was the ESP's, not the recipient's); `ambiguous` counts an attempt whose outcome is unknown.
+    `ids=None` means every delivery in flight; `max_attempts=None` never fails anyone (the fault was
+    the ESP's, not the recipient's); `ambiguous` counts an attempt whose outcome is unknown.
     Returns (retried, failed).
     """
+    held = lease(conn, token)
+    if held is None:
+        return 0, 0
     d = DELIVERY.c
     attempts = d.attempts + (1 if count_attempt else 0)
     gave_up = attempts >= max_attempts if max_attempts is not None else sa.false()
     rows = conn.execute(
         sa.update(DELIVERY)
-        .where(*_leased(bulletin_id, token, ids))
+        .where(*_in_flight(conn, held, ids))
         .values(
             status=sa.case((gave_up, sa.literal(str(D.FAILED))), else_=sa.literal(str(D.PENDING))),
             attempts=attempts,
@@ -328,6 +395,7 @@ def record_retry(
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
             ambiguous=d.ambiguous + (1 if ambiguous else 0),
+            leased_by=token,
         )
         .returning(d.status)
     ).fetchall()
@@ -349,10 +417,13 @@ def record_failed(
     """A final error: `failed` with the reason. `refused`: the ESP refused the address itself (never
     queued again, not even by `--retry-failed`); `ambiguous`: the outcome is unknown and
     `RESEND_ON_UNKNOWN` is off."""
+    held = lease(conn, token)
+    if held is None:
+        return 0
     d = DELIVERY.c
     stmt = (
         sa.update(DELIVERY)
-        .where(*_leased(bulletin_id, token, ids))
+        .where(*_in_flight(conn, held, ids))
         .values(
             status=D.FAILED,
             attempts=d.attempts + 1,
@@ -361,6 +432,7 @@ def record_failed(
             updated_at=bind_time(now, d.updated_at),
             refused=refused,
             ambiguous=d.ambiguous + (1 if ambiguous else 0),
+            leased_by=token,
         )
     )
     return conn.execute(stmt).rowcount
@@ -370,119 +442,190 @@ def record_skipped(
     conn: sa.Connection, bulletin_id: int, token: str, ids: Sequence[int], reason: str, now: datetime
 ) -> int:
     """Not mailed on purpose (unsubscribed, suppressed, paused since planning)."""
+    held = lease(conn, token)
+    if held is None:
+        return 0
     d = DELIVERY.c
     stmt = (
         sa.update(DELIVERY)
-        .where(*_leased(bulletin_id, token, ids))
+        .where(*_in_flight(conn, held, ids))
         .values(
             status=D.SKIPPED,
             last_error=reason,
             lease_expires_at=None,
             updated_at=bind_time(now, d.updated_at),
+            leased_by=token,
         )
     )
     return conn.execute(stmt).rowcount
 
 
+def settle(conn: sa.Connection, token: str, now: datetime) -> None:
+    """End the lease of a batch whose pass is over: `done`, or `pending` again for what is left."""
+    held = lease(conn, token)
+    if held is not None:
+        _settle(conn, held, now)
+
+
+def _settle(conn: sa.Connection, held: Lease, now: datetime) -> None:
+    d, sb = DELIVERY.c, SEND_BATCH.c
+    left, earliest, timed, most_attempts = conn.execute(
+        sa.select(
+            sa.func.count(), sa.func.min(d.not_before), sa.func.count(d.not_before), sa.func.max(d.attempts)
+        ).where(*_members(held.bulletin_id, held.variant, held.first_id, held.last_id), d.status == D.PENDING)
+    ).one()
+    conn.execute(
+        sa.update(SEND_BATCH)
+        .where(sb.id == held.batch_id)
+        .values(
+            status=BatchStatus.PENDING if left else BatchStatus.DONE,
+            not_before=bind_time(earliest if left and timed == left else None, sb.not_before),
+            retrying=bool(left and most_attempts),
+            leased_by=None,
+            leased_at=None,
+            lease_expires_at=None,
+            updated_at=bind_time(now, sb.updated_at),
+        )
+    )
+
+
 def release(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, error: str = "") -> int:
-    """Give every still-leased row of a batch back as `pending`, not counted as an attempt (nothing was sent)."""
+    """Give a batch back as `pending`: nothing in flight was sent, so no attempt is counted. Returns how
+    many deliveries were in flight."""
+    held = lease(conn, token)
+    if held is None:
+        return 0
     d = DELIVERY.c
-    values: dict[str, Any] = {
-        "status": D.PENDING,
-        "lease_expires_at": None,
-        "updated_at": bind_time(now, d.updated_at),
-    }
+    values: dict[str, Any] = {"updated_at": bind_time(now, d.updated_at)}
     if error:
         values["last_error"] = error
-    return conn.execute(sa.update(DELIVERY).where(*_leased(bulletin_id, token)).values(values)).rowcount
+    n: int = conn.execute(sa.update(DELIVERY).where(*_in_flight(conn, held)).values(values)).rowcount
+    _settle(conn, held, now)
+    return n
 
 
 def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime) -> int:
-    """Every `pending` delivery of a bulletin becomes `skipped` (the bulletin was cancelled)."""
-    d = DELIVERY.c
-    stmt = (
-        sa.update(DELIVERY)
-        .where(d.bulletin_id == bulletin_id, d.status == D.PENDING)
-        .values(status=D.SKIPPED, last_error=reason, updated_at=bind_time(now, d.updated_at))
+    """Every `pending` delivery of a bulletin not in flight becomes `skipped` (the bulletin was
+    cancelled), and its batches not leased are done."""
+    d, sb = DELIVERY.c, SEND_BATCH.c
+    in_flight = sa.exists().where(
+        sb.bulletin_id == bulletin_id,
+        sb.status == BatchStatus.SENDING,
+        *_members(sb.bulletin_id, sb.variant, sb.first_id, sb.last_id),
+        sa.or_(d.not_before.is_(None), d.not_before <= sb.leased_at),
+        d.leased_by.is_distinct_from(sb.leased_by),
     )
-    return conn.execute(stmt).rowcount
+    skipped: int = conn.execute(
+        sa.update(DELIVERY)
+        .where(d.bulletin_id == bulletin_id, d.status == D.PENDING, ~in_flight)
+        .values(status=D.SKIPPED, last_error=reason, updated_at=bind_time(now, d.updated_at))
+    ).rowcount
+    conn.execute(
+        sa.update(SEND_BATCH)
+        .where(sb.bulletin_id == bulletin_id, sb.status == BatchStatus.PENDING)
+        .values(status=BatchStatus.DONE, updated_at=bind_time(now, sb.updated_at))
+    )
+    return skipped
 
 
 def recover_expired(
     conn: sa.Connection, now: datetime, *, resend: bool, tokens: Sequence[str] | None = None
 ) -> dict[int, int]:
-    """Expired leases of bulletins not yet finished: back to `pending` (resend) or `failed` (outcome unknown).
+    """Expired leases of bulletins not yet finished: what was in flight goes back to `pending` (resend)
+    or to `failed` (outcome unknown), and each batch is settled.
 
-    With `tokens`, those leases instead, expired or not (their worker is known to be dead). The batch
-    token stays in `leased_by`, so a worker that was only slow can still record the outcome it learnt
-    (`record_accepted`). Every recovered row counts an ambiguous attempt. Returns {bulletin id: rows}.
+    With `tokens`, those leases instead, expired or not (their worker is known to be dead). The rows
+    keep the batch's token in `leased_by`, so a worker that was only slow can still record the outcome
+    it learnt (`record_accepted`). Every recovered row counts an ambiguous attempt. Returns
+    {bulletin id: rows}.
     """
-    b, d = BULLETIN.c, DELIVERY.c
-    open_bulletins = [
-        r[0]
-        for r in conn.execute(
-            sa.select(b.id).where(
-                b.status.in_([BulletinStatus.SENDING, BulletinStatus.PAUSED, BulletinStatus.CANCELLED])
-            )
+    b, d, sb = BULLETIN.c, DELIVERY.c, SEND_BATCH.c
+    which = (
+        sb.lease_expires_at < bind_time(now, sb.lease_expires_at)
+        if tokens is None
+        else sb.leased_by.in_(list(tokens))
+    )
+    open_bulletin = sa.exists().where(
+        b.id == sb.bulletin_id,
+        b.status.in_([BulletinStatus.SENDING, BulletinStatus.PAUSED, BulletinStatus.CANCELLED]),
+    )
+    expired = conn.execute(
+        skip_locked(
+            conn,
+            sa.select(sb.id, sb.bulletin_id, sb.variant, sb.first_id, sb.last_id, sb.leased_at, sb.leased_by)
+            .where(sb.status == BatchStatus.SENDING, which, open_bulletin)
+            .order_by(sb.id),
         )
-    ]
+    ).fetchall()
+    values: dict[str, Any] = (
+        {"last_error": LEASE_EXPIRED}
+        if resend
+        else {"status": D.FAILED, "last_error": UNKNOWN_OUTCOME, "attempts": d.attempts + 1}
+    )
     out: dict[int, int] = {}
-    for bulletin_id in open_bulletins:
-        values: dict[str, Any] = (
-            {"status": D.PENDING, "last_error": LEASE_EXPIRED}
-            if resend
-            else {"status": D.FAILED, "last_error": UNKNOWN_OUTCOME, "attempts": d.attempts + 1}
-        )
-        which = (
-            d.lease_expires_at < bind_time(now, d.lease_expires_at)
-            if tokens is None
-            else d.leased_by.in_(list(tokens))
-        )
+    for row in expired:
+        held = Lease(*row)
         n = conn.execute(
             sa.update(DELIVERY)
-            .where(d.bulletin_id == bulletin_id, d.status == D.SENDING, which)
+            .where(*_in_flight(conn, held))
             .values(
                 lease_expires_at=None,
                 updated_at=bind_time(now, d.updated_at),
                 ambiguous=d.ambiguous + 1,
+                leased_by=held.token,
                 **values,
             )
         ).rowcount
+        _settle(conn, held, now)
         if n:
-            out[bulletin_id] = n
+            out[held.bulletin_id] = out.get(held.bulletin_id, 0) + n
     return out
 
 
 def next_retry_at(conn: sa.Connection, bulletin_id: int) -> datetime | None:
-    """The earliest `not_before` among pending deliveries still waiting, or None."""
-    d = DELIVERY.c
+    """When the earliest batch of the bulletin waiting for a later time falls due, or None."""
+    sb = SEND_BATCH.c
     return conn.execute(
-        sa.select(sa.func.min(d.not_before)).where(d.bulletin_id == bulletin_id, d.status == D.PENDING)
+        sa.select(sa.func.min(sb.not_before)).where(
+            sb.bulletin_id == bulletin_id, sb.status == BatchStatus.PENDING
+        )
     ).scalar()
 
 
 def earliest_lease_expiry(conn: sa.Connection, bulletin_id: int) -> datetime | None:
-    d = DELIVERY.c
+    sb = SEND_BATCH.c
     return conn.execute(
-        sa.select(sa.func.min(d.lease_expires_at)).where(d.bulletin_id == bulletin_id, d.status == D.SENDING)
+        sa.select(sa.func.min(sb.lease_expires_at)).where(
+            sb.bulletin_id == bulletin_id, sb.status == BatchStatus.SENDING
+        )
     ).scalar()
 
 
-def live_leases(conn: sa.Connection, now: datetime) -> list[tuple[int, str, datetime, int]]:
-    """(bulletin id, lease token, expiry, rows) of every unexpired lease: whose batches are in flight."""
-    d = DELIVERY.c
-    rows = conn.execute(
-        sa.select(d.bulletin_id, d.leased_by, sa.func.max(d.lease_expires_at), sa.func.count())
-        .where(d.status == D.SENDING, d.lease_expires_at >= bind_time(now, d.lease_expires_at))
-        .group_by(d.bulletin_id, d.leased_by)
-    )
-    return [(r[0], r[1] or "", r[2], int(r[3])) for r in rows]
+def live_leases(
+    conn: sa.Connection, now: datetime | None, bulletin_id: int | None = None
+) -> list[tuple[int, str, datetime, int]]:
+    """(bulletin id, lease token, expiry, deliveries in flight) of every lease unexpired at `now` (every
+    lease not yet recovered, when None), of one bulletin or all: whose batches are in flight."""
+    sb = SEND_BATCH.c
+    where = [sb.status == BatchStatus.SENDING]
+    if now is not None:
+        where.append(sb.lease_expires_at >= bind_time(now, sb.lease_expires_at))
+    if bulletin_id is not None:
+        where.append(sb.bulletin_id == bulletin_id)
+    fields = (sb.id, sb.bulletin_id, sb.variant, sb.first_id, sb.last_id, sb.leased_at, sb.leased_by)
+    rows = conn.execute(sa.select(*fields, sb.lease_expires_at).where(*where).order_by(sb.id)).fetchall()
+    out = []
+    for row in rows:
+        held = Lease(*row[:-1])
+        n = conn.execute(sa.select(sa.func.count()).where(*_in_flight(conn, held))).scalar_one()
+        out.append((held.bulletin_id, held.token, row[-1], int(n)))
+    return out
 
 
 def requeue_failed(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
     """Failed deliveries the ESP did not refuse for the address itself go back to `pending` with fresh
-    attempts (`send --retry-failed`). Returns how many."""
-    d = DELIVERY.c
+    attempts (`send --retry-failed`), in batches cut anew. Returns how many."""
+    d, sb = DELIVERY.c, SEND_BATCH.c
     stmt = (
         sa.update(DELIVERY)
         .where(d.bulletin_id == bulletin_id, d.status == D.FAILED, d.refused == sa.false())
@@ -493,4 +636,10 @@ def requeue_failed(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
             updated_at=bind_time(now, d.updated_at),
         )
     )
-    return conn.execute(stmt).rowcount
+    queued: int = conn.execute(stmt).rowcount
+    if queued:
+        # A sent bulletin has no batch in flight: the old ones go, and the pending rows are cut afresh,
+        # so that no two batches can ever share a delivery.
+        conn.execute(sa.delete(SEND_BATCH).where(sb.bulletin_id == bulletin_id))
+        cut_batches(conn, bulletin_id, 0, now)
+    return queued

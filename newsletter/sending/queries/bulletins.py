@@ -17,8 +17,9 @@ from newsletter.core.models import (
     DELIVERY,
     SCHEDULE_SLOT,
     SCHEDULER_HEARTBEAT,
+    SEND_BATCH,
 )
-from newsletter.core.status import OPEN_DELIVERY, BulletinStatus, DeliveryStatus
+from newsletter.core.status import OPEN_DELIVERY, BatchStatus, BulletinStatus, DeliveryStatus
 
 D = DeliveryStatus
 
@@ -87,9 +88,13 @@ def sending_bulletins(conn: sa.Connection) -> list[int]:
 
 
 def finish_if_done(conn: sa.Connection, bulletin_id: int, now: datetime) -> bool:
-    """`sending` → `sent` when no delivery is pending or sending; True for the one caller that did it."""
-    b, d = BULLETIN.c, DELIVERY.c
-    still_open = sa.exists().where(d.bulletin_id == bulletin_id, d.status.in_(list(OPEN_DELIVERY)))
+    """`sending` → `sent` when no batch is open and no delivery pending or sending; True for the one
+    caller that did it."""
+    b, d, sb = BULLETIN.c, DELIVERY.c, SEND_BATCH.c
+    still_open = sa.or_(
+        sa.exists().where(sb.bulletin_id == bulletin_id, sb.status != BatchStatus.DONE),
+        sa.exists().where(d.bulletin_id == bulletin_id, d.status.in_(list(OPEN_DELIVERY))),
+    )
     stmt = (
         sa.update(BULLETIN)
         .where(b.id == bulletin_id, b.status == BulletinStatus.SENDING, ~still_open)
@@ -138,27 +143,29 @@ def set_local_slot(conn: sa.Connection, bulletin_id: int, wall: datetime) -> Non
 
 
 def due_now(conn: sa.Connection, now: datetime) -> bool:
-    """Whether any work of a `sending` bulletin is due now or in flight: a pending delivery whose time
-    has come, one waiting for a retry (a retry is part of the send under way), or a leased one."""
-    b, d = BULLETIN.c, DELIVERY.c
+    """Whether any work of a `sending` bulletin is due now or in flight: a batch whose time has come, one
+    waiting for a retry (a retry is part of the send under way), or a leased one."""
+    b, sb = BULLETIN.c, SEND_BATCH.c
     sending = sa.select(b.id).where(b.status == BulletinStatus.SENDING)
     ready = sa.or_(
-        d.status == D.SENDING,
+        sb.status == BatchStatus.SENDING,
         sa.and_(
-            d.status == D.PENDING,
-            sa.or_(d.not_before.is_(None), d.not_before <= bind_time(now, d.not_before), d.attempts > 0),
+            sb.status == BatchStatus.PENDING,
+            sa.or_(sb.not_before.is_(None), sb.not_before <= bind_time(now, sb.not_before), sb.retrying),
         ),
     )
-    return bool(conn.execute(sa.select(sa.exists().where(d.bulletin_id.in_(sending), ready))).scalar())
+    return bool(conn.execute(sa.select(sa.exists().where(sb.bulletin_id.in_(sending), ready))).scalar())
 
 
 def next_due(conn: sa.Connection) -> datetime | None:
-    """When the next delivery falls due: the earliest `not_before` of a pending delivery of a `sending`
+    """When the next delivery falls due: the earliest `not_before` of a pending batch of a `sending`
     bulletin, or the earliest `send_at` of a `ready` one; None when nothing is waiting."""
-    b, d = BULLETIN.c, DELIVERY.c
+    b, sb = BULLETIN.c, SEND_BATCH.c
     sending = sa.select(b.id).where(b.status == BulletinStatus.SENDING)
     waiting = conn.execute(
-        sa.select(sa.func.min(d.not_before)).where(d.bulletin_id.in_(sending), d.status == D.PENDING)
+        sa.select(sa.func.min(sb.not_before)).where(
+            sb.bulletin_id.in_(sending), sb.status == BatchStatus.PENDING
+        )
     ).scalar()
     ready = conn.execute(
         sa.select(sa.func.min(b.send_at)).where(b.status == BulletinStatus.READY, b.send_at.is_not(None))

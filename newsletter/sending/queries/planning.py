@@ -19,11 +19,12 @@ from newsletter.core.models import (
     DELIVERY,
     ITEM,
     REGION,
+    SEND_BATCH,
     SUBSCRIBER,
     SUBSCRIPTION,
     SUPPRESSION,
 )
-from newsletter.core.status import DeliveryStatus, SubscriberStatus
+from newsletter.core.status import BatchStatus, DeliveryStatus, SubscriberStatus
 
 D = DeliveryStatus
 
@@ -203,10 +204,11 @@ def plan(
         bind_time(now, d.updated_at),
         not_before,
     ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT to parse INSERT … SELECT … ON CONFLICT
-    # Ids in variant order: a claimed batch (one variant, consecutive ids) is then a run of neighbouring
-    # rows, so its claim and record touch a few dozen pages instead of one page per recipient, which
-    # made each commit write megabytes.
-    select = select.order_by(rows.c.variant, rows.c.subscriber_id)
+    # Ids in variant and due-time order: a batch (one variant, one window of ids) is then mostly one due
+    # time and a run of neighbouring rows, so recording it touches a few dozen pages instead of one page
+    # per recipient, which made each commit write megabytes.
+    due_first = [] if isinstance(not_before, sa.Null) else [not_before]
+    select = select.order_by(rows.c.variant, *due_first, rows.c.subscriber_id)
     stmt = (
         dialect_insert(conn, DELIVERY)
         .from_select(
@@ -225,8 +227,46 @@ def plan(
         .on_conflict_do_nothing(index_elements=["bulletin_id", "subscriber_id"])
         .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only when asked
     )
+    after_id = conn.execute(sa.select(sa.func.coalesce(sa.func.max(d.id), 0))).scalar_one()
     planned = conn.execute(stmt).rowcount
-    return planned + _plan_no_section(conn, bulletin_id, regions, now, no_section)
+    planned += _plan_no_section(conn, bulletin_id, regions, now, no_section)
+    cut_batches(conn, bulletin_id, after_id, now)
+    return planned
+
+
+BATCH_WINDOW = 1000
+"""Ids per planned batch: the most a backend takes in one call (`BATCH_SIZE` ≤ 1000); a claim with a
+smaller limit splits the batch."""
+
+
+def cut_batches(conn: sa.Connection, bulletin_id: int, after_id: int, now: datetime) -> int:
+    """Put the bulletin's pending deliveries with ids above `after_id` in batches: one per variant and
+    window of `BATCH_WINDOW` ids counted from `after_id`. Windows are disjoint, so batches of one
+    variant never share a delivery, in whatever order the ids came. Returns how many batches."""
+    d = DELIVERY.c
+    window = (d.id - after_id) // BATCH_WINDOW
+    timed = sa.func.count(d.not_before) == sa.func.count()
+    select = (
+        sa.select(
+            sa.literal(bulletin_id, sa.Integer),
+            d.variant,
+            sa.func.min(d.id),
+            sa.func.max(d.id),
+            sa.literal(str(BatchStatus.PENDING), sa.String),
+            # Due when its earliest delivery is; NULL (now) when any of them is due at once.
+            sa.case((timed, sa.func.min(d.not_before)), else_=sa.null()),
+            sa.func.max(d.attempts) > 0,
+            bind_time(now, SEND_BATCH.c.updated_at),
+        )
+        .where(d.bulletin_id == bulletin_id, d.id > after_id, d.status == D.PENDING)
+        .group_by(d.variant, window)
+        .order_by(sa.func.min(d.id))
+    )
+    stmt = sa.insert(SEND_BATCH).from_select(
+        ["bulletin_id", "variant", "first_id", "last_id", "status", "not_before", "retrying", "updated_at"],
+        select,
+    )
+    return conn.execute(stmt).rowcount
 
 
 def variant_counts(

@@ -20,14 +20,24 @@ from newsletter.core.models import (
     TestSend,
 )
 from newsletter.core.status import BulletinStatus, DeliveryStatus
+from newsletter.sending.queries.batches import live_leases
 
 
 def status_counts(conn: sa.Connection, bulletin_id: int) -> dict[str, int]:
+    """Deliveries per status; `sending` counts those in flight in a leased batch (`pending` in the
+    ledger until their outcome is recorded)."""
     d = DELIVERY.c
     rows = conn.execute(
         sa.select(d.status, sa.func.count()).where(d.bulletin_id == bulletin_id).group_by(d.status)
     )
-    return {status: int(n) for status, n in rows}
+    counts = {status: int(n) for status, n in rows}
+    in_flight = sum(n for *_, n in live_leases(conn, None, bulletin_id))
+    if in_flight:
+        counts[DeliveryStatus.SENDING] = counts.get(DeliveryStatus.SENDING, 0) + in_flight
+        counts[DeliveryStatus.PENDING] -= in_flight
+        if not counts[DeliveryStatus.PENDING]:
+            del counts[DeliveryStatus.PENDING]
+    return counts
 
 
 def zone_status_counts(conn: sa.Connection, bulletin_id: int) -> list[tuple[str | None, str, int]]:

@@ -1,0 +1,237 @@
+"""Send batches (`send_batch`): planning cuts them, a claim leases one row, settling ends the lease.
+
+The invariant the rest rests on: every pending delivery of a bulletin belongs to exactly one batch (its
+variant, an id range), so two workers can never hold the same delivery. Checked on both databases.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from newsletter.core.config import Settings
+from newsletter.core.db import alembic_config, migrate
+from newsletter.core.models import DELIVERY, SEND_BATCH, utcnow
+from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus
+from newsletter.sending import lifecycle, queries
+from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.queries.planning import BATCH_WINDOW
+from tests.factories import MakeBulletin, MakeSubscriber, MakeSubscribers
+
+D = DeliveryStatus
+
+
+def batches(engine: Engine, bulletin_id: int) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(SEND_BATCH).where(SEND_BATCH.c.bulletin_id == bulletin_id).order_by(SEND_BATCH.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def ledger(engine: Engine, bulletin_id: int) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(DELIVERY).where(DELIVERY.c.bulletin_id == bulletin_id).order_by(DELIVERY.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def owners(engine: Engine, bulletin_id: int, statuses: set[str]) -> dict[int, list[int]]:
+    """Each delivery in `statuses` → the batches (in `statuses` of their own or any) that hold it."""
+    held: dict[int, list[int]] = {}
+    rows = ledger(engine, bulletin_id)
+    for b in batches(engine, bulletin_id):
+        for d in rows:
+            if d["variant"] == b["variant"] and b["first_id"] <= d["id"] <= b["last_id"]:  # type: ignore[operator]
+                held.setdefault(d["id"], []).append(b["id"])  # type: ignore[arg-type]
+    return {d["id"]: held.get(d["id"], []) for d in rows if d["status"] in statuses}  # type: ignore[misc]
+
+
+def test_planning_puts_every_pending_delivery_in_exactly_one_batch_of_its_variant(
+    engine: Engine, make_subscribers: MakeSubscribers, planned_bulletin: MakeBulletin
+) -> None:
+    make_subscribers(2500)
+    bulletin = planned_bulletin()
+    held = owners(engine, bulletin.id, {D.PENDING})
+    assert len(held) == 2500
+    assert all(len(b) == 1 for b in held.values())
+    cut = batches(engine, bulletin.id)
+    assert {b["status"] for b in cut} == {BatchStatus.PENDING}
+    sizes = Counter(b for (b,) in held.values())
+    assert max(sizes.values()) <= BATCH_WINDOW
+    variants = {d["variant"] for d in ledger(engine, bulletin.id)}
+    # Planning inserts in variant order: about one batch per variant and window, not one per row.
+    assert len(cut) <= len(variants) + 2500 // 1000 + 1
+
+
+def test_a_claim_leases_one_batch_row_and_leaves_the_ledger_untouched_until_an_outcome(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    for _ in range(6):
+        make_subscriber()  # every region: one variant, one batch
+    bulletin = planned_bulletin()
+    before = ledger(engine, bulletin.id)
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 100, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None and len(claimed.recipients) == 6
+    assert ledger(engine, bulletin.id) == before  # not one delivery written by the claim
+    (batch,) = batches(engine, bulletin.id)
+    assert batch["status"] == BatchStatus.SENDING and batch["leased_by"] == "w:1:a"
+    with engine.connect() as conn:
+        assert queries.status_counts(conn, bulletin.id) == {D.SENDING: 6}
+        assert [(b, t, n) for b, t, _, n in queries.live_leases(conn, now)] == [(bulletin.id, "w:1:a", 6)]
+
+    ids = [r.delivery_id for r in claimed.recipients]
+    with engine.begin() as conn:
+        queries.record_accepted(
+            conn, bulletin.id, "w:1:a", [(i, "msg-1") for i in ids], now, whole_batch=True
+        )
+        queries.settle(conn, "w:1:a", now)
+    assert {(d["status"], d["message_id"], d["leased_by"]) for d in ledger(engine, bulletin.id)} == {
+        (D.ACCEPTED, "msg-1", "w:1:a")
+    }
+    (batch,) = batches(engine, bulletin.id)
+    assert batch["status"] == BatchStatus.DONE and batch["leased_by"] is None
+
+
+def test_a_claim_smaller_than_the_batch_splits_it_and_the_parts_never_overlap(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    for _ in range(10):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    taken: list[int] = []
+    for n in range(4):
+        with engine.begin() as conn:
+            claimed = queries.claim_batch(conn, bulletin.id, 3, f"w:1:{n}", now, now + timedelta(minutes=5))
+        assert claimed is not None
+        taken += [r.delivery_id for r in claimed.recipients]
+        assert len(claimed.recipients) == (3 if n < 3 else 1)
+    with engine.begin() as conn:
+        assert queries.claim_batch(conn, bulletin.id, 3, "w:1:x", now, now + timedelta(minutes=5)) is None
+    assert sorted(taken) == [d["id"] for d in ledger(engine, bulletin.id)]
+    assert all(len(b) == 1 for b in owners(engine, bulletin.id, {D.PENDING}).values())
+
+
+def test_retries_wait_in_their_batch_until_their_time(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    for _ in range(4):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    later = now + timedelta(minutes=2)
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 100, "w:1:a", now, now + timedelta(minutes=5))
+        assert claimed is not None
+        ids = [r.delivery_id for r in claimed.recipients]
+        queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "m") for i in ids[:2]], now)
+        assert queries.record_retry(conn, bulletin.id, "w:1:a", ids[2:], "421 later", later, 5, now) == (2, 0)
+        queries.settle(conn, "w:1:a", now)
+        assert queries.next_retry_at(conn, bulletin.id) == later
+        assert queries.due_now(conn, now)  # a retry is part of the send under way
+        assert queries.claim_batch(conn, bulletin.id, 100, "w:1:b", now, now + timedelta(minutes=5)) is None
+        again = queries.claim_batch(conn, bulletin.id, 100, "w:1:c", later, later + timedelta(minutes=5))
+    assert again is not None and [r.delivery_id for r in again.recipients] == ids[2:]
+    assert again.attempts == 1
+
+
+def test_a_worker_that_lost_its_lease_cannot_change_what_is_in_flight(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    for _ in range(3):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 100, "old:1:a", now, now - timedelta(seconds=1))
+        assert claimed is not None
+        ids = [r.delivery_id for r in claimed.recipients]
+        assert queries.recover_expired(conn, now, resend=True) == {bulletin.id: 3}
+        again = queries.claim_batch(conn, bulletin.id, 100, "new:2:b", now, now + timedelta(minutes=5))
+        assert again is not None and [r.delivery_id for r in again.recipients] == ids
+        # The old lease is gone: none of these may touch the rows the new lease holds.
+        assert queries.record_failed(conn, bulletin.id, "old:1:a", ids, "550 no", now) == 0
+        assert queries.record_retry(conn, bulletin.id, "old:1:a", ids, "421", now, 5, now) == (0, 0)
+        assert queries.record_skipped(conn, bulletin.id, "old:1:a", ids, "why", now) == 0
+        assert queries.release(conn, bulletin.id, "old:1:a", now) == 0
+    rows = ledger(engine, bulletin.id)
+    assert {d["status"] for d in rows} == {D.PENDING}
+    assert {d["ambiguous"] for d in rows} == {1}  # the recovered attempt, counted once
+
+
+def test_cancel_skips_what_waits_but_not_what_is_in_flight(
+    engine: Engine, session: Session, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    for _ in range(5):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None
+    flying = {r.delivery_id for r in claimed.recipients}
+    assert lifecycle.cancel(session, bulletin.id) == 3
+    session.commit()
+    with engine.begin() as conn:
+        queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "m") for i in flying], now)
+        queries.settle(conn, "w:1:a", now)
+    rows = {d["id"]: d["status"] for d in ledger(engine, bulletin.id)}
+    assert {i for i, s in rows.items() if s == D.ACCEPTED} == flying
+    assert Counter(rows.values()) == Counter({D.SKIPPED: 3, D.ACCEPTED: 2})
+    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+
+
+def test_retry_failed_cuts_fresh_batches_over_what_it_queues(
+    settings: Settings,
+    engine: Engine,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
+    session: Session,
+) -> None:
+    make_subscribers(40)
+    bulletin = planned_bulletin()
+    Dispatcher(settings, engine).run_until_done(bulletin.id)
+    first = [d["id"] for d in ledger(engine, bulletin.id)][::3]
+    with engine.begin() as conn:  # some failed for a reason not the address's own
+        conn.execute(
+            sa.update(DELIVERY).where(DELIVERY.c.id.in_(first)).values(status=D.FAILED, last_error="503")
+        )
+    assert lifecycle.retry_failed(session, bulletin.id) == len(first)
+    session.commit()
+    held = owners(engine, bulletin.id, {D.PENDING})
+    assert sorted(held) == sorted(first) and all(len(b) == 1 for b in held.values())
+    result = Dispatcher(settings, engine).run_until_done(bulletin.id)
+    assert result.status == BulletinStatus.SENT and result.counts == {D.ACCEPTED: 40}
+
+
+def test_the_upgrade_batches_open_deliveries_and_takes_back_those_in_flight(
+    engine: Engine, make_subscribers: MakeSubscribers, planned_bulletin: MakeBulletin
+) -> None:
+    make_subscribers(30)
+    bulletin = planned_bulletin()
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "bulk_references")
+    ids = [d["id"] for d in ledger(engine, bulletin.id)]
+    with engine.begin() as conn:  # the old way: a worker had leased five rows when it was stopped
+        conn.execute(
+            sa.update(DELIVERY)
+            .where(DELIVERY.c.id.in_(ids[:5]))
+            .values(status="sending", leased_by="old:1:a", lease_expires_at=utcnow())
+        )
+        conn.execute(sa.update(DELIVERY).where(DELIVERY.c.id.in_(ids[5:8])).values(status=D.ACCEPTED))
+    migrate(engine)
+    rows = {d["id"]: d for d in ledger(engine, bulletin.id)}
+    assert [rows[i]["ambiguous"] for i in ids[:5]] == [1] * 5
+    held = owners(engine, bulletin.id, {D.PENDING})
+    assert sorted(held) == sorted(ids[:5] + ids[8:]) and all(len(b) == 1 for b in held.values())
