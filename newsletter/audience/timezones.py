@@ -4,6 +4,11 @@ A local-time send plans each delivery with its due time in `not_before` (the slo
 zone). When the zone changes later, every such delivery still waiting for its time (pending, never
 attempted, `not_before` still ahead) is moved to the slot in the new zone; one already due, sent, or
 waiting for a retry is left alone. The new time may already have passed: the delivery is then due at once.
+
+Deliveries are sent in batches (`send_batch`), and a batch falls due when its earliest delivery does,
+so a batch holding a moved delivery is brought forward with it. A delivery whose batch a worker is
+sending at this very moment keeps its time: which of a leased batch's deliveries are in flight is
+decided by their due times, which must not change under the lease.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from sqlmodel import Session
 
 from newsletter.core import audit, zones
 from newsletter.core.dialect import bind_time, one_of
-from newsletter.core.models import BULLETIN, DELIVERY, SUBSCRIBER, Subscriber, utcnow
-from newsletter.core.status import BulletinStatus, DeliveryStatus
+from newsletter.core.models import BULLETIN, DELIVERY, SEND_BATCH, SUBSCRIBER, Subscriber, utcnow
+from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus
 
 
 def change_timezone(
@@ -77,6 +82,8 @@ def retime(conn: sa.Connection, subscriber_ids: Sequence[int], now: datetime) ->
         for zone, ids in by_zone.items():
             if zone not in zones.all_zones():
                 continue
+            due = zones.due_at(wall, zone)
+            _bring_batches_forward(conn, bulletin_id, ids, due, now)
             moved += conn.execute(
                 sa.update(DELIVERY)
                 .where(
@@ -85,10 +92,43 @@ def retime(conn: sa.Connection, subscriber_ids: Sequence[int], now: datetime) ->
                     d.status == DeliveryStatus.PENDING,
                     d.attempts == 0,
                     d.not_before > bind_time(now, d.not_before),
+                    ~_in_leased_batch(bulletin_id),
                 )
-                .values(
-                    not_before=bind_time(zones.due_at(wall, zone), d.not_before),
-                    updated_at=bind_time(now, d.updated_at),
-                )
+                .values(not_before=bind_time(due, d.not_before), updated_at=bind_time(now, d.updated_at))
             ).rowcount
     return moved
+
+
+def _holds(delivery: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+    """A batch row (of `SEND_BATCH`) holds a delivery row: same bulletin and variant, id in its range."""
+    sb, d = SEND_BATCH.c, delivery.c
+    return [d.bulletin_id == sb.bulletin_id, d.variant == sb.variant, d.id.between(sb.first_id, sb.last_id)]
+
+
+def _in_leased_batch(bulletin_id: int) -> sa.Exists:
+    sb = SEND_BATCH.c
+    return sa.exists().where(
+        sb.bulletin_id == bulletin_id, sb.status == BatchStatus.SENDING, *_holds(DELIVERY)
+    )
+
+
+def _bring_batches_forward(
+    conn: sa.Connection, bulletin_id: int, subscriber_ids: list[int], due: datetime, now: datetime
+) -> None:
+    """Every pending batch holding one of these subscribers' deliveries falls due by `due` at the latest.
+
+    It runs before the deliveries move and writes (so locks) all those batches, whether their time
+    changes or not: a worker cannot lease one of them until this transaction ends, so none is leased
+    between the two statements with deliveries whose due times are about to change."""
+    sb = SEND_BATCH.c
+    theirs = DELIVERY.alias("theirs")
+    holds = sa.exists().where(*_holds(theirs), one_of(conn, theirs.c.subscriber_id, subscriber_ids))
+    when = bind_time(due, sb.not_before)
+    conn.execute(
+        sa.update(SEND_BATCH)
+        .where(sb.bulletin_id == bulletin_id, sb.status == BatchStatus.PENDING, holds)
+        .values(
+            not_before=sa.case((sb.not_before > when, when), else_=sb.not_before),
+            updated_at=bind_time(now, sb.updated_at),
+        )
+    )

@@ -323,9 +323,7 @@ class BatchSender:
         now = self.host.clock()
         every_one = whole_batch and len(accepted) == len(batch.recipients)
         with self.host.transaction() as conn:
-            n = queries.record_accepted(
-                conn, batch.bulletin_id, batch.token, accepted, now, whole_batch=every_one
-            )
+            n = queries.record_accepted(conn, batch.bulletin_id, batch.token, accepted, now)
             if every_one:  # the usual end of a batch, settled in the same transaction
                 queries.settle(conn, batch.token, now)
                 batch.settled = True

@@ -6,21 +6,25 @@ variant, an id range), so two workers can never hold the same delivery. Checked 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
+from newsletter.audience import timezones
 from newsletter.core.config import Settings
 from newsletter.core.db import alembic_config, migrate
-from newsletter.core.models import DELIVERY, SEND_BATCH, utcnow
+from newsletter.core.models import BULLETIN, DELIVERY, SEND_BATCH, Subscriber, utcnow
 from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus
 from newsletter.sending import lifecycle, queries
 from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.queries.planning import BATCH_WINDOW
+from tests.db.test_localtime import start_local
 from tests.factories import MakeBulletin, MakeSubscriber, MakeSubscribers
 
 D = DeliveryStatus
@@ -90,9 +94,7 @@ def test_a_claim_leases_one_batch_row_and_leaves_the_ledger_untouched_until_an_o
 
     ids = [r.delivery_id for r in claimed.recipients]
     with engine.begin() as conn:
-        queries.record_accepted(
-            conn, bulletin.id, "w:1:a", [(i, "msg-1") for i in ids], now, whole_batch=True
-        )
+        queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "msg-1") for i in ids], now)
         queries.settle(conn, "w:1:a", now)
     assert {(d["status"], d["message_id"], d["leased_by"]) for d in ledger(engine, bulletin.id)} == {
         (D.ACCEPTED, "msg-1", "w:1:a")
@@ -235,3 +237,80 @@ def test_the_upgrade_batches_open_deliveries_and_takes_back_those_in_flight(
     assert [rows[i]["ambiguous"] for i in ids[:5]] == [1] * 5
     held = owners(engine, bulletin.id, {D.PENDING})
     assert sorted(held) == sorted(ids[:5] + ids[8:]) and all(len(b) == 1 for b in held.values())
+
+
+def test_a_zone_change_never_puts_a_delivery_in_flight_that_was_not_claimed(
+    session: Session, settings: Settings, engine: Engine, make_bulletin: MakeBulletin
+) -> None:
+    bulletin_id, clock, _ = start_local(session, settings, engine, make_bulletin)
+    t0 = clock.now
+    with engine.begin() as conn:  # the first zone's slot: its recipients are claimed
+        claimed = queries.claim_batch(conn, bulletin_id, 100, "w:1:a", t0, t0 + timedelta(minutes=5))
+    assert claimed is not None
+    sent = [r.delivery_id for r in claimed.recipients]
+    late = session.exec(select(Subscriber).where(Subscriber.email == "z9p0@example.org")).one()
+    # While that batch is in flight, a subscriber of the last zone moves to the first one.
+    assert timezones.change_timezone(session, late, "Pacific/Kiritimati", now=t0 + timedelta(seconds=1))
+    session.commit()
+    with engine.begin() as conn:
+        assert queries.record_accepted(conn, bulletin_id, "w:1:a", [(i, "m1") for i in sent], t0) == len(sent)
+        queries.settle(conn, "w:1:a", t0)
+    (theirs,) = [d for d in ledger(engine, bulletin_id) if d["subscriber_id"] == late.id]
+    assert theirs["status"] == D.PENDING and theirs["message_id"] is None, (
+        "never sent, never recorded as sent"
+    )
+
+
+def test_a_zone_change_to_an_earlier_zone_brings_its_batch_forward(
+    session: Session, settings: Settings, engine: Engine, make_bulletin: MakeBulletin
+) -> None:
+    bulletin_id, clock, _ = start_local(session, settings, engine, make_bulletin)
+    t0 = clock.now
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin_id, 100, "w:1:a", t0, t0 + timedelta(minutes=5))
+        assert claimed is not None
+        queries.record_accepted(
+            conn, bulletin_id, "w:1:a", [(r.delivery_id, "m") for r in claimed.recipients], t0
+        )
+        queries.settle(conn, "w:1:a", t0)
+    t1 = t0 + timedelta(minutes=10)
+    moving = session.exec(select(Subscriber).where(Subscriber.email == "z9p1@example.org")).one()
+    assert timezones.change_timezone(session, moving, "Pacific/Kiritimati", now=t1)  # its slot has passed
+    session.commit()
+    with engine.begin() as conn:
+        again = queries.claim_batch(conn, bulletin_id, 100, "w:1:b", t1, t1 + timedelta(minutes=5))
+    assert again is not None and [r.email for r in again.recipients] == ["z9p1@example.org"]
+
+
+def test_a_cancel_racing_a_claim_spares_what_the_claim_took(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a cancel cannot run inside a claim")
+    for _ in range(4):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    claiming = engine.connect()
+    tx = claiming.begin()
+    claimed = queries.claim_batch(claiming, bulletin.id, 100, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None and len(claimed.recipients) == 4
+    skipped: list[int] = []
+
+    def cancel() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.update(BULLETIN).where(BULLETIN.c.id == bulletin.id).values(status="cancelled"))
+            skipped.append(queries.skip_open(conn, bulletin.id, "bulletin cancelled", utcnow()))
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    canceller.join(timeout=1.0)  # the cancel waits for the claim's lock on the batch
+    tx.commit()
+    claiming.close()
+    canceller.join()
+    with engine.begin() as conn:  # the worker mails the four it claimed, and records them
+        mailed = [(r.delivery_id, "msg") for r in claimed.recipients]
+        assert queries.record_accepted(conn, bulletin.id, "w:1:a", mailed, now) == 4
+        queries.settle(conn, "w:1:a", now)
+    assert skipped == [0]
+    assert {d["status"] for d in ledger(engine, bulletin.id)} == {D.ACCEPTED}

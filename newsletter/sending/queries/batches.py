@@ -10,7 +10,7 @@ The lease is on the batch row: a claim writes that one row, where it used to mov
 to `sending` and back (two writes of every delivery and of each of its index entries). While a batch is
 `sending`, its deliveries that are still `pending`, were due at `leased_at` and carry no outcome
 recorded under its token are *in flight*: claimed, and not yet answered for. Each `record_*` statement
-locks the batch row held under its token (`_lease`) and touches only rows in flight, so a worker whose
+locks the batch row held under its token (`lease`) and touches only rows in flight, so a worker whose
 lease was recovered changes nothing, except `record_accepted`: an accepted send is a fact whatever
 happened to the lease. At the end of its pass the batch is *settled*: `done` when none of its
 deliveries is pending, otherwise `pending` again and due when its earliest pending delivery is (a
@@ -278,11 +278,9 @@ def record_accepted(
     token: str,
     accepted: Sequence[tuple[int, str | None]],
     now: datetime,
-    *,
-    whole_batch: bool = False,
 ) -> int:
     """Mark (delivery id, message id) pairs `accepted`: one statement when they share one message id
-    (SendGrid: one per request), and none of them by id when they are every delivery in flight.
+    (SendGrid: one per request).
 
     Not fenced by the lease: the ESP took them, whatever happened to the lease meanwhile. Rows that
     lease recovery moved on (still `pending`, or `failed` as outcome unknown under this token) are
@@ -318,13 +316,9 @@ def record_accepted(
         return len(accepted)
     message_id = message_ids.pop()
     values.update(_with_message_id(sa.literal(message_id, sa.Text)))
-    held = lease(conn, token) if whole_batch else None
-    where = _in_flight(conn, held) if held is not None else [*open_or_lost, one_of(conn, d.id, ids)]
-    done: int = conn.execute(sa.update(DELIVERY).where(*where).values(values)).rowcount
-    if done < len(ids) and held is not None:
-        done += conn.execute(
-            sa.update(DELIVERY).where(*open_or_lost, one_of(conn, d.id, ids)).values(values)
-        ).rowcount
+    done: int = conn.execute(
+        sa.update(DELIVERY).where(*open_or_lost, one_of(conn, d.id, ids)).values(values)
+    ).rowcount
     if done < len(ids) and message_id:
         _note_resent(conn, bulletin_id, token, ids, message_id)
     return done
@@ -506,8 +500,17 @@ def release(conn: sa.Connection, bulletin_id: int, token: str, now: datetime, er
 
 def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime) -> int:
     """Every `pending` delivery of a bulletin not in flight becomes `skipped` (the bulletin was
-    cancelled), and its batches not leased are done."""
+    cancelled), and its batches not leased are done.
+
+    The batches go first: that UPDATE waits for a claim still leasing one of them and then leaves it
+    alone, and the deliveries' UPDATE, a statement of its own, then sees that lease (on PostgreSQL
+    each statement reads what was committed before it began) and spares what is in flight."""
     d, sb = DELIVERY.c, SEND_BATCH.c
+    conn.execute(
+        sa.update(SEND_BATCH)
+        .where(sb.bulletin_id == bulletin_id, sb.status == BatchStatus.PENDING)
+        .values(status=BatchStatus.DONE, updated_at=bind_time(now, sb.updated_at))
+    )
     in_flight = sa.exists().where(
         sb.bulletin_id == bulletin_id,
         sb.status == BatchStatus.SENDING,
@@ -520,11 +523,6 @@ def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime)
         .where(d.bulletin_id == bulletin_id, d.status == D.PENDING, ~in_flight)
         .values(status=D.SKIPPED, last_error=reason, updated_at=bind_time(now, d.updated_at))
     ).rowcount
-    conn.execute(
-        sa.update(SEND_BATCH)
-        .where(sb.bulletin_id == bulletin_id, sb.status == BatchStatus.PENDING)
-        .values(status=BatchStatus.DONE, updated_at=bind_time(now, sb.updated_at))
-    )
     return skipped
 
 
