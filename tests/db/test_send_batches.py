@@ -314,3 +314,42 @@ def test_a_cancel_racing_a_claim_spares_what_the_claim_took(
         queries.settle(conn, "w:1:a", now)
     assert skipped == [0]
     assert {d["status"] for d in ledger(engine, bulletin.id)} == {D.ACCEPTED}
+
+
+def test_recording_a_batch_reads_by_key_not_by_walking_the_bulletin(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    """A million-row ledger made recording cost a walk of the bulletin's index per batch on SQLite, which
+    keeps no statistics; every record statement must find its rows by key or by the batch's id range."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics")
+    for _ in range(5):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.startswith("UPDATE delivery"):
+            statements.append((statement, parameters))
+
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 100, "w:1:a", now, now + timedelta(minutes=5))
+        assert claimed is not None
+        ids = [r.delivery_id for r in claimed.recipients]
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            # A thousand ids, as in a real batch (the planner weighs the list's length).
+            padded = [*ids[:2], *range(10**9, 10**9 + 998)]
+            queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "m") for i in padded], now)
+            queries.record_failed(conn, bulletin.id, "w:1:a", [*ids[2:3], *padded[2:]], "550", now)
+            queries.record_retry(conn, bulletin.id, "w:1:a", [*ids[3:], *padded[2:]], "421", now, 5, now)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+        plans = [
+            " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))  # type: ignore[arg-type]
+            for sql, params in statements
+        ]
+    assert len(plans) >= 3  # accepted (and the resent note), failed, retried
+    for plan in plans:
+        assert "INTEGER PRIMARY KEY" in plan or "variant=? AND id" in plan, plan
