@@ -21,7 +21,15 @@ from sqlmodel import Session
 
 from newsletter.core import audit, zones
 from newsletter.core.dialect import bind_time, one_of
-from newsletter.core.models import BULLETIN, DELIVERY, SEND_BATCH, SUBSCRIBER, Subscriber, utcnow
+from newsletter.core.models import (
+    BULLETIN,
+    DELIVERY,
+    SEND_BATCH,
+    SUBSCRIBER,
+    Subscriber,
+    batch_members,
+    utcnow,
+)
 from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus
 
 
@@ -100,9 +108,8 @@ def retime(conn: sa.Connection, subscriber_ids: Sequence[int], now: datetime) ->
 
 
 def _holds(delivery: sa.FromClause) -> list[sa.ColumnElement[bool]]:
-    """A batch row (of `SEND_BATCH`) holds a delivery row: same bulletin and variant, id in its range."""
-    sb, d = SEND_BATCH.c, delivery.c
-    return [d.bulletin_id == sb.bulletin_id, d.variant == sb.variant, d.id.between(sb.first_id, sb.last_id)]
+    sb = SEND_BATCH.c
+    return batch_members(delivery, sb.bulletin_id, sb.variant, sb.first_id, sb.last_id)
 
 
 def _in_leased_batch(bulletin_id: int) -> sa.Exists:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -190,6 +191,15 @@ class SendBatch(SQLModel, table=True):
     leased_at: datetime | None = None
     lease_expires_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+def batch_members(
+    delivery: sa.FromClause, bulletin_id: Any, variant: Any, first_id: Any, last_id: Any
+) -> list[sa.ColumnElement[bool]]:
+    """The one rule for which deliveries a batch holds: its bulletin's, of its variant, with ids from
+    `first_id` to `last_id` (values, parameters, or a `send_batch` row's columns)."""
+    d = delivery.c
+    return [d.bulletin_id == bulletin_id, d.variant == variant, d.id.between(first_id, last_id)]
 
 
 class DeliveryEvent(SQLModel, table=True):

@@ -34,6 +34,7 @@ from newsletter.core.models import (
     SEND_BATCH,
     SUBSCRIBER,
     SUPPRESSION,
+    batch_members,
 )
 from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus, SubscriberStatus
 from newsletter.sending.queries.planning import cut_batches, eligible_subscriber
@@ -71,8 +72,7 @@ class Lease(NamedTuple):
 
 def _members(bulletin_id: Any, variant: Any, first_id: Any, last_id: Any) -> list[sa.ColumnElement[bool]]:
     """The deliveries of a batch (values, parameters or columns)."""
-    d = DELIVERY.c
-    return [d.bulletin_id == bulletin_id, d.id.between(first_id, last_id), d.variant == variant]
+    return batch_members(DELIVERY, bulletin_id, variant, first_id, last_id)
 
 
 def _in_flight(
