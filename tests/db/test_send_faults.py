@@ -37,7 +37,17 @@ def test_a_fifth_of_requests_failing_in_mixed_ways_still_delivers_everyone_exact
     make_subscribers(400)
     bulletin = planned_bulletin()
     fake_esp.configure(faults=MIXED_FAULTS, rate_limit_reset=0.05, seed=7)
-    s = sendgrid(settings, fake_esp, BATCH_SIZE=15, SEND_CONCURRENCY=4, MAX_ATTEMPTS=12, SENDGRID_TIMEOUT=0.5)
+    # Scattered faults, not an outage: with four threads, three failed batches in a row (the default
+    # ESP_OUTAGE_BATCHES) happen by chance, and the pause for an outage has tests of its own.
+    s = sendgrid(
+        settings,
+        fake_esp,
+        BATCH_SIZE=15,
+        SEND_CONCURRENCY=4,
+        MAX_ATTEMPTS=12,
+        SENDGRID_TIMEOUT=1.0,  # under the slow fault's 2 s, with room for a loaded machine
+        ESP_OUTAGE_BATCHES=1000,
+    )
 
     result = Dispatcher(s, engine).run_until_done(bulletin.id)
 
