@@ -123,13 +123,30 @@ class Item(SQLModel, table=True):
     body: str = Field(sa_type=sa.Text)
 
 
+DELIVERY_FILLFACTOR = 30
+"""How full PostgreSQL packs a new page of `delivery` (percent): the rest is room for recorded outcomes.
+
+Recording an outcome is then a heap-only (HOT) update: no index holds a column it writes (status, times,
+lease, message id), and the new version of the row fits on its page beside the old one, so no index gets
+a new entry. A planned row takes about 105 bytes and a recorded one about 215, and a batch records a
+page's rows in one transaction, so a page needs room for both versions of each row: 30% leaves it.
+Measured on a million rows: recording takes a third of the time (every update heap-only, against none
+with full pages and the old claim index), and the table takes 1.7 times the space of full pages. The
+old versions are pruned in place."""
+
+
 class Delivery(SQLModel, table=True):
-    """One bulletin to one subscriber. Unique on the pair: planning twice never mails anyone twice."""
+    """One bulletin to one subscriber. Unique on the pair: planning twice never mails anyone twice.
+
+    Its indexes hold only columns that never change after planning (id, bulletin, subscriber), so that
+    recording an outcome writes no index (see `DELIVERY_FILLFACTOR`). A batch finds its rows by id range
+    on the primary key; a bulletin's rows are found by the unique key's leading column.
+    """
 
     __table_args__ = (
         sa.UniqueConstraint("bulletin_id", "subscriber_id", name="uq_delivery_bulletin_subscriber"),
-        sa.Index("ix_delivery_claim", "bulletin_id", "status", "variant", "id"),
         sa.Index("ix_delivery_subscriber", "subscriber_id"),
+        {"postgresql_with": {"fillfactor": DELIVERY_FILLFACTOR}},
     )
 
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
@@ -197,9 +214,15 @@ def batch_members(
     delivery: sa.FromClause, bulletin_id: Any, variant: Any, first_id: Any, last_id: Any
 ) -> list[sa.ColumnElement[bool]]:
     """The one rule for which deliveries a batch holds: its bulletin's, of its variant, with ids from
-    `first_id` to `last_id` (values, parameters, or a `send_batch` row's columns)."""
+    `first_id` to `last_id` (values, parameters, or a `send_batch` row's columns).
+
+    The bulletin is tested as an expression (`bulletin_id + 0`), so that only the primary key can
+    serve: a batch is a range of at most a thousand ids. SQLite keeps no statistics and PostgreSQL's are
+    stale right after planning a million rows; either would otherwise walk the whole bulletin in the
+    unique key, a million entries per batch.
+    """
     d = delivery.c
-    return [d.bulletin_id == bulletin_id, d.variant == variant, d.id.between(first_id, last_id)]
+    return [d.bulletin_id + 0 == bulletin_id, d.variant == variant, d.id.between(first_id, last_id)]
 
 
 class DeliveryEvent(SQLModel, table=True):

@@ -74,6 +74,62 @@ def test_planning_puts_every_pending_delivery_in_exactly_one_batch_of_its_varian
     assert len(cut) <= len(variants) + 2500 // 1000 + 1
 
 
+def test_planning_again_adds_only_the_subscribers_the_ledger_lacks_each_in_one_batch(
+    engine: Engine, make_subscriber: MakeSubscriber, make_bulletin: MakeBulletin
+) -> None:
+    """Re-planning (a paused bulletin resumed) leaves out who has a delivery by an anti-join, not by
+    ON CONFLICT: whoever joined since gets one, nobody gets two, and the new row has its own batch."""
+    from tests.db.test_dispatch import THREE_REGIONS
+
+    first = [make_subscriber(regions=["africa"]) for _ in range(3)]
+    bulletin = make_bulletin(THREE_REGIONS)
+    assert bulletin.id is not None
+    with engine.begin() as conn:
+        assert queries.plan(conn, bulletin.id, utcnow()) == 3
+    late = make_subscriber(regions=["south-asia"])
+    lonely = make_subscriber(regions=["latin-america"])  # no section in this bulletin
+    with engine.begin() as conn:
+        assert queries.plan(conn, bulletin.id, utcnow()) == 2
+        assert queries.plan(conn, bulletin.id, utcnow()) == 0
+    rows = ledger(engine, bulletin.id)
+    assert sorted(d["subscriber_id"] for d in rows) == sorted(s.id for s in [*first, late, lonely])
+    mine = {d["subscriber_id"]: d for d in rows}
+    assert (mine[late.id]["variant"], mine[late.id]["status"]) == ("south-asia", D.PENDING)
+    assert mine[lonely.id]["status"] == D.SKIPPED
+    assert mine[lonely.id]["last_error"] == queries.NO_SECTION_REASON
+    held = owners(engine, bulletin.id, {D.PENDING})
+    assert len(held) == 4 and all(len(b) == 1 for b in held.values())
+
+
+def test_recording_an_outcome_writes_no_index_entry_on_postgresql(
+    engine: Engine, make_subscribers: MakeSubscribers, planned_bulletin: MakeBulletin
+) -> None:
+    """PostgreSQL records every outcome as a heap-only update: no index holds a column that recording
+    writes, and planning leaves room on each page for the recorded version of its rows (fillfactor).
+    With full pages, or with `status` in an index, each outcome would add an entry to every index."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("heap-only updates are PostgreSQL's")
+    make_subscribers(700)
+    bulletin = planned_bulletin()
+    now = utcnow()
+    recorded = 0
+    with engine.begin() as conn:
+        for n in range(100):
+            token = f"dispatcher-{n:02d}.internal.example.org:123456:{n:012x}"  # as long as a real one
+            claimed = queries.claim_batch(conn, bulletin.id, 1000, token, now, now + timedelta(minutes=5))
+            if claimed is None:
+                break
+            accepted = [(r.delivery_id, f"{n:04d}kD9xQzR3TumzXb5sPw") for r in claimed.recipients]
+            recorded += queries.record_accepted(conn, bulletin.id, token, accepted, now)
+            queries.settle(conn, token, now)
+        counted = conn.exec_driver_sql(
+            "SELECT pg_stat_get_xact_tuples_updated('delivery'::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated('delivery'::regclass)"
+        ).one()
+    assert recorded == 700
+    assert tuple(counted) == (700, 700)
+
+
 def test_a_claim_leases_one_batch_row_and_leaves_the_ledger_untouched_until_an_outcome(
     engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
 ) -> None:
