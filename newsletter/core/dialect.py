@@ -9,6 +9,8 @@ statements:
     insert_ignoring_duplicates(bind, table)   `INSERT … ON CONFLICT DO NOTHING`
     skip_locked(bind, select)       `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's BEGIN IMMEDIATE
                                     already serialises writers (see `newsletter.core.db`)
+    hash_grouping(conn)             around a GROUP BY of many rows into few groups: PostgreSQL hashes
+                                    them rather than sorting (its statistics may be stale)
     insert_many(conn, table, rows)  bulk rows: COPY on PostgreSQL, a DB-API executemany on SQLite
     bulk_subscriber_insert(conn)    around a bulk insert of subscribers: SQLite's name index is fed
                                     in one statement instead of by its row trigger
@@ -82,6 +84,20 @@ def one_of(bind: Bind | str, column: sa.ColumnElement[Any], values: Iterable[Any
 def skip_locked(bind: Bind | str, select: sa.Select[Any]) -> sa.Select[Any]:
     """`select … FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent workers take disjoint rows."""
     return select.with_for_update(skip_locked=True) if is_pg(bind) else select
+
+
+@contextmanager
+def hash_grouping(conn: sa.Connection) -> Iterator[None]:
+    """Around a statement that groups many rows into few groups (cutting a million planned deliveries
+    into a thousand batches): PostgreSQL hashes the groups instead of sorting every row. Right after a
+    bulk insert its statistics are stale, and it would sort on disk: 0.76 s against 0.38 s at a million.
+    SQLite has no such choice."""
+    if not is_pg(conn):
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+    yield  # an error dooms the transaction, and the setting ends with it
+    conn.exec_driver_sql("SET LOCAL enable_sort = on")
 
 
 def _driver_value(value: Any, dialect_name: str) -> Any:

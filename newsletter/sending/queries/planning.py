@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from newsletter.core import zones
-from newsletter.core.dialect import bind_time
+from newsletter.core.dialect import bind_time, hash_grouping
 from newsletter.core.errors import ConfigError
 from newsletter.core.models import (
     BULLETIN,
@@ -287,7 +287,8 @@ def cut_batches(conn: sa.Connection, bulletin_id: int, after_id: int, now: datet
         ["bulletin_id", "variant", "first_id", "last_id", "status", "not_before", "retrying", "updated_at"],
         select,
     )
-    return conn.execute(stmt).rowcount
+    with hash_grouping(conn):
+        return conn.execute(stmt).rowcount
 
 
 def variant_counts(
