@@ -95,9 +95,10 @@ def hash_grouping(conn: sa.Connection) -> Iterator[None]:
     if not is_pg(conn):
         yield
         return
-    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+    was = conn.execute(sa.text("SELECT current_setting('enable_sort')")).scalar()
+    conn.execute(sa.text("SELECT set_config('enable_sort', 'off', true)"))
     yield  # an error dooms the transaction, and the setting ends with it
-    conn.exec_driver_sql("SET LOCAL enable_sort = on")
+    conn.execute(sa.text("SELECT set_config('enable_sort', :was, true)"), {"was": was})
 
 
 def _driver_value(value: Any, dialect_name: str) -> Any:

@@ -263,3 +263,40 @@ def test_planning_again_adds_only_newcomers_each_at_their_own_time(
         assert queries.plan(conn, bulletin_id, clock.now, default_zone=settings.TIMEZONE) == 1
         assert queries.plan(conn, bulletin_id, clock.now, default_zone=settings.TIMEZONE) == 0
     assert due_by_email(session, bulletin_id)["late@example.org"][0] == expected_due("Asia/Kathmandu")
+
+
+def test_who_has_no_section_gets_the_global_one_at_their_own_local_time(
+    session: Session, settings: Settings, engine: Engine, make_bulletin: MakeBulletin
+) -> None:
+    """NO_SECTION=global in a local-time send: someone whose regions have no section this week gets the
+    global section when the slot comes in their zone, like everyone else, not when the first zone's does."""
+    from tests.db.test_dispatch import THREE_REGIONS
+
+    csv = "email,name,regions,status,timezone\n"
+    csv += "with@example.org,W,africa,active,Asia/Manila\nwithout@example.org,O,latin-america,active,Asia/Manila\n"
+    report = import_subscribers(session, csv, RegionIndex.from_db(session, settings))
+    assert report.ok, report.problems
+    bulletin = make_bulletin(THREE_REGIONS, status=BulletinStatus.DRAFT)
+    assert bulletin.id is not None
+    lifecycle.schedule_local(session, bulletin.id, SLOT)
+    session.commit()
+    with engine.begin() as conn:
+        planned = queries.plan(
+            conn,
+            bulletin.id,
+            expected_due("Pacific/Kiritimati"),
+            default_zone=settings.TIMEZONE,
+            no_section="global",
+        )
+    assert planned == 2
+    rows = session.exec(
+        select(Subscriber.email, Delivery.variant, Delivery.status, Delivery.not_before)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)  # type: ignore[arg-type]
+        .where(Delivery.bulletin_id == bulletin.id)
+    ).all()
+    session.commit()
+    manila = expected_due("Asia/Manila")
+    assert sorted(rows) == [
+        ("with@example.org", "africa", DeliveryStatus.PENDING, manila),
+        ("without@example.org", "global", DeliveryStatus.PENDING, manila),
+    ]

@@ -130,6 +130,24 @@ def test_recording_an_outcome_writes_no_index_entry_on_postgresql(
     assert tuple(counted) == (700, 700)
 
 
+def test_cutting_batches_leaves_the_planner_settings_as_it_found_them(
+    engine: Engine, make_subscribers: MakeSubscribers, make_bulletin: MakeBulletin
+) -> None:
+    """Cutting batches turns PostgreSQL's sorting off for its one statement (`hash_grouping`), and puts
+    back whatever the transaction had, on or off, for the statements after it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    make_subscribers(30)
+    for before in ("on", "off"):
+        bulletin = make_bulletin()
+        assert bulletin.id is not None
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL enable_sort = {before}")
+            assert queries.plan(conn, bulletin.id, utcnow()) == 30
+            assert conn.exec_driver_sql("SHOW enable_sort").scalar() == before
+        assert len(batches(engine, bulletin.id)) >= 1
+
+
 def test_a_claim_leases_one_batch_row_and_leaves_the_ledger_untouched_until_an_outcome(
     engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
 ) -> None:

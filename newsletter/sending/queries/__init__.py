@@ -12,8 +12,9 @@ together. The rules:
 
 - **Start** (`claim_next_ready`, `claim_due`, `start`): one `UPDATE … WHERE id = (SELECT … FOR UPDATE
   SKIP LOCKED) RETURNING` moves a bulletin to `sending`, so exactly one process starts it.
-- **Plan** (`plan`): one `INSERT … SELECT … ON CONFLICT DO NOTHING` creates a `pending` delivery for
-  every eligible subscriber with its variant key. The variant is computed in SQL: each subscriber's
+- **Plan** (`plan`): one `INSERT … SELECT` creates a `pending` delivery for every eligible subscriber
+  with its variant key (and a `skipped` or `global` one for those with no section this week), leaving
+  out anyone the bulletin has a delivery for already. The variant is computed in SQL: each subscriber's
   matched regions become a bit mask (`SUM(1 << position)` over its subscriptions) and the mask becomes
   the key by concatenating the codes of its set bits in display order (SQLite 3.40 has no ordered
   `group_concat`). `variant_counts` uses the very same `eligible()` select.

@@ -338,8 +338,9 @@ def _note_resent(
 
 def _of_bulletin(bulletin_id: int) -> sa.ColumnElement[bool]:
     """The delivery belongs to the bulletin, tested as an expression (`bulletin_id + 0`) so that no
-    index serves it: SQLite, which keeps no statistics, would otherwise walk the bulletin's part of
-    the claim index (a million rows) rather than look the ids up by primary key."""
+    index serves it: SQLite, which keeps no statistics, or PostgreSQL with stale ones, would otherwise
+    walk the bulletin's part of the unique key (a million rows) rather than look the ids up by primary
+    key (as `core.models.batch_members` does for ranges)."""
     return DELIVERY.c.bulletin_id + 0 == bulletin_id
 
 
