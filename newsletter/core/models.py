@@ -210,19 +210,23 @@ class SendBatch(SQLModel, table=True):
     updated_at: datetime | None = None
 
 
+def of_bulletin(delivery: sa.FromClause, bulletin_id: Any) -> sa.ColumnElement[bool]:
+    """The delivery is the bulletin's, tested as an expression (`bulletin_id + 0`) that no index serves,
+    for statements that find their rows by primary key (a list of ids, a batch's range of at most a
+    thousand). SQLite keeps no statistics, and PostgreSQL's are stale right after planning a million
+    rows: either would otherwise walk the bulletin's part of the unique key, a million entries, per
+    statement."""
+    return delivery.c.bulletin_id + 0 == bulletin_id
+
+
 def batch_members(
     delivery: sa.FromClause, bulletin_id: Any, variant: Any, first_id: Any, last_id: Any
 ) -> list[sa.ColumnElement[bool]]:
     """The one rule for which deliveries a batch holds: its bulletin's, of its variant, with ids from
-    `first_id` to `last_id` (values, parameters, or a `send_batch` row's columns).
-
-    The bulletin is tested as an expression (`bulletin_id + 0`), so that only the primary key can
-    serve: a batch is a range of at most a thousand ids. SQLite keeps no statistics and PostgreSQL's are
-    stale right after planning a million rows; either would otherwise walk the whole bulletin in the
-    unique key, a million entries per batch.
+    `first_id` to `last_id` (values, parameters, or a `send_batch` row's columns), found by primary key.
     """
     d = delivery.c
-    return [d.bulletin_id + 0 == bulletin_id, d.variant == variant, d.id.between(first_id, last_id)]
+    return [of_bulletin(delivery, bulletin_id), d.variant == variant, d.id.between(first_id, last_id)]
 
 
 class DeliveryEvent(SQLModel, table=True):

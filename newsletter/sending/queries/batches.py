@@ -35,6 +35,7 @@ from newsletter.core.models import (
     SUBSCRIBER,
     SUPPRESSION,
     batch_members,
+    of_bulletin,
 )
 from newsletter.core.status import BatchStatus, BulletinStatus, DeliveryStatus, SubscriberStatus
 from newsletter.sending.queries.planning import cut_batches, eligible_subscriber
@@ -306,7 +307,7 @@ def record_accepted(
         # One message id per recipient (outbox, SMTP): executemany.
         stmt = (
             sa.update(DELIVERY)
-            .where(d.id == sa.bindparam("did"), _of_bulletin(bulletin_id), open_or_lost)
+            .where(d.id == sa.bindparam("did"), of_bulletin(DELIVERY, bulletin_id), open_or_lost)
             .values(**_with_message_id(sa.bindparam("mid", type_=sa.Text)), **values)
         )
         conn.execute(stmt, [{"did": i, "mid": m} for i, m in accepted])
@@ -336,17 +337,9 @@ def _note_resent(
     conn.execute(sa.update(DELIVERY).where(*resent).values(message_ids=added))
 
 
-def _of_bulletin(bulletin_id: int) -> sa.ColumnElement[bool]:
-    """The delivery belongs to the bulletin, tested as an expression (`bulletin_id + 0`) so that no
-    index serves it: SQLite, which keeps no statistics, or PostgreSQL with stale ones, would otherwise
-    walk the bulletin's part of the unique key (a million rows) rather than look the ids up by primary
-    key (as `core.models.batch_members` does for ranges)."""
-    return DELIVERY.c.bulletin_id + 0 == bulletin_id
-
-
 def _by_ids(conn: sa.Connection, bulletin_id: int, ids: Sequence[int]) -> list[sa.ColumnElement[bool]]:
     """Deliveries `ids` of the bulletin, found by primary key."""
-    return [one_of(conn, DELIVERY.c.id, ids), _of_bulletin(bulletin_id)]
+    return [one_of(conn, DELIVERY.c.id, ids), of_bulletin(DELIVERY, bulletin_id)]
 
 
 def _with_message_id(message_id: sa.ColumnElement[Any]) -> dict[str, Any]:
