@@ -318,7 +318,8 @@ def schedule_command(
         ),
     ] = False,
 ) -> None:
-    """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready).
+    """Send a bulletin at a time of its own instead of the next schedule slot (marks it ready). A time
+    that has passed is refused: the bulletin would go out at once.
 
     With --local, `--at 2026-11-30T07:00` reaches everyone at 07:00 their time: it starts when 07:00
     first comes anywhere (UTC+14) and ends when it comes in the last zone (UTC−12).
@@ -337,6 +338,7 @@ def schedule_command(
         )
         return
     when = parse_send_at(at, context.settings())
+    lifecycle.ensure_future(when)
     with context.session() as session:
         lifecycle.schedule(session, bulletin_id, when)
     context.console.print(f"bulletin {bulletin_id} will be sent {local_time(when)}")

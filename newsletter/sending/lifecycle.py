@@ -9,14 +9,14 @@ Machines start bulletins too (a due `send_at`, a schedule slot): that is the dis
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
 from newsletter.content.bulletins import change_status, get_bulletin
 from newsletter.content.items import ensure_sendable
 from newsletter.core import audit, zones
-from newsletter.core.errors import InvalidTransition
+from newsletter.core.errors import InvalidTransition, NewsletterError
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.core.status import BulletinStatus
 from newsletter.sending import queries
@@ -97,6 +97,20 @@ def send_now(
     if bulletin.started_at is None and bulletin.local_send_at is not None:
         bulletin.local_send_at = None
     return _to_sending(session, bulletin, actor, now, no_section=no_section)
+
+
+SCHEDULE_SLACK = timedelta(seconds=30)
+"""How far in the past a typed send time may be and still count as "now" (the form was filled in slowly)."""
+
+
+class PastSendTime(NewsletterError):
+    """A send time a person typed has passed: a scheduled bulletin would go out at once, unasked."""
+
+
+def ensure_future(when: datetime, now: datetime | None = None) -> None:
+    """Refuse a send time that has passed (beyond `SCHEDULE_SLACK`), for every door that takes one typed."""
+    if when < (now or utcnow()) - SCHEDULE_SLACK:
+        raise PastSendTime("that time has passed; choose a time in the future")
 
 
 def schedule(session: Session, bulletin_id: int, when: datetime, *, actor: str = audit.CLI_ACTOR) -> Bulletin:

@@ -53,6 +53,13 @@ def test_schedule_pause_resume_cancel(
     bid = str(bulletin.id)
     assert "will be sent" in cli("bulletins", "schedule", bid, "--at", "2030-01-07T07:00").output
     assert status_of(session, bulletin.id) == BulletinStatus.READY  # type: ignore[arg-type]
+    # A time that has passed would send it at once: refused, and the time it had stays.
+    past = cli("bulletins", "schedule", bid, "--at", "2020-01-06T07:00", code=1)
+    assert "that time has passed" in past.output
+    session.expire_all()
+    kept = session.get(Bulletin, bulletin.id)
+    assert kept is not None and kept.send_at is not None and kept.send_at.year == 2030
+    session.commit()
     cli("bulletins", "pause", bid)
     assert status_of(session, bulletin.id) == BulletinStatus.PAUSED  # type: ignore[arg-type]
     assert "ready again" in cli("bulletins", "resume", bid).output

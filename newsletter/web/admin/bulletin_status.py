@@ -20,7 +20,7 @@ from newsletter.core.errors import NewsletterError
 from newsletter.core.models import Bulletin, utcnow
 from newsletter.sending import lifecycle
 from newsletter.sending.slots import slot_plan
-from newsletter.web.admin.bulletins import SCHEDULE_SLACK, B, confirm_page, get_bulletin_or_404
+from newsletter.web.admin.bulletins import B, confirm_page, get_bulletin_or_404
 from newsletter.web.admin.pages import flash, flash_form, local_time, see_other
 from newsletter.web.auth import StaffUser
 from newsletter.web.deps import SessionDep, SettingsDep
@@ -113,10 +113,9 @@ def _act(
     if action == "schedule":
         try:
             when = parse_send_at(send_at, settings)
+            lifecycle.ensure_future(when)
         except NewsletterError as exc:
             raise BadSendTime(str(exc)) from exc
-        if when < utcnow() - SCHEDULE_SLACK:
-            raise BadSendTime("that time has passed; choose a time in the future")
         lifecycle.schedule(session, bulletin_id, when, actor=actor)
         return f"Scheduled for {when.astimezone(settings.tz).strftime('%a %d %b %Y, %H:%M %Z')}."
     if action == "unschedule":
@@ -149,7 +148,7 @@ def _schedule_local(session: Session, settings: Settings, bulletin_id: int, text
     except ValueError as exc:
         raise NewsletterError(str(exc)) from exc
     first, last = zones.first_and_last(wall)
-    if first < utcnow() - SCHEDULE_SLACK:
+    if first < utcnow() - lifecycle.SCHEDULE_SLACK:
         raise NewsletterError("that local time has already come in the first time zone; choose a later one")
     lifecycle.schedule_local(session, bulletin_id, wall, actor=actor)
 

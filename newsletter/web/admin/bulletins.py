@@ -34,8 +34,6 @@ router = APIRouter(prefix="/bulletins")
 
 B = BulletinStatus
 MAX_TEXT_BYTES = 512 * 1024
-SCHEDULE_SLACK = timedelta(seconds=30)
-"""How far in the past a `send_at` may be and still count as "now" (the form was filled in slowly)."""
 
 
 def get_bulletin_or_404(session: Session, bulletin_id: int) -> Bulletin:
