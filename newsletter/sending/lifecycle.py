@@ -25,7 +25,6 @@ from newsletter.sending.queries.planning import SKIP
 log = logging.getLogger(__name__)
 
 B = BulletinStatus
-CANCELLED_REASON = "bulletin cancelled"
 
 
 def locked(session: Session, bulletin_id: int) -> Bulletin:
@@ -218,4 +217,4 @@ def cancel(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR) 
     """Cancel a bulletin for good; its pending deliveries become `skipped`. Returns how many."""
     bulletin = locked(session, bulletin_id)
     change_status(session, bulletin, B.CANCELLED, actor=actor)
-    return queries.skip_open(session.connection(), bulletin_id, CANCELLED_REASON, utcnow())
+    return queries.skip_open(session.connection(), bulletin_id, queries.CANCELLED_REASON, utcnow())

@@ -266,6 +266,45 @@ def test_cancel_skips_what_waits_but_not_what_is_in_flight(
     assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
 
 
+@pytest.mark.parametrize("outcome", ["retry", "release", "lease expired"])
+def test_what_comes_back_from_flight_after_a_cancel_is_skipped_not_left_pending(
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    planned_bulletin: MakeBulletin,
+    outcome: str,
+) -> None:
+    """The cancel spares what is in flight; what the worker then gives back (a soft bounce to retry, a
+    release, a lease that expired with RESEND_ON_UNKNOWN on) must not wait for a claim that will never
+    come: it is skipped as cancelled, and no batch of the bulletin is left to claim."""
+    for _ in range(5):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None
+    flying = [r.delivery_id for r in claimed.recipients]
+    assert lifecycle.cancel(session, bulletin.id) == 3
+    session.commit()
+    with engine.begin() as conn:
+        if outcome == "retry":
+            later = now + timedelta(minutes=1)
+            assert queries.record_retry(
+                conn, bulletin.id, "w:1:a", flying, "421 try later", later, 5, now
+            ) == (2, 0)
+            queries.settle(conn, "w:1:a", now)
+        elif outcome == "release":
+            assert queries.release(conn, bulletin.id, "w:1:a", now, "stopped") == 2
+        else:
+            expired = queries.recover_expired(conn, now + timedelta(minutes=6), resend=True)
+            assert expired == {bulletin.id: 2}
+    rows = ledger(engine, bulletin.id)
+    assert Counter(d["status"] for d in rows) == Counter({D.SKIPPED: 5})
+    assert {d["last_error"] for d in rows if d["id"] in flying} == {queries.CANCELLED_REASON}
+    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+
+
 def test_retry_failed_cuts_fresh_batches_over_what_it_queues(
     settings: Settings,
     engine: Engine,
@@ -374,7 +413,7 @@ def test_a_cancel_racing_a_claim_spares_what_the_claim_took(
     def cancel() -> None:
         with engine.begin() as conn:
             conn.execute(sa.update(BULLETIN).where(BULLETIN.c.id == bulletin.id).values(status="cancelled"))
-            skipped.append(queries.skip_open(conn, bulletin.id, "bulletin cancelled", utcnow()))
+            skipped.append(queries.skip_open(conn, bulletin.id, queries.CANCELLED_REASON, utcnow()))
 
     canceller = threading.Thread(target=cancel)
     canceller.start()

@@ -41,6 +41,7 @@ and compare the same format.
 from __future__ import annotations
 
 from newsletter.sending.queries.batches import (
+    CANCELLED_REASON,
     LEASE_EXPIRED,
     UNKNOWN_OUTCOME,
     UNKNOWN_PREFIX,
@@ -105,6 +106,7 @@ from newsletter.sending.queries.reporting import (
 )
 
 __all__ = [
+    "CANCELLED_REASON",
     "LEASE_EXPIRED",
     "NO_SECTION_REASON",
     "UNKNOWN_OUTCOME",

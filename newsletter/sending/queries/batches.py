@@ -45,6 +45,8 @@ UNKNOWN_PREFIX = "outcome unknown"
 """How `last_error` begins for a delivery failed because its copy may already be out (RESEND_ON_UNKNOWN off)."""
 UNKNOWN_OUTCOME = f"{UNKNOWN_PREFIX} (worker stopped mid-send)"
 LEASE_EXPIRED = "lease expired (worker stopped mid-send); sent again"
+CANCELLED_REASON = "bulletin cancelled"
+"""Why a cancelled bulletin's deliveries that never went out are `skipped`."""
 
 
 class Claimed(NamedTuple):
@@ -464,11 +466,25 @@ def settle(conn: sa.Connection, token: str, now: datetime) -> None:
 
 
 def _settle(conn: sa.Connection, held: Lease, now: datetime) -> None:
-    d, sb = DELIVERY.c, SEND_BATCH.c
+    """End the lease: the batch is `done`, or `pending` again, due when its earliest pending delivery is.
+
+    In a cancelled bulletin nothing is pending again: the cancel spared what was in flight, and what
+    comes back from flight (a retry, a release, a recovered lease) would otherwise wait for a claim
+    that never comes. It is skipped as the cancel's own rows were.
+    """
+    d, sb, b = DELIVERY.c, SEND_BATCH.c, BULLETIN.c
+    members = _members(held.bulletin_id, held.variant, held.first_id, held.last_id)
+    status = conn.execute(sa.select(b.status).where(b.id == held.bulletin_id)).scalar()
+    if status == BulletinStatus.CANCELLED:
+        conn.execute(
+            sa.update(DELIVERY)
+            .where(*members, d.status == D.PENDING)
+            .values(status=D.SKIPPED, last_error=CANCELLED_REASON, updated_at=bind_time(now, d.updated_at))
+        )
     left, earliest, timed, most_attempts = conn.execute(
         sa.select(
             sa.func.count(), sa.func.min(d.not_before), sa.func.count(d.not_before), sa.func.max(d.attempts)
-        ).where(*_members(held.bulletin_id, held.variant, held.first_id, held.last_id), d.status == D.PENDING)
+        ).where(*members, d.status == D.PENDING)
     ).one()
     conn.execute(
         sa.update(SEND_BATCH)
