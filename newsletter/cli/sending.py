@@ -3,7 +3,8 @@
 Exit statuses of `send` (and `worker --until-idle`), so that cron and CI can tell what happened:
 0 everyone has a final outcome and none failed; 1 an error (preflight, a bad argument, the send stopped);
 2 not finished: paused (the ESP is down, credentials refused…) or stopped by Ctrl-C; 3 finished, but
-some recipients failed (`newsletter status ID` lists why; `send ID --retry-failed` queues them again).
+some recipients failed (`newsletter status ID` lists why; `send ID --retry-failed` queues again those
+whose address the ESP did not refuse).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from newsletter.content.bulletins import parse_send_at
 from newsletter.core import zones
 from newsletter.core.errors import NewsletterError
 from newsletter.core.status import BulletinStatus, DeliveryStatus
-from newsletter.sending import lifecycle, preflight
+from newsletter.sending import lifecycle, preflight, queries
 from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.summary import SendSummary, send_summary
 
@@ -183,8 +184,21 @@ def _outcome(result: SendSummary) -> int:
         return EXIT_NOT_FINISHED
     if result.status == BulletinStatus.SENT and result.counts.get(DeliveryStatus.FAILED):
         n = result.counts[DeliveryStatus.FAILED]
-        out.print(f"{n} recipients failed; `newsletter send {bid} --retry-failed` queues them again")
+        with context.engine().connect() as conn:
+            retriable = queries.count_retriable(conn, bid)
+        if retriable:
+            out.print(
+                f"{n} recipients failed; `newsletter send {bid} --retry-failed` queues again the "
+                f"{retriable} whose address the ESP did not refuse"
+            )
+        else:
+            out.print(
+                f"{n} recipients failed: the ESP refused their addresses, so sending again would not "
+                f"help; `newsletter status {bid}` lists them"
+            )
         return EXIT_FAILURES
+    if result.status == BulletinStatus.CANCELLED:
+        out.print(f"bulletin {bid} was cancelled; recipients not yet mailed are skipped")
     return EXIT_OK if result.status == BulletinStatus.SENT else EXIT_ERROR
 
 
@@ -245,8 +259,11 @@ def worker_command(
         context.console.print(
             f"nothing is due now; the next delivery falls due {local_time(result.next_due)}"
         )
+    for bulletin_id, why in result.paused:
+        context.err_console.print(
+            f"bulletin {bulletin_id} is paused, not finished: {why or 'no reason given'}"
+        )
     if result.paused:
-        context.err_console.print(f"paused for an ESP outage: bulletins {', '.join(map(str, result.paused))}")
         raise typer.Exit(EXIT_NOT_FINISHED)
 
 

@@ -59,7 +59,8 @@ class Alerts:
             f"bulletin {summary.bulletin_id} sent with {failed} failures",
             f"Bulletin {summary.bulletin_id} {summary.title!r} finished: {failed} of {summary.total} "
             f"recipients failed. See `newsletter status {summary.bulletin_id}`; "
-            f"`newsletter send {summary.bulletin_id} --retry-failed` queues them again.",
+            f"`newsletter send {summary.bulletin_id} --retry-failed` queues again those whose address the "
+            "ESP did not refuse.",
         )
 
     def nothing_in_slot(self, slot_at: datetime) -> None:
@@ -143,7 +144,8 @@ def banners(session: Session, settings: Settings, *, now: datetime | None = None
                 Banner(
                     "warning",
                     f"Bulletin {bulletin_id} “{title}” finished with {failed} of {total} recipients failed; "
-                    f"`newsletter send {bulletin_id} --retry-failed` or the dashboard queues them again.",
+                    f"`newsletter send {bulletin_id} --retry-failed` or the dashboard queues again those "
+                    "whose address the ESP did not refuse.",
                     bulletin_id,
                 )
             )

@@ -78,6 +78,9 @@ class PassReport:
     skipped: Counter[int] = field(default_factory=Counter)
     requests: int = 0
     finished: list[int] = field(default_factory=list)
+    paused: list[int] = field(default_factory=list)
+    """Bulletins the send path paused in this pass (an outage, credentials refused, a bad request, an
+    internal error): they are not finished, whoever asked for the pass must hear so."""
 
     @property
     def recipients(self) -> int:
@@ -410,4 +413,6 @@ class BatchSender:
             queries.release(session.connection(), batch.bulletin_id, batch.token, now, error)
             paused = stop_sending(session, batch.bulletin_id, reason, esp_down_since=esp_down_since)
         if paused:
+            with self.state.lock:
+                self.state.report.paused.append(batch.bulletin_id)
             self.host.alerts.paused(batch.bulletin_id, reason, esp_down=esp_down_since is not None)

@@ -188,10 +188,13 @@ class Dispatcher:
     # --- recovery ----------------------------------------------------------------------------------
     def recover(self) -> int:
         """Expired leases, and leases whose worker is provably dead (this host, pid gone): resend or fail
-        them as `RESEND_ON_UNKNOWN` says."""
+        them as `RESEND_ON_UNKNOWN` says; and what a cancel raced past is skipped (`sweep_cancelled`)."""
         resend = self.settings.RESEND_ON_UNKNOWN
         now = self.clock()
         with self.transaction() as conn:
+            for bulletin_id, n in queries.sweep_cancelled(conn, now).items():
+                if n:
+                    log.info("bulletin %s: cancelled; %d recipients left waiting are skipped", bulletin_id, n)
             recovered = queries.recover_expired(conn, now, resend=resend)
             dead = leases.dead_tokens(t for _, t, _, _ in queries.live_leases(conn, now))
             if dead:
@@ -257,11 +260,12 @@ class Dispatcher:
             self.probes.forget(bulletin_id)
             self.health.ok()
             with self.write_lock, session_scope(self.engine) as session:
-                lifecycle.resume(
-                    session, bulletin_id, actor=audit.SYSTEM_ACTOR, no_section=self.settings.NO_SECTION
+                went_on = lifecycle.resume_after_outage(
+                    session, bulletin_id, no_section=self.settings.NO_SECTION
                 )
-            log.warning("bulletin %s: the ESP answers again; sending resumed", bulletin_id)
-            resumed.append(bulletin_id)
+            if went_on:
+                log.warning("bulletin %s: the ESP answers again; sending resumed", bulletin_id)
+                resumed.append(bulletin_id)
         return resumed
 
     def work(self, bulletin_ids: Iterable[int] | None = None) -> PassReport:

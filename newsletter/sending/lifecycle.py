@@ -150,8 +150,26 @@ def _schedulable(session: Session, bulletin_id: int) -> Bulletin:
 
 
 def pause(session: Session, bulletin_id: int, *, actor: str = audit.CLI_ACTOR, reason: str = "") -> Bulletin:
-    """Stop a ready or sending bulletin: no new batch is claimed; batches in flight finish and are recorded."""
-    return change_status(session, locked(session, bulletin_id), B.PAUSED, actor=actor, reason=reason)
+    """Stop a ready or sending bulletin: no new batch is claimed; batches in flight finish and are recorded.
+
+    A person's pause is never an outage pause: pausing a bulletin the worker paused for an outage takes
+    it out of the worker's hands, so it stays paused when the ESP answers again, until someone resumes it.
+    """
+    bulletin = locked(session, bulletin_id)
+    if bulletin.esp_down_since is not None:
+        bulletin.esp_down_since = None
+        bulletin.last_error = ""  # the outage's note said a worker would resume it: no longer true
+    return change_status(session, bulletin, B.PAUSED, actor=actor, reason=reason)
+
+
+def resume_after_outage(session: Session, bulletin_id: int, *, no_section: str = SKIP) -> bool:
+    """The worker resumes a bulletin it paused for an outage, now that the ESP answers: only if it is
+    still paused for that outage (read under its row lock), not if someone paused or cancelled it since."""
+    bulletin = locked(session, bulletin_id)
+    if bulletin.status != B.PAUSED or bulletin.esp_down_since is None:
+        return False
+    resume(session, bulletin_id, actor=audit.SYSTEM_ACTOR, no_section=no_section)
+    return True
 
 
 def resume(

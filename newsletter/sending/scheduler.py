@@ -251,11 +251,12 @@ def run_scheduler(settings: Settings, stop_event: threading.Event, *, engine: En
 
 @dataclass(frozen=True)
 class IdleResult:
-    """What `run_until_idle` did: recipients handled, bulletins left paused for an ESP outage (the
-    caller's exit status says so), and when the next delivery falls due (None: nothing is waiting)."""
+    """What `run_until_idle` did: recipients handled, bulletins left paused with why (paused for an ESP
+    outage, or by the send path in this run: credentials refused, a request refused, an internal error;
+    the caller's exit status says so), and when the next delivery falls due (None: nothing is waiting)."""
 
     handled: int
-    paused: list[int]
+    paused: list[tuple[int, str]]
     next_due: datetime | None
 
 
@@ -275,10 +276,12 @@ def run_until_idle(
     dispatcher = Dispatcher(settings, engine, stop=stop_event)
     handled = 0
     next_due: datetime | None = None
+    paused_here: set[int] = set()
     try:
         while not stop_event.is_set():
             report = dispatcher.tick()
             handled += report.recipients
+            paused_here.update(report.paused)
             with dispatcher.transaction() as conn:
                 busy = queries.due_now(conn, dispatcher.clock())
             if not busy:
@@ -291,7 +294,7 @@ def run_until_idle(
             if report.recipients == 0:
                 stop_event.wait(min(settings.SCHEDULER_TICK_SECONDS, 1.0))
         with dispatcher.transaction() as conn:
-            paused = queries.outage_paused(conn)
+            paused = queries.still_paused(conn, [*queries.outage_paused(conn), *paused_here])
     finally:
         if own_engine:
             engine.dispose()

@@ -216,3 +216,57 @@ def test_a_read_only_database_fails_the_check_in_one_line(
         result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_worker_until_idle_exits_2_naming_a_bulletin_it_paused_for_refused_credentials(
+    cli: Cli,
+    session: object,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
+    via_fake: Callable[..., None],
+) -> None:
+    """Not an outage, so no worker will resume it by itself: the run did not get its job done."""
+    make_subscribers(12)
+    bulletin = planned_bulletin()
+    assert bulletin.id is not None
+    via_fake(SENDGRID_API_KEY="SG.revoked-since-the-send-began")
+    out = cli("worker", "--until-idle", code=2).output
+    assert f"bulletin {bulletin.id} is paused, not finished" in out and "refused our credentials" in out
+    summary = summary_of(session, bulletin.id)
+    assert summary.status == BulletinStatus.PAUSED and summary.counts == {D.PENDING: 12}
+
+
+def test_a_person_s_earlier_pause_is_not_the_worker_s_failure(
+    cli: Cli,
+    session: object,
+    make_subscribers: MakeSubscribers,
+    planned_bulletin: MakeBulletin,
+    via_fake: Callable[..., None],
+) -> None:
+    make_subscribers(3)
+    bulletin = planned_bulletin()
+    cli("bulletins", "pause", str(bulletin.id))
+    assert "paused, not finished" not in cli("worker", "--until-idle").output
+
+
+def test_send_retry_failed_does_not_offer_itself_when_the_esp_refused_every_address(
+    cli: Cli,
+    session: object,
+    make_subscribers: MakeSubscribers,
+    make_bulletin: MakeBulletin,
+    fake_esp: FakeEsp,
+    via_fake: Callable[..., None],
+) -> None:
+    make_subscribers(12)
+    bulletin = make_bulletin()
+    fake_esp.reject_addresses(r"^user3@")
+    last = cli("send", str(bulletin.id), code=3).output.strip().splitlines()[-1]
+    assert "the ESP refused their addresses" in last and "--retry-failed" not in last
+    again = cli("send", str(bulletin.id), "--retry-failed", code=3).output.strip().splitlines()[-1]
+    assert "the ESP refused their addresses" in again and "--retry-failed" not in again
+    assert Counter(fake_esp.delivery_ids()) == Counter(
+        d.id
+        for d in deliveries(session, bulletin.id)  # type: ignore[arg-type]
+        if d.status == D.ACCEPTED
+    ), "the refused address was not tried again, nobody got two"

@@ -305,6 +305,64 @@ def test_what_comes_back_from_flight_after_a_cancel_is_skipped_not_left_pending(
     assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
 
 
+def test_a_send_the_esp_took_is_recorded_even_after_a_cancel_and_a_recovered_lease(
+    engine: Engine, session: Session, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    """A slow worker is still at the ESP; the bulletin is cancelled and the lease recovered, which skips
+    what was in flight. When the ESP's answer comes, those people were mailed: the ledger says so."""
+    for _ in range(5):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None
+    flying = [r.delivery_id for r in claimed.recipients]
+    lifecycle.cancel(session, bulletin.id)
+    session.commit()
+    with engine.begin() as conn:
+        assert queries.recover_expired(conn, now + timedelta(minutes=6), resend=True) == {bulletin.id: 2}
+    with engine.begin() as conn:
+        assert queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "msg-1") for i in flying], now) == 2
+        # Another token's late answer takes nothing: those rows were never its own.
+        assert queries.record_accepted(conn, bulletin.id, "w:1:b", [(i, "msg-2") for i in flying], now) == 0
+    rows = ledger(engine, bulletin.id)
+    assert {(d["status"], d["message_id"]) for d in rows if d["id"] in flying} == {(D.ACCEPTED, "msg-1")}
+    assert Counter(d["status"] for d in rows) == Counter({D.ACCEPTED: 2, D.SKIPPED: 3})
+
+
+def test_a_settle_that_races_a_cancel_leaves_nothing_for_the_next_tick_to_miss(
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    planned_bulletin: MakeBulletin,
+) -> None:
+    """On PostgreSQL a worker can settle its batch while a cancel's transaction is still open: it reads
+    the bulletin as `sending` and puts back as pending what comes back from flight, which the cancel had
+    spared. The next tick of any worker skips it, and no batch of the cancelled bulletin is left."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a settle cannot run inside a cancel")
+    for _ in range(5):
+        make_subscriber()
+    bulletin = planned_bulletin()
+    now = utcnow()
+    with engine.begin() as conn:
+        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
+    assert claimed is not None
+    flying = [r.delivery_id for r in claimed.recipients]
+    assert lifecycle.cancel(session, bulletin.id) == 3  # not committed yet
+    with engine.begin() as conn:
+        later = now + timedelta(minutes=1)
+        assert queries.record_retry(conn, bulletin.id, "w:1:a", flying, "421", later, 5, now) == (2, 0)
+        queries.settle(conn, "w:1:a", now)
+    session.commit()
+    assert Counter(d["status"] for d in ledger(engine, bulletin.id)) == Counter({D.SKIPPED: 3, D.PENDING: 2})
+    Dispatcher(settings, engine).recover()
+    assert Counter(d["status"] for d in ledger(engine, bulletin.id)) == Counter({D.SKIPPED: 5})
+    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+
+
 def test_retry_failed_cuts_fresh_batches_over_what_it_queues(
     settings: Settings,
     engine: Engine,

@@ -95,6 +95,33 @@ def test_an_outage_pauses_with_everyone_pending_and_the_worker_resumes_it(
     assert sorted(sent) == sorted(d.id for d in deliveries(session, twenty)) and max(sent.values()) == 1
 
 
+def test_a_person_who_pauses_a_bulletin_paused_for_an_outage_keeps_it_paused_when_the_esp_is_back(
+    settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
+) -> None:
+    from newsletter.sending import lifecycle
+
+    s = sendgrid(settings, fake_esp, **FAST)
+    fake_esp.fail(503, seconds=1.0)
+    assert Dispatcher(s, engine).run_until_done(twenty).status == BulletinStatus.PAUSED
+    assert queries.outage_paused(session.connection()) == [twenty]
+    session.rollback()
+    lifecycle.pause(session, twenty, reason="wrong scripture reference")
+    session.commit()
+    fake_esp.clear_faults()
+    worker = Dispatcher(s, engine)
+    for _ in range(5):
+        worker.tick()
+        time.sleep(0.05)
+    ledger = deliveries(session, twenty)
+    assert {d.status for d in ledger} == {D.PENDING} and not fake_esp.delivery_ids()
+    bulletin = lifecycle.locked(session, twenty)
+    assert bulletin.status == BulletinStatus.PAUSED and bulletin.last_error == "wrong scripture reference"
+    session.rollback()
+    lifecycle.resume(session, twenty)
+    session.commit()
+    assert Dispatcher(s, engine).run_until_done(twenty).counts == {D.ACCEPTED: 20}
+
+
 def test_a_400_that_blames_the_request_pauses_instead_of_failing_everyone(
     settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
 ) -> None:

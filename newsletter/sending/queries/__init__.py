@@ -48,6 +48,7 @@ from newsletter.sending.queries.batches import (
     Claimed,
     Lease,
     claim_batch,
+    count_retriable,
     earliest_lease_expiry,
     lease,
     live_leases,
@@ -61,6 +62,7 @@ from newsletter.sending.queries.batches import (
     requeue_failed,
     settle,
     skip_open,
+    sweep_cancelled,
 )
 from newsletter.sending.queries.bulletins import (
     beat,
@@ -80,6 +82,7 @@ from newsletter.sending.queries.bulletins import (
     slot_fired,
     slot_queue,
     start,
+    still_paused,
 )
 from newsletter.sending.queries.planning import (
     NO_SECTION_REASON,
@@ -118,6 +121,7 @@ __all__ = [
     "claim_batch",
     "claim_due",
     "claim_next_ready",
+    "count_retriable",
     "cut_batches",
     "delivered_variants",
     "due_bulletins",
@@ -159,7 +163,9 @@ __all__ = [
     "slot_queue",
     "start",
     "status_counts",
+    "still_paused",
     "stopped_bulletins",
+    "sweep_cancelled",
     "variant_counts",
     "zone_status_counts",
 ]

@@ -286,8 +286,9 @@ def record_accepted(
     (SendGrid: one per request).
 
     Not fenced by the lease: the ESP took them, whatever happened to the lease meanwhile. Rows that
-    lease recovery moved on (still `pending`, or `failed` as outcome unknown under this token) are
-    taken as well; rows that another worker sent again and recorded first keep this message id too.
+    lease recovery moved on (still `pending`; `failed` as outcome unknown, or `skipped` by a cancel,
+    under this token) are taken as well; rows that another worker sent again and recorded first keep
+    this message id too.
     """
     if not accepted:
         return 0
@@ -303,7 +304,14 @@ def record_accepted(
         "leased_by": token,
     }
     ids = [i for i, _ in accepted]
-    open_or_lost = sa.or_(d.status == D.PENDING, sa.and_(d.status == D.FAILED, d.leased_by == token))
+    # Open, or moved on by lease recovery while this worker was still at the ESP: failed as outcome
+    # unknown, or skipped because the bulletin was cancelled meanwhile. Either way the ESP took them.
+    mine = d.leased_by == token
+    open_or_lost = sa.or_(
+        d.status == D.PENDING,
+        sa.and_(mine, d.status == D.FAILED),
+        sa.and_(mine, d.status == D.SKIPPED, d.last_error == CANCELLED_REASON),
+    )
     message_ids = {m for _, m in accepted}
     if len(message_ids) > 1:
         # One message id per recipient (outbox, SMTP): executemany.
@@ -544,6 +552,28 @@ def skip_open(conn: sa.Connection, bulletin_id: int, reason: str, now: datetime)
     return skipped
 
 
+def sweep_cancelled(conn: sa.Connection, now: datetime) -> dict[int, int]:
+    """Cancelled bulletins that still have a batch to claim: its deliveries not in flight are skipped
+    and the batch is done, as the cancel would have done. Returns {bulletin id: rows skipped}.
+
+    A batch settles `pending` again in a cancelled bulletin only in a race: on PostgreSQL a settle that
+    read the bulletin while the cancel's transaction was still open saw it `sending`, and the cancel,
+    which had spared that batch's deliveries as in flight, committed after. The worker's tick sweeps
+    them up; nothing would ever claim them.
+    """
+    b, sb = BULLETIN.c, SEND_BATCH.c
+    stuck = conn.execute(
+        sa.select(sb.bulletin_id)
+        .where(
+            sb.status == BatchStatus.PENDING,
+            sa.exists().where(b.id == sb.bulletin_id, b.status == BulletinStatus.CANCELLED),
+        )
+        .distinct()
+        .order_by(sb.bulletin_id)
+    ).scalars()
+    return {bulletin_id: skip_open(conn, bulletin_id, CANCELLED_REASON, now) for bulletin_id in list(stuck)}
+
+
 def recover_expired(
     conn: sa.Connection, now: datetime, *, resend: bool, tokens: Sequence[str] | None = None
 ) -> dict[int, int]:
@@ -638,13 +668,26 @@ def live_leases(
     return out
 
 
+def retriable_failures(bulletin_id: int) -> list[sa.ColumnElement[bool]]:
+    """The failed deliveries `send --retry-failed` queues again: all but those the ESP refused for the
+    address itself (sending those again would only be refused again)."""
+    d = DELIVERY.c
+    return [d.bulletin_id == bulletin_id, d.status == D.FAILED, d.refused == sa.false()]
+
+
+def count_retriable(conn: sa.Connection, bulletin_id: int) -> int:
+    """How many failed deliveries `send --retry-failed` would queue again."""
+    stmt = sa.select(sa.func.count()).select_from(DELIVERY).where(*retriable_failures(bulletin_id))
+    return int(conn.execute(stmt).scalar_one())
+
+
 def requeue_failed(conn: sa.Connection, bulletin_id: int, now: datetime) -> int:
     """Failed deliveries the ESP did not refuse for the address itself go back to `pending` with fresh
     attempts (`send --retry-failed`), in batches cut anew. Returns how many."""
     d, sb = DELIVERY.c, SEND_BATCH.c
     stmt = (
         sa.update(DELIVERY)
-        .where(d.bulletin_id == bulletin_id, d.status == D.FAILED, d.refused == sa.false())
+        .where(*retriable_failures(bulletin_id))
         .values(
             status=D.PENDING,
             attempts=0,

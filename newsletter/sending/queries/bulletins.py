@@ -3,7 +3,7 @@ once across all processes, list and finish the bulletins being sent."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -218,6 +218,18 @@ def empty_slots(conn: sa.Connection, since: datetime) -> list[datetime]:
         .order_by(t.slot_at.desc())
     )
     return [r[0] for r in rows]
+
+
+def still_paused(conn: sa.Connection, bulletin_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """(id, why) of those of `bulletin_ids` that are paused now, by id."""
+    b = BULLETIN.c
+    ids = sorted(set(bulletin_ids))
+    if not ids:
+        return []
+    rows = conn.execute(
+        sa.select(b.id, b.last_error).where(b.id.in_(ids), b.status == BulletinStatus.PAUSED).order_by(b.id)
+    )
+    return [(r[0], r[1] or "") for r in rows]
 
 
 def outage_paused(conn: sa.Connection) -> list[int]:
