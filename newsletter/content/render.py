@@ -260,9 +260,11 @@ class Renderer:
     def subject(self, content: BulletinContent) -> str:
         """The subject line: `SUBJECT_TEMPLATE` filled in, or the bulletin's subject as written."""
         title = content.subject or content.title
-        return render_subject(
+        subject = render_subject(
             self.settings.SUBJECT_TEMPLATE, title, self.issue_date(content), content.id or 0
         )
+        # SendGrid substitutes in the subject too: content must not spell a placeholder there either.
+        return subject.replace(_MARK, _DEFUSED)
 
     def archive_url(self, content: BulletinContent, selected: tuple[str, ...]) -> str:
         """The public archive page of exactly what this variant holds: the email's "view online" link,

@@ -50,14 +50,20 @@ def list_unsubscribe_headers(values: Mapping[str, str], mailto: str | None) -> d
     }
 
 
-def list_id(settings: Settings) -> str:
-    """RFC 2919 `List-Id`: the organisation's name as the phrase, `LIST_ID` as the identifier."""
+def list_id(settings: Settings, *, encoded_words: bool = False) -> str:
+    """RFC 2919 `List-Id`: the organisation's name as the phrase, `LIST_ID` as the identifier.
+
+    A name that is not ASCII is left as text for Python's email policy, which writes it as RFC 2047
+    encoded words; with `encoded_words` it is encoded here, for a header handed over as a string
+    (SendGrid's `headers`: header fields are ASCII, RFC 5322 §2.2)."""
     name = header_safe_name(settings.ORG_NAME)
     ident = header_safe(settings.LIST_ID)
     if name.isascii():
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{quoted}" <{ident}>'
-    return f"{name} <{ident}>"  # the policy writes the name as RFC 2047 encoded words
+    if encoded_words:
+        return f"{Header(name, 'utf-8').encode(linesep='')} <{ident}>"
+    return f"{name} <{ident}>"
 
 
 def _address(name: str, email: str) -> Address:

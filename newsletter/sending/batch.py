@@ -269,6 +269,7 @@ class BatchSender:
                 exc,
             )
             for half in (recipients[:middle], recipients[middle:]):
+                self.host.gate.wait()  # a half answered 429: the other waits out the rate limit too
                 if self.host.stop.is_set() or batch.bulletin_id in self.state.stopped:
                     break
                 self._send(batch, variant, half, first=False)

@@ -2,9 +2,9 @@
 adds, as one function the fake ESP answers by (`validate_mail_send`).
 
 Required fields, at most 1000 personalizations and 1000 recipients, valid addresses, string-only
-substitutions of at most 10,000 bytes per personalization, string custom_args of at most 10,000 bytes, no
-reserved headers, non-empty content with text/plain first, and `mail_settings.sandbox_mode.enable` a
-boolean. Errors take SendGrid's shape `{"message", "field", "help"}`.
+substitutions of at most 10,000 bytes per personalization, string custom_args of at most 10,000 bytes,
+names with a comma or semicolon only quoted, no reserved headers, header values in ASCII, non-empty
+content with text/plain first, and `mail_settings.sandbox_mode.enable` a boolean. Errors take SendGrid's shape `{"message", "field", "help"}`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ def _check_address(
         errors.append(
             _error("Invalid type. Expected: string, given: " + type(name).__name__ + ".", where + ".name")
         )
+    elif name and ("," in name or ";" in name) and not (len(name) > 1 and name[0] == name[-1] == '"'):
+        # SendGrid itself answers 202 and then drops the message as an invalid address: refused here,
+        # so that a test sees what a real send would silently lose.
+        errors.append(_error("A name may not contain commas or semicolons unless quoted.", where + ".name"))
 
 
 def _check_headers(headers: object, where: str, errors: list[dict[str, Any]]) -> None:
@@ -80,6 +84,11 @@ def _check_headers(headers: object, where: str, errors: list[dict[str, Any]]) ->
                     f"{where}.{key}",
                     "headers",
                 )
+            )
+        elif not value.isascii():
+            # Header fields are ASCII (RFC 5322 §2.2); SendGrid asks for unicode to be encoded (RFC 2047).
+            errors.append(
+                _error("Header values must be properly encoded ASCII.", f"{where}.{key}", "headers")
             )
 
 

@@ -141,6 +141,17 @@ def test_a_400_that_blames_the_request_pauses_instead_of_failing_everyone(
     assert sorted(Counter(fake_esp.delivery_ids()).values()) == [1] * 20
 
 
+def test_a_bulletin_too_large_for_the_esp_pauses_instead_of_failing_everyone(
+    settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
+) -> None:
+    s = sendgrid(settings, fake_esp, **FAST)
+    fake_esp.fail(413)
+    result = Dispatcher(s, engine).run_until_done(twenty)
+    assert result.status == BulletinStatus.PAUSED and "too large" in result.last_error
+    assert result.counts == {D.PENDING: 20}, "nobody failed for the bulletin's size"
+    assert len(fake_esp.requests()) <= s.SEND_CONCURRENCY, "no splitting down to single recipients"
+
+
 @pytest.mark.parametrize("resend", [True, False], ids=["resend", "at-most-once"])
 def test_a_hanging_esp_is_found_fast_and_resend_on_unknown_is_honoured(
     settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp, resend: bool

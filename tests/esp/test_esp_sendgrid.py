@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import email.header
+import email.utils
 import html
 import json
 import socket
@@ -17,7 +20,7 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import ConfigError
 from newsletter.esp import backend_for
 from newsletter.esp.base import AuthFailed, BadRequest, RateLimited, RetryableError
-from newsletter.esp.sendgrid.send import SendGridBackend, _error_for
+from newsletter.esp.sendgrid.send import MIN_RATE_LIMIT_WAIT, SendGridBackend, _error_for
 from newsletter.mail.links import Links
 from newsletter.testing.fake_esp import FakeEsp
 
@@ -222,8 +225,74 @@ def test_a_429_is_rate_limited_until_the_reset_time(
 def test_a_429_without_a_reset_header_leaves_the_wait_to_the_caller() -> None:
     error = _error_for(429, b'{"errors":[{"message":"too many requests","field":null}]}', {})
     assert isinstance(error, RateLimited) and error.retry_after is None
-    past = _error_for(429, b"", {"X-RateLimit-Reset": str(int(time.time()) - 10)})
-    assert isinstance(past, RateLimited) and past.retry_after == 0.0
+
+
+def test_a_429_always_waits_the_later_header_and_never_zero() -> None:
+    """SendGrid's reset is a time on its own clock: one already past here (clocks differ) must not turn
+    into an immediate retry against an endpoint that refuses everything until its period ends."""
+    now = time.time()
+    past = _error_for(429, b"", {"X-RateLimit-Reset": str(int(now) - 30)})
+    assert isinstance(past, RateLimited) and past.retry_after == MIN_RATE_LIMIT_WAIT
+    both = _error_for(429, b"", {"X-RateLimit-Reset": str(now + 2), "Retry-After": "7"})
+    assert isinstance(both, RateLimited) and both.retry_after == pytest.approx(7.0)
+    later_reset = _error_for(429, b"", {"X-RateLimit-Reset": str(now + 9), "Retry-After": "3"})
+    assert isinstance(later_reset, RateLimited) and later_reset.retry_after == pytest.approx(9.0, abs=1.0)
+    nonsense = _error_for(429, b"", {"X-RateLimit-Reset": "inf", "Retry-After": "soon"})
+    assert isinstance(nonsense, RateLimited) and nonsense.retry_after is None
+
+
+def test_a_413_splits_a_batch_of_many_but_blames_a_bulletin_too_large_for_one(
+    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """Fewer recipients can bring a request under SendGrid's size limit only while they are most of it;
+    once the shared content is, the bulletin is at fault and nobody is failed for it."""
+    fake_esp.fail(413)
+    variant = dataclasses.replace(esp_variant, html=esp_variant.html + "<p>Long prayer.</p>" * 5000)
+    with pytest.raises(BadRequest) as many:
+        backend.send(variant, esp_recipients(1000))
+    assert not many.value.blames_request, "recipients are most of the request: split it"
+    with pytest.raises(BadRequest) as few:
+        backend.send(variant, esp_recipients(20))
+    assert few.value.blames_request and "too large" in str(few.value)
+    with pytest.raises(BadRequest) as one:
+        backend.send(esp_variant, esp_recipients(1))
+    assert one.value.blames_request
+    assert fake_esp.accepted() == []
+
+
+@pytest.mark.parametrize("name", ["Doe, Jane", "Smith; Bob", 'O"Neil, Pat \\ Co'])
+def test_a_name_with_a_comma_or_semicolon_goes_out_quoted(
+    backend: SendGridBackend,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
+    name: str,
+) -> None:
+    """SendGrid would read it as a list of addresses, answer 202 and drop the message."""
+    recipients = [r._replace(name=name) for r in esp_recipients(2)]
+    recipients[1] = recipients[1]._replace(delivery_id=None)  # the slow path too
+    body, refused = backend.body(esp_variant, recipients)
+    assert refused == []
+    names = [p["to"][0]["name"] for p in json.loads(body)["personalizations"]]
+    assert names[0] == names[1] and names[0].startswith('"') and names[0].endswith('"')
+    assert email.utils.parseaddr(f"{names[0]} <a@example.org>") == (name, "a@example.org")
+    assert all(r.accepted for r in backend.send(esp_variant, recipients))
+    # The greeting in the body keeps the name as written: only the header form is quoted.
+    subs = json.loads(body)["personalizations"][0]["substitutions"]
+    assert name in subs.values()
+
+
+def test_a_non_ascii_organisation_name_goes_out_as_encoded_words_in_list_id(
+    sg_settings: Settings, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    backend = SendGridBackend(sg_settings.model_copy(update={"ORG_NAME": "Église Évangélique — Prière"}))
+    body, _ = backend.body(esp_variant, esp_recipients(1))
+    list_id = json.loads(body)["headers"]["List-Id"]
+    assert list_id.isascii()
+    assert str(email.header.make_header(email.header.decode_header(list_id))).startswith(
+        "Église Évangélique — Prière <"
+    )
+    assert all(r.accepted for r in backend.send(esp_variant, esp_recipients(1)))
 
 
 @pytest.mark.parametrize("status", [500, 503])

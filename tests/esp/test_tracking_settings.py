@@ -40,6 +40,9 @@ def test_every_bulletin_request_carries_the_tracking_settings(
         assert data["tracking_settings"] == {
             "click_tracking": {"enable": clicks, "enable_text": False},
             "open_tracking": {"enable": opens},
+            # Never SendGrid's own unsubscribe footer or analytics tags, whatever the account says.
+            "subscription_tracking": {"enable": False},
+            "ganalytics": {"enable": False},
         }
     assert all(r.accepted for r in backend.send(esp_variant, esp_recipients(3)))
 

@@ -81,7 +81,7 @@ def recipient_of(kind: str, which: int, email: str, name: str, sid: int, did: in
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60) | st.from_regex(
-    r"[A-Za-z .'&\"<>()=?\\%-]{0,70}", fullmatch=True
+    r"[A-Za-z .,;'&\"<>()=?\\%-]{0,70}", fullmatch=True
 )
 emails = (
     st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\"<>-]{1,30}@[a-z0-9.-]{1,30}", fullmatch=True) | st.emails()
@@ -120,6 +120,8 @@ def test_the_template_writes_exactly_what_the_slow_path_builds(kind, which, name
         "  Two  spaces ",
         "Two  spaces",
         "=?utf-8?q?x?=",
+        "Doe, Jane",
+        "Smith; Bob",
     ],
 )
 def test_usual_recipients_are_written_by_the_template(kind, which, name):

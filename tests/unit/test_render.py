@@ -265,6 +265,19 @@ def test_content_cannot_spell_a_placeholder(basic_settings, values, content):
     assert values["unsubscribe_url"] not in body_text and values["email"] not in body_text
 
 
+def test_a_subject_cannot_spell_a_placeholder_either(basic_settings, content):
+    """SendGrid substitutes in the subject as in the body: a subject written as a placeholder would put
+    each reader's address or unsubscribe link in it."""
+    renderer = Renderer(basic_settings)
+    variant = renderer.variant(content, ["africa"])
+    trick = " ".join([*variant.html_placeholders.values(), *variant.text_placeholders.values()])
+    subject = renderer.subject(replace(content, subject=f"Notes {trick}"))
+    assert not any(
+        p in subject for p in [*variant.html_placeholders.values(), *variant.text_placeholders.values()]
+    )
+    assert subject.replace("\u2060", "") == f"Notes {trick}", "what it says is unchanged"
+
+
 def test_placeholders_differ_between_parts_and_survive_inlining(renderer, content):
     variant = renderer.variant(content, CODES)
     assert set(variant.html_placeholders) == set(PERSONAL_FIELDS) == set(variant.text_placeholders)

@@ -20,6 +20,7 @@ byte; `tests/esp/test_personalization.py` checks that over generated names and a
 
 from __future__ import annotations
 
+import email.utils
 import html as html_lib
 import re
 from collections.abc import Iterable, Mapping
@@ -60,12 +61,7 @@ def personalization(links: Links, variant: RenderedVariant, r: Recipient) -> dic
     problem = _substitution_problem(subs)
     if problem:
         return problem
-    name = r.name
-    if name:
-        safe = name.isprintable() and "=?" not in name  # the fast path: nothing to neutralise
-        to = {"email": r.email, "name": name if safe else header_safe_name(name)}
-    else:
-        to = {"email": r.email}
+    to = {"email": r.email, "name": to_name(r.name)} if r.name else {"email": r.email}
     p: dict[str, Any] = {"to": [to], "substitutions": subs}
     if variant.regions:  # bulk mail; a confirmation (no regions) is transactional
         p["headers"] = list_unsubscribe_headers(values, values.get("unsubscribe_mailto"))
@@ -78,6 +74,19 @@ def personalization(links: Links, variant: RenderedVariant, r: Recipient) -> dic
             args["bulletin_id"] = str(bulletin_id)
         p["custom_args"] = args
     return p
+
+
+def to_name(name: str) -> str:
+    """The `to.name` SendGrid is given: the name as written, `header_safe_name` where it needs
+    neutralising, and as an RFC 5322 quoted-string when it holds a comma or a semicolon.
+
+    SendGrid's v3 API reads an unquoted "Doe, Jane" as a list: it answers 202, then drops the message
+    as an invalid address (its docs: names "cannot include commas or semicolons"; django-anymail quotes
+    them the same way)."""
+    shown = name if name.isprintable() and "=?" not in name else header_safe_name(name)
+    if "," in shown or ";" in shown:
+        return '"' + email.utils.quote(shown) + '"'
+    return shown
 
 
 def encode(value: Any) -> bytes:
@@ -187,16 +196,17 @@ class Template:
         # "&#x27;"); only near SendGrid's limit need the slow path count exactly.
         if self.size + 6 * (len(name) + len(email) + 6) * self.personal_values > MAX_SUBSTITUTION_BYTES:
             return None
-        # What the slow path does to a name, short-cut for the usual one (printable, no "=?", single
-        # spaces): `to` keeps it as given, the values are `header_safe_name` of it (or "friend").
-        plain = name.isprintable() and "=?" not in name
+        # What the slow path does to a name, short-cut for the usual one (printable, no "=?", no comma or
+        # semicolon, single spaces): `to` keeps it as given, the values are `header_safe_name` of it
+        # (or "friend").
+        plain = name.isprintable() and "=?" not in name and "," not in name and ";" not in name
         if plain and name and "  " not in name and name[0] != " " and name[-1] != " ":
-            to_name = shown = _json_inner(name)
+            to_json = shown = _json_inner(name)
             shown_text = name
         else:
             shown_text = header_safe_name(name) or "friend"
             shown = _json_inner(shown_text)
-            to_name = _json_inner(name if plain else header_safe_name(name))
+            to_json = _json_inner(to_name(name))
         email_json = _json_inner(email)
         slots = {
             b"email": email_json,
@@ -205,7 +215,7 @@ class Template:
             b"name_html": _json_inner(html_lib.escape(shown_text))
             if _HTML_SPECIAL.search(shown_text)
             else shown,
-            b"to_name": to_name,
+            b"to_name": to_json,
             b"delivery_id": b"%d" % delivery_id,
         }
         tokens = (

@@ -11,10 +11,12 @@ to it already serialised, since building it through the library's helper classes
 recipient than the request itself. One client per thread: the library's client keeps mutable headers.
 
 Outcomes: 2xx → every recipient accepted with the `X-Message-Id`; 429 → `RateLimited` (retry after
-X-RateLimit-Reset); 5xx and connections that fail before the request is sent → `RetryableError`; a
+X-RateLimit-Reset or Retry-After, whichever is later, and never at once); 5xx and connections that fail before the request is sent → `RetryableError`; a
 connection dropped after the request went out, or no answer within `SENDGRID_TIMEOUT` →
-`OutcomeUnknown` (SendGrid may have taken the batch); 400/413 → `BadRequest` with SendGrid's messages,
-blaming the request itself unless every message names a personalization; 401/403 (and 404, a wrong
+`OutcomeUnknown` (SendGrid may have taken the batch); 400 → `BadRequest` with SendGrid's messages,
+blaming the request itself unless every message names a personalization; 413 → `BadRequest` that
+splits the batch, until the shared content is most of the request (then it blames the bulletin, which
+pauses the send rather than failing anyone); 401/403 (and 404, a wrong
 SENDGRID_HOST) → `AuthFailed`. `probe` sends one message in sandbox mode (validated, never delivered).
 A recipient whose values SendGrid would refuse (substitutions over 10,000 bytes) is refused here, alone,
 rather than costing the whole batch a 400.
@@ -22,8 +24,10 @@ rather than costing the whole batch a 400.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -132,7 +136,7 @@ class SendGridBackend:
             ],
         }
         if variant.regions:  # a bulletin; a confirmation (no regions) is transactional mail
-            rest["headers"] = {"List-Id": list_id(s)}
+            rest["headers"] = {"List-Id": list_id(s, encoded_words=True)}
         rest["tracking_settings"] = tracking_settings(s, bulk=bool(variant.regions))
         if s.REPLY_TO:
             rest["reply_to"] = {"email": s.REPLY_TO}
@@ -171,7 +175,16 @@ class SendGridBackend:
         if refused:
             skipped = {id(x.recipient) for x in refused}
             recipients = [r for r in recipients if id(r) not in skipped]
-        message_id = self.post(body)
+        try:
+            message_id = self.post(body)
+        except _TooLarge as exc:
+            # The subject, both parts and the sender are in every request: once they are most of it,
+            # fewer recipients cannot bring it under the limit. That is the bulletin's fault, not theirs.
+            if len(recipients) == 1 or 2 * len(self._prepared(variant).tail) >= len(body):
+                raise BadRequest(
+                    f"{exc}: the bulletin itself is too large for SendGrid; shorten it", blames_request=True
+                ) from None
+            raise
         accepted = RecipientResult._make  # positional: a thousand a request
         return [accepted((r, True, message_id, "", True)) for r in recipients] + refused
 
@@ -221,6 +234,10 @@ def tracking_settings(settings: Settings, *, bulk: bool = True) -> dict[str, Any
     return {
         "click_tracking": {"enable": bulk and settings.TRACK_CLICKS, "enable_text": False},
         "open_tracking": {"enable": bulk and settings.TRACK_OPENS},
+        # Never SendGrid's own unsubscribe footer (its suppressions would bypass ours and the one-click
+        # link) nor Google Analytics parameters on our links, whatever the account's defaults say.
+        "subscription_tracking": {"enable": False},
+        "ganalytics": {"enable": False},
     }
 
 
@@ -243,23 +260,25 @@ def _messages(body: object) -> str:
         return raw[:500]
 
 
+MIN_RATE_LIMIT_WAIT = 1.0
+"""The least a 429 waits, whatever its headers say: SendGrid's `X-RateLimit-Reset` is a time on its
+clock, and a reset that reads as already past here (clocks differ) would otherwise mean no wait at all,
+and a request loop against an endpoint that refuses every request until its period ends."""
+
+
 def _retry_after(headers: Any) -> float | None:
-    """Seconds until X-RateLimit-Reset (epoch seconds), else Retry-After (seconds), else None."""
+    """Seconds to wait: the later of X-RateLimit-Reset (epoch seconds) and Retry-After (seconds), at
+    least `MIN_RATE_LIMIT_WAIT`; None when neither header is there or readable."""
     if headers is None:
         return None
-    reset = headers.get("X-RateLimit-Reset")
-    if reset:
-        try:
-            return max(0.0, float(reset) - time.time())
-        except ValueError:
-            pass
-    after = headers.get("Retry-After")
-    if after:
-        try:
-            return max(0.0, float(after))
-        except ValueError:
-            pass
-    return None
+    waits = []
+    for name, now in (("X-RateLimit-Reset", time.time()), ("Retry-After", 0.0)):
+        value = headers.get(name)
+        if value:
+            with contextlib.suppress(ValueError):
+                waits.append(float(value) - now)
+    waits = [w for w in waits if math.isfinite(w)]
+    return max(MIN_RATE_LIMIT_WAIT, *waits) if waits else None
 
 
 def _error_for(status: int, body: object, headers: Any) -> Exception:
@@ -272,10 +291,16 @@ def _error_for(status: int, body: object, headers: Any) -> Exception:
         return AuthFailed(f"SendGrid answered {status} for /v3/mail/send: is SENDGRID_HOST right? {detail}")
     if status >= 500 or status == 408:
         return RetryableError(f"SendGrid answered {status}: {detail}", retry_after=_retry_after(headers))
+    if status == 413:
+        return _TooLarge(f"SendGrid refused the batch ({status}): {detail}")
     return BadRequest(
-        f"SendGrid refused the batch ({status}): {detail}",
-        blames_request=status != 413 and not _blames_recipients(body),
+        f"SendGrid refused the batch ({status}): {detail}", blames_request=not _blames_recipients(body)
     )
+
+
+class _TooLarge(BadRequest):
+    """413: the request is over SendGrid's size limit. Fewer recipients may fit, so the batch is split;
+    when the shared part is most of the request, splitting cannot help (see `SendGridBackend.send`)."""
 
 
 def _blames_recipients(body: object) -> bool:
