@@ -27,6 +27,7 @@ from newsletter.audience import ratelimit_store
 from newsletter.audience.subscribers import normalize_email
 from newsletter.core import audit
 from newsletter.core.config import Settings
+from newsletter.core.dialect import lock_key
 from newsletter.core.errors import NewsletterError, NotFound
 from newsletter.core.models import User, utcnow
 from newsletter.core.status import Role
@@ -127,16 +128,23 @@ def authenticate(
     client: str = "unknown",
     now: datetime | None = None,
 ) -> User:
-    """The active account `email` names if `password` is right; otherwise count the failure for this
-    (address, client) and raise LoginRefused. Commits the reading transaction before hashing (call it
-    with nothing else pending); the caller commits the outcome either way (a failure must be
-    remembered)."""
+    """The active account `email` names if `password` is right; otherwise raise LoginRefused.
+
+    Every try that gets as far as the password check is counted as a failure for this (address,
+    client) *before* the check, under a lock on that key, and the count committed: concurrent guesses
+    then each see the others, where counting after the check let a burst of them all read "fewer than
+    `LOGIN_MAX_FAILURES`" and all be checked. A success forgets the failures (in the caller's
+    transaction, which the caller commits). Call it with nothing else pending.
+    """
     now = now or utcnow()
     key = _throttle_key(email, client)
+    lock_key(session, key)
     user = find_user(session, email)
     throttled = _throttled(session, key, settings, now)
-    # End the read before a sixth of a second of argon2: on SQLite every transaction holds the write
-    # lock, and forty concurrent logins would otherwise queue on it past the busy timeout.
+    if not throttled:
+        ratelimit_store.hit(session, key, timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS), now=now)
+    # End the transaction before a sixth of a second of argon2: on SQLite every transaction holds the
+    # write lock, and forty concurrent logins would otherwise queue on it past the busy timeout.
     session.commit()
     if throttled:
         password_matches(_dummy_hash(), password)  # same work as a real check
@@ -147,9 +155,7 @@ def authenticate(
     else:
         ok = password_matches(user.password_hash, password)
     if not ok or user is None:
-        ratelimit_store.hit(session, key, timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS), now=now)
-        session.flush()
-        raise LoginRefused()
+        raise LoginRefused()  # already counted
     ratelimit_store.forget(session, key)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

@@ -59,7 +59,13 @@ class Page:
 
 
 def _prefix_range(column: Any, prefix: str) -> Any:
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    """Values starting with `prefix`, as an index range: from it to the prefix with its last character
+    raised by one. Trailing U+10FFFF (the last code point) cannot be raised: it is dropped and the
+    character before it raised; a prefix of nothing but those has no upper bound."""
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return column >= prefix
+    upper = stem[:-1] + chr(ord(stem[-1]) + 1)
     return sa.and_(column >= prefix, column < upper)
 
 

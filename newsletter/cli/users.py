@@ -88,7 +88,8 @@ def disable_command(email: Annotated[str, typer.Argument()]) -> None:
 
 @users_app.command("enable")
 def enable_command(email: Annotated[str, typer.Argument()]) -> None:
-    """Enable a disabled account again (and lift a lock-out)."""
+    """Enable a disabled account again. (Failed logins never lock an account: they slow down the one
+    client that made them, until their window passes.)"""
     with context.session() as session:
         accounts.set_active(session, accounts.get_user(session, email), True)
     context.console.print(f"enabled {email}")

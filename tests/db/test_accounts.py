@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlmodel import select
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter import accounts
@@ -90,6 +93,42 @@ def test_repeated_failures_slow_down_that_client_only_and_say_nothing_more(sessi
     # After the wait (doubling per further failure), the same client may try again.
     later = now + timedelta(seconds=FIRST_WAIT_SECONDS + 1)
     assert authenticate(session, "ada@example.org", PASSWORD, settings, client="10.0.0.9", now=later).id
+
+
+def test_a_burst_of_concurrent_guesses_gets_no_more_checks_than_one_guess_after_another(
+    session, settings, engine
+):
+    """Each try is counted before its password is checked: twelve guesses at once from one client are
+    checked at most `LOGIN_MAX_FAILURES` times, as twelve in a row would be."""
+    create_user(session, "ada@example.org", PASSWORD, Role.STAFF)
+    session.commit()
+    checked: list[str] = []
+    real_check = accounts.password_matches
+
+    def counting_check(password_hash: str, password: str) -> bool:
+        if password_hash != accounts._dummy_hash():
+            checked.append(password)
+        return real_check(password_hash, password)
+
+    start = threading.Barrier(12)
+
+    def guess(n: int) -> str:
+        start.wait()
+        with Session(engine) as own:
+            try:
+                authenticate(own, "ada@example.org", f"guess number {n}", settings, client="10.0.0.9")
+            except LoginRefused:
+                return "refused"
+            finally:
+                own.commit()
+        return "in"
+
+    with mock.patch.object(accounts, "password_matches", counting_check), ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(guess, range(12)))
+    assert outcomes == ["refused"] * 12
+    assert 0 < len(checked) <= settings.LOGIN_MAX_FAILURES
+    with pytest.raises(LoginRefused):  # still throttled for that client, even with the right password
+        authenticate(session, "ada@example.org", PASSWORD, settings, client="10.0.0.9")
 
 
 def test_a_success_resets_the_failure_count(session, settings):

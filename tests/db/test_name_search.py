@@ -55,6 +55,17 @@ def test_query_syntax_is_text_and_never_an_error(session, make_subscriber):
     assert names(session, "nair OR ada") == []  # three words: nair, or, ada (nobody has all three)
 
 
+def test_an_address_prefix_ending_in_the_last_code_point_is_searched_not_an_error(session, make_subscriber):
+    make_subscriber(email="ada@example.org", name="Ada Lovelace")
+    for q in ["ada@\U0010ffff", "\U0010ffff", "ada@ex\U0010ffff\U0010ffff"]:
+        page = search_page(session.connection(), Filters(q=q))
+        session.commit()
+        assert page.rows == [], q
+    assert [r.email for r in search_page(session.connection(), Filters(q="ada@ex")).rows] == [
+        "ada@example.org"
+    ]
+
+
 def test_renamed_and_deleted_people_are_found_by_their_current_name(session, make_subscriber):
     person = make_subscriber(email="x@example.org", name="Ruth Nair")
     session.execute(sa.update(SUBSCRIBER).where(SUBSCRIBER.c.id == person.id).values(name="Ruth Boaz"))
