@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -50,16 +51,32 @@ DbIdForm = Annotated[int, Form(ge=1, le=MAX_DB_ID)]
 
 
 def client_ip(request: Request) -> str:
-    """The client's address: the peer, or, when the peer is one of `TRUSTED_PROXIES`, the last address
-    that proxy appended to `X-Forwarded-For` (earlier entries are whatever the client claimed)."""
+    """The client as rate limits count it: the peer, or, when the peer is one of `TRUSTED_PROXIES`, the
+    last address that proxy appended to `X-Forwarded-For` (earlier entries are whatever the client
+    claimed); an IPv6 address by its /64 (`client_network`)."""
     peer = request.client.host if request.client else "unknown"
     settings: Settings = request.app.state.settings
     if peer in settings.trusted_proxies:
         forwarded = request.headers.get("x-forwarded-for", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if hops:
-            return hops[-1][:64]
-    return peer
+            return client_network(hops[-1][:64])
+    return client_network(peer)
+
+
+def client_network(address: str) -> str:
+    """An IPv6 address as its /64: one subscriber line is given a whole /64 (RFC 6177), so counting
+    single addresses would give anyone 2^64 "clients" to spread guesses over. IPv4 and anything that
+    is not an address are returned as they are."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 ClientIp = Annotated[str, Depends(client_ip)]
