@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -244,26 +244,36 @@ def test_a_worker_that_lost_its_lease_cannot_change_what_is_in_flight(
     assert {d["ambiguous"] for d in rows} == {1}  # the recovered attempt, counted once
 
 
-def test_cancel_skips_what_waits_but_not_what_is_in_flight(
-    engine: Engine, session: Session, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
-) -> None:
+def two_of_five_in_flight(
+    engine: Engine, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> tuple[int, datetime, list[int]]:
+    """A planned bulletin of five, two of them claimed under the token "w:1:a": (bulletin id, the
+    claim's time, the delivery ids in flight)."""
     for _ in range(5):
         make_subscriber()
     bulletin = planned_bulletin()
+    assert bulletin.id is not None
     now = utcnow()
     with engine.begin() as conn:
         claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
     assert claimed is not None
-    flying = {r.delivery_id for r in claimed.recipients}
-    assert lifecycle.cancel(session, bulletin.id) == 3
+    return bulletin.id, now, [r.delivery_id for r in claimed.recipients]
+
+
+def test_cancel_skips_what_waits_but_not_what_is_in_flight(
+    engine: Engine, session: Session, make_subscriber: MakeSubscriber, planned_bulletin: MakeBulletin
+) -> None:
+    bulletin_id, now, in_flight = two_of_five_in_flight(engine, make_subscriber, planned_bulletin)
+    flying = set(in_flight)
+    assert lifecycle.cancel(session, bulletin_id) == 3
     session.commit()
     with engine.begin() as conn:
-        queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "m") for i in flying], now)
+        queries.record_accepted(conn, bulletin_id, "w:1:a", [(i, "m") for i in flying], now)
         queries.settle(conn, "w:1:a", now)
-    rows = {d["id"]: d["status"] for d in ledger(engine, bulletin.id)}
+    rows = {d["id"]: d["status"] for d in ledger(engine, bulletin_id)}
     assert {i for i, s in rows.items() if s == D.ACCEPTED} == flying
     assert Counter(rows.values()) == Counter({D.SKIPPED: 3, D.ACCEPTED: 2})
-    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+    assert {b["status"] for b in batches(engine, bulletin_id)} == {BatchStatus.DONE}
 
 
 @pytest.mark.parametrize("outcome", ["retry", "release", "lease expired"])
@@ -277,32 +287,25 @@ def test_what_comes_back_from_flight_after_a_cancel_is_skipped_not_left_pending(
     """The cancel spares what is in flight; what the worker then gives back (a soft bounce to retry, a
     release, a lease that expired with RESEND_ON_UNKNOWN on) must not wait for a claim that will never
     come: it is skipped as cancelled, and no batch of the bulletin is left to claim."""
-    for _ in range(5):
-        make_subscriber()
-    bulletin = planned_bulletin()
-    now = utcnow()
-    with engine.begin() as conn:
-        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
-    assert claimed is not None
-    flying = [r.delivery_id for r in claimed.recipients]
-    assert lifecycle.cancel(session, bulletin.id) == 3
+    bulletin_id, now, flying = two_of_five_in_flight(engine, make_subscriber, planned_bulletin)
+    assert lifecycle.cancel(session, bulletin_id) == 3
     session.commit()
     with engine.begin() as conn:
         if outcome == "retry":
             later = now + timedelta(minutes=1)
             assert queries.record_retry(
-                conn, bulletin.id, "w:1:a", flying, "421 try later", later, 5, now
+                conn, bulletin_id, "w:1:a", flying, "421 try later", later, 5, now
             ) == (2, 0)
             queries.settle(conn, "w:1:a", now)
         elif outcome == "release":
-            assert queries.release(conn, bulletin.id, "w:1:a", now, "stopped") == 2
+            assert queries.release(conn, bulletin_id, "w:1:a", now, "stopped") == 2
         else:
             expired = queries.recover_expired(conn, now + timedelta(minutes=6), resend=True)
-            assert expired == {bulletin.id: 2}
-    rows = ledger(engine, bulletin.id)
+            assert expired == {bulletin_id: 2}
+    rows = ledger(engine, bulletin_id)
     assert Counter(d["status"] for d in rows) == Counter({D.SKIPPED: 5})
     assert {d["last_error"] for d in rows if d["id"] in flying} == {queries.CANCELLED_REASON}
-    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+    assert {b["status"] for b in batches(engine, bulletin_id)} == {BatchStatus.DONE}
 
 
 def test_a_send_the_esp_took_is_recorded_even_after_a_cancel_and_a_recovered_lease(
@@ -310,23 +313,16 @@ def test_a_send_the_esp_took_is_recorded_even_after_a_cancel_and_a_recovered_lea
 ) -> None:
     """A slow worker is still at the ESP; the bulletin is cancelled and the lease recovered, which skips
     what was in flight. When the ESP's answer comes, those people were mailed: the ledger says so."""
-    for _ in range(5):
-        make_subscriber()
-    bulletin = planned_bulletin()
-    now = utcnow()
-    with engine.begin() as conn:
-        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
-    assert claimed is not None
-    flying = [r.delivery_id for r in claimed.recipients]
-    lifecycle.cancel(session, bulletin.id)
+    bulletin_id, now, flying = two_of_five_in_flight(engine, make_subscriber, planned_bulletin)
+    lifecycle.cancel(session, bulletin_id)
     session.commit()
     with engine.begin() as conn:
-        assert queries.recover_expired(conn, now + timedelta(minutes=6), resend=True) == {bulletin.id: 2}
+        assert queries.recover_expired(conn, now + timedelta(minutes=6), resend=True) == {bulletin_id: 2}
     with engine.begin() as conn:
-        assert queries.record_accepted(conn, bulletin.id, "w:1:a", [(i, "msg-1") for i in flying], now) == 2
+        assert queries.record_accepted(conn, bulletin_id, "w:1:a", [(i, "msg-1") for i in flying], now) == 2
         # Another token's late answer takes nothing: those rows were never its own.
-        assert queries.record_accepted(conn, bulletin.id, "w:1:b", [(i, "msg-2") for i in flying], now) == 0
-    rows = ledger(engine, bulletin.id)
+        assert queries.record_accepted(conn, bulletin_id, "w:1:b", [(i, "msg-2") for i in flying], now) == 0
+    rows = ledger(engine, bulletin_id)
     assert {(d["status"], d["message_id"]) for d in rows if d["id"] in flying} == {(D.ACCEPTED, "msg-1")}
     assert Counter(d["status"] for d in rows) == Counter({D.ACCEPTED: 2, D.SKIPPED: 3})
 
@@ -343,24 +339,17 @@ def test_a_settle_that_races_a_cancel_leaves_nothing_for_the_next_tick_to_miss(
     spared. The next tick of any worker skips it, and no batch of the cancelled bulletin is left."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: a settle cannot run inside a cancel")
-    for _ in range(5):
-        make_subscriber()
-    bulletin = planned_bulletin()
-    now = utcnow()
-    with engine.begin() as conn:
-        claimed = queries.claim_batch(conn, bulletin.id, 2, "w:1:a", now, now + timedelta(minutes=5))
-    assert claimed is not None
-    flying = [r.delivery_id for r in claimed.recipients]
-    assert lifecycle.cancel(session, bulletin.id) == 3  # not committed yet
+    bulletin_id, now, flying = two_of_five_in_flight(engine, make_subscriber, planned_bulletin)
+    assert lifecycle.cancel(session, bulletin_id) == 3  # not committed yet
     with engine.begin() as conn:
         later = now + timedelta(minutes=1)
-        assert queries.record_retry(conn, bulletin.id, "w:1:a", flying, "421", later, 5, now) == (2, 0)
+        assert queries.record_retry(conn, bulletin_id, "w:1:a", flying, "421", later, 5, now) == (2, 0)
         queries.settle(conn, "w:1:a", now)
     session.commit()
-    assert Counter(d["status"] for d in ledger(engine, bulletin.id)) == Counter({D.SKIPPED: 3, D.PENDING: 2})
+    assert Counter(d["status"] for d in ledger(engine, bulletin_id)) == Counter({D.SKIPPED: 3, D.PENDING: 2})
     Dispatcher(settings, engine).recover()
-    assert Counter(d["status"] for d in ledger(engine, bulletin.id)) == Counter({D.SKIPPED: 5})
-    assert {b["status"] for b in batches(engine, bulletin.id)} == {BatchStatus.DONE}
+    assert Counter(d["status"] for d in ledger(engine, bulletin_id)) == Counter({D.SKIPPED: 5})
+    assert {b["status"] for b in batches(engine, bulletin_id)} == {BatchStatus.DONE}
 
 
 def test_retry_failed_cuts_fresh_batches_over_what_it_queues(
