@@ -1,4 +1,4 @@
-"""The preference centre's operations on one subscriber: regions, pause, my data, erase me.
+"""The preference centre's operations on one subscriber: name, regions, pause, my data, erase me.
 
 Each function works in the caller's transaction and records an audit entry (actor `subscriber`) for
 every change. Unsubscribing is `suppressions.unsubscribe`, shared with one-click and the ESP webhook.
@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.audience.optin import set_regions
 from newsletter.audience.queries import subscriber_regions
+from newsletter.audience.subscribers import validate_name
 from newsletter.core import audit
 from newsletter.core.dialect import insert_ignoring_duplicates
 from newsletter.core.models import (
@@ -36,6 +37,28 @@ ERASED = "[erased]"
 def regions_of(session: Session, subscriber: Subscriber) -> list[str]:
     assert subscriber.id is not None
     return subscriber_regions(session, [subscriber.id])[subscriber.id]
+
+
+def change_name(session: Session, subscriber: Subscriber, raw: str, *, now: datetime | None = None) -> bool:
+    """Set the name bulletins greet the subscriber by (empty: "friend"); True when it changed.
+
+    The first request for an address stored whatever name its sender typed, and nothing shows that
+    name before confirming (an attacker's words must not be emailed to someone else), so the owner
+    must be able to see and replace it here. ValueError, changing nothing, for a name `validate_name`
+    refuses.
+    """
+    name = validate_name(raw)
+    if name == subscriber.name:
+        return False
+    before = subscriber.name
+    subscriber.name = name
+    subscriber.updated_at = now or utcnow()
+    session.add(subscriber)
+    audit.record(
+        session, audit.SUBSCRIBER_ACTOR, "subscriber.name", "subscriber", subscriber.id,
+        {"name": [before, name]},
+    )  # fmt: skip
+    return True
 
 
 def change_regions(
@@ -138,15 +161,22 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def _scrub(value: Any, email: str, name: str) -> Any:
-    """`value` with every string that holds `email`, or is exactly `name`, replaced by ERASED."""
+def _scrub(value: Any, email: str, names: frozenset[str]) -> Any:
+    """`value` with every string that holds `email`, or is exactly one of `names`, replaced by ERASED."""
     if isinstance(value, str):
-        return ERASED if email in value or (name and value == name) else value
+        return ERASED if email in value or value in names else value
     if isinstance(value, list):
-        return [_scrub(v, email, name) for v in value]
+        return [_scrub(v, email, names) for v in value]
     if isinstance(value, dict):
-        return {k: _scrub(v, email, name) for k, v in value.items()}
+        return {k: _scrub(v, email, names) for k, v in value.items()}
     return value
+
+
+def _names_in(changes: Any) -> set[str]:
+    """The names an audit entry's changes recorded (`{"name": [before, after]}`), empty ones left out."""
+    recorded = changes.get("name") if isinstance(changes, dict) else None
+    values = recorded if isinstance(recorded, list) else [recorded]
+    return {v for v in values if isinstance(v, str) and v}
 
 
 def erase(session: Session, subscriber: Subscriber) -> None:
@@ -154,8 +184,9 @@ def erase(session: Session, subscriber: Subscriber) -> None:
 
     The subscriber row goes (its subscriptions with it); deliveries stay, anonymous, for the send
     statistics; ESP events of those deliveries lose their payload (it holds the address); audit entries
-    lose every value that held the address or the name. The suppression (reason `erased`, no address)
-    makes a later subscription or import of the same address store nothing.
+    lose every value that held the address, and their own entries every name the subscriber had (a
+    name changed in the preference centre or by staff is in its audit entry). The suppression (reason
+    `erased`, no address) makes a later subscription or import of the same address store nothing.
     """
     assert subscriber.id is not None
     sid, email, name = subscriber.id, subscriber.email, subscriber.name
@@ -191,9 +222,14 @@ def erase(session: Session, subscriber: Subscriber) -> None:
             )
         )
     ).all()
+    own = {e.id for e in entries if e.entity_type == "subscriber" and e.entity_id == sid}
+    names = {name} if name else set()
     for entry in entries:
-        own = entry.entity_type == "subscriber" and entry.entity_id == sid
-        scrubbed = json.dumps(_scrub(json.loads(entry.changes), email, name if own else ""))
+        names |= _names_in(json.loads(entry.changes)) if entry.id in own else set()
+    for entry in entries:
+        scrubbed = json.dumps(
+            _scrub(json.loads(entry.changes), email, frozenset(names if entry.id in own else ()))
+        )
         if scrubbed != entry.changes:
             entry.changes = scrubbed
             session.add(entry)

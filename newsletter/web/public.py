@@ -6,7 +6,8 @@
     GET  /confirm/{token}                a page with one button (mail scanners fetch links)
     POST /confirm/{token}                pending → active
     GET  /preferences/{token}            the preference centre
-    POST /preferences/{token}            action=regions|pause|resume|unsubscribe|resubscribe|my-data-link
+    POST /preferences/{token}            action=name|regions|timezone|pause|resume|unsubscribe|resubscribe|
+                                         my-data-link
     GET  /my-data/{token}                download or erase (a short-lived link sent by email on request)
     POST /my-data/{token}                action=download|erase
     GET  /unsubscribe/{token}            a page with one button (GET changes nothing)
@@ -38,7 +39,7 @@ from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.audience.timezones import change_timezone
 from newsletter.audience.view_online import online_view
 from newsletter.content.regions import RegionIndex
-from newsletter.content.render import Renderer, as_web_page, personalize
+from newsletter.content.render import Renderer, as_web_page, display_name, personalize
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber
 from newsletter.core.status import SubscriberStatus
@@ -174,7 +175,7 @@ def subscribe(
     try:
         clean = validate_name(name)
     except ValueError as exc:
-        errors["name"] = f"Please check your name: {exc}."
+        errors["name"] = _name_problem(exc)
     codes = index.order(c for c in regions if c in index.codes)
     if not codes:
         errors["regions"] = "Please choose at least one region."
@@ -193,6 +194,11 @@ def subscribe(
             request, background, optin.send_confirmation, settings, get_renderer(request), result.recipient
         )
     return page(request, "check_inbox.html")
+
+
+def _name_problem(problem: ValueError) -> str:
+    """What a form says of a name `validate_name` refused: the subscription form and the preference centre."""
+    return f"Please check your name: {problem}."
 
 
 def _zone_or_none(raw: str) -> str | None:
@@ -232,6 +238,9 @@ def confirm(request: Request, link: ConfirmLink, session: SessionDep, settings: 
     context = {
         "outcome": str(outcome),
         "preferences_url": Links(settings).preferences_url(subscriber.id, subscriber.link_secret),
+        # Whoever first asked for this address chose the name, and nothing showed it before: now that
+        # the owner has proved the address is theirs, they see it, with the way to change it.
+        "name": display_name(subscriber.name),
     }
     status = 400 if outcome is optin.Confirmation.REFUSED else 200
     return page(request, "confirmed.html", context, status=status, token_page=True)
@@ -302,12 +311,20 @@ def preferences_change(
     regions: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies the default
     weeks: Annotated[str, Form()] = "",
     timezone: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
 ) -> Response:
     subscriber = link.subscriber
 
     def again(**kwargs: Any) -> HTMLResponse:
         return _preferences_page(request, session, settings, subscriber, **kwargs)
 
+    if action == "name":
+        try:
+            changed = preferences.change_name(session, subscriber, name)
+        except ValueError as exc:
+            return again(errors={"name": _name_problem(exc)}, values={"name": name}, status=400)
+        session.commit()
+        return again(notice="Your name is saved." if changed else "Your name is unchanged.")
     if action == "regions":
         index = RegionIndex.from_db(session, settings)
         codes = list(index.order(c for c in regions if c in index.codes))
@@ -337,7 +354,11 @@ def preferences_change(
     if action == "resubscribe":
         return _resubscribe(request, session, settings, subscriber, client_ip, background)
     if action == "my-data-link":
-        after_response(request, background, my_data.send_link, settings, subscriber)
+        send = my_data.request_link(session, subscriber, client_ip=client_ip)
+        session.commit()
+        if send:
+            after_response(request, background, my_data.send_link, settings, subscriber)
+        # The same answer whether it was sent or not: a forwarded link learns nothing of the address.
         return again(notice="We have emailed you a link to download or erase your data.")
     return again(errors={"action": "Unknown action."}, status=400)
 
@@ -426,6 +447,8 @@ def unsubscribe_one_click(request: Request, link: UnsubscribeLink, session: Sess
 # --- view online ---------------------------------------------------------------------------------
 SHARED_PAGE_LINK = "#use-the-link-in-your-email"
 """Stands for the preferences and unsubscribe links on a page that is shared: they are credentials."""
+SHARED_PAGE_ADDRESS = "your address"
+"""Stands for the subscriber's address on a page that is shared ("because your address subscribed")."""
 
 
 @router.get("/view/{bulletin_id}/{token}", response_class=HTMLResponse)
@@ -433,7 +456,8 @@ def view_online(
     request: Request, bulletin_id: DbId, link: ViewLink, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """The bulletin as this subscriber received it. People share this page, so it carries neither the
-    preferences nor the unsubscribe credential (docs/security.md)."""
+    preferences nor the unsubscribe credential, nor their address or name: the greeting says what it
+    says to a subscriber who gave no name (docs/security.md)."""
     view = online_view(session, bulletin_id, link.subscriber)
     if view is None:
         raise BadLink(404, "unknown bulletin", Purpose.VIEW)
@@ -442,7 +466,8 @@ def view_online(
         variant = renderer.variant(view.content, view.regions)
     except ValueError:  # none of their regions has a section this week: show the whole bulletin
         variant = renderer.variant(view.content, view.content.region_codes)
-    values = Links(settings).values(view.recipient)
+    shared = view.recipient._replace(email=SHARED_PAGE_ADDRESS, name="")
+    values = Links(settings).values(shared)
     values.update(preferences_url=SHARED_PAGE_LINK, unsubscribe_url=SHARED_PAGE_LINK)
     html, _ = personalize(variant, values)
     return HTMLResponse(as_web_page(html), headers=TOKEN_PAGE_HEADERS)

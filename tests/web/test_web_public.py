@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from newsletter.audience import my_data as my_data_links
 from newsletter.audience import suppressions
 from newsletter.audience.subscribers import import_subscribers, subscriber_regions
 from newsletter.content.regions import RegionIndex
@@ -450,6 +451,81 @@ def test_every_change_is_audited_as_the_subscriber(engine, server, ada, prefs) -
     assert entries == ["subscriber.regions", "subscriber.pause", "subscriber.unsubscribe"]
 
 
+def test_the_preference_centre_shows_the_name_and_changes_it(settings, engine, server, ada, prefs) -> None:
+    page = server.client.get(prefs)
+    assert re.search(rf'<input id="name" name="name" type="text" value="{ada.name}"', page.text)
+    assert '<label for="name">' in page.text
+    answer = server.client.post(prefs, data={"action": "name", "name": "  Ada Lovelace "})
+    assert answer.status_code == 200 and "Your name is saved" in answer.text
+    assert subscriber(engine, "ada@example.org").name == "Ada Lovelace"  # type: ignore[union-attr]
+    assert 'value="Ada Lovelace"' in answer.text
+    # Empty is allowed: the greeting then says "friend".
+    assert server.client.post(prefs, data={"action": "name", "name": ""}).status_code == 200
+    assert subscriber(engine, "ada@example.org").name == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["Ada\r\nBcc: x@example.org", "A" * 201])
+def test_a_name_the_form_would_refuse_is_refused_and_shown_next_to_its_field(
+    engine, server, ada, prefs, bad
+) -> None:
+    answer = server.client.post(prefs, data={"action": "name", "name": bad})
+    assert answer.status_code == 400 and "Please check your name" in answer.text
+    assert 'href="#name"' in answer.text  # the error summary links to the field
+    assert 'aria-invalid="true"' in answer.text
+    assert subscriber(engine, "ada@example.org").name == ada.name  # type: ignore[union-attr]
+
+
+def test_a_name_change_is_audited_and_erasing_forgets_every_name(
+    settings, engine, server, ada, prefs, my_data
+) -> None:
+    server.client.post(prefs, data={"action": "name", "name": "Countess of Lovelace"})
+    server.client.post(prefs, data={"action": "name", "name": "Ada L."})
+    actions = read(
+        engine,
+        lambda s: s.exec(select(AuditEntry.action).where(AuditEntry.entity_id == ada.id)).all(),
+    )
+    assert list(actions).count("subscriber.name") == 2  # type: ignore[call-overload]
+    server.client.post(my_data, data={"action": "erase", "confirm_erase": "yes"})
+    with engine.connect() as conn:
+        for table in Subscriber.metadata.sorted_tables:
+            for row in conn.execute(sa.select(table)):
+                text = " ".join(str(v) for v in row)
+                for name in (ada.name, "Countess of Lovelace", "Ada L."):
+                    assert name not in text, table.name
+
+
+def test_the_owner_sees_and_replaces_a_name_a_stranger_typed(
+    settings, engine, server, subscribe, make_bulletin
+) -> None:
+    """The first request for an address sets its name, and the confirmation email never shows it (an
+    attacker's words are not emailed to someone else): confirming shows it, with the way to change it."""
+    phishing = "Dave, your account is locked: call +1 555 0100"
+    subscribe("dave@example.org", name=phishing, regions=("global",))
+    subscribe("dave@example.org", name="Dave", regions=("global",))  # Dave himself: changes nothing
+    emails = confirmation_emails(settings, "dave@example.org")
+    assert len(emails) == 2 and not any("locked" in text_of(m) for m in emails)
+    email = emails[-1]
+    link = server.local(link_in(email, "confirm"))
+    assert "locked" not in server.client.get(link).text  # not before the address is proved theirs
+    confirmed = server.client.post(link)
+    assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
+    assert "greet you as <strong>Dave, your account is locked: call +1 555 0100</strong>" in confirmed.text
+    change = re.search(r'href="([^"]+/preferences/[^"#]+)#name-heading">Change your name', confirmed.text)
+    assert change is not None
+    prefs = server.local(change.group(1))
+    assert phishing in server.client.get(prefs).text
+    assert server.client.post(prefs, data={"action": "name", "name": "Dave"}).status_code == 200
+    message = send_bulletin(settings, engine, make_bulletin().id)["dave@example.org"]
+    assert "Dear Dave," in text_of(message) and "locked" not in text_of(message)
+
+
+def test_confirming_without_a_name_offers_to_add_one(settings, server, subscribe) -> None:
+    subscribe("ada@example.org")
+    (email,) = confirmation_emails(settings, "ada@example.org")
+    confirmed = server.client.post(server.local(link_in(email, "confirm")))
+    assert "greet you as “friend”" in confirmed.text and "Add your name" in confirmed.text
+
+
 @pytest.fixture
 def my_data(settings: Settings, ada: Subscriber) -> str:
     return f"/my-data/{token_for(settings, ada, Purpose.MY_DATA)}"
@@ -471,6 +547,60 @@ def test_the_preference_centre_emails_a_my_data_link_and_never_exports_itself(
     assert "Download my data" in server.client.get(link).text
     data = json.loads(server.client.post(link, data={"action": "download"}).text)
     assert data["email"] == "ada@example.org"
+
+
+def data_links(settings: Settings, to: str) -> list[EmailMessage]:
+    return [m for m in confirmation_emails(settings, to) if "Your data" in str(m["Subject"])]
+
+
+ASKED = "emailed you a link"
+
+
+def test_my_data_links_are_limited_per_address(settings, server, ada, prefs) -> None:
+    """The preferences link travels with every forwarded bulletin: its holders cannot flood the inbox."""
+    answers = [
+        server.client.post(prefs, data={"action": "my-data-link"})
+        for _ in range(my_data_links.LINKS_PER_ADDRESS + 2)
+    ]
+    assert all(a.status_code == 200 and ASKED in a.text for a in answers)  # the same answer every time
+    assert len(data_links(settings, "ada@example.org")) == my_data_links.LINKS_PER_ADDRESS
+
+
+def test_my_data_links_are_limited_per_client_ip(settings, server, make_subscriber, monkeypatch) -> None:
+    monkeypatch.setattr(my_data_links, "LINKS_PER_IP", 2)
+    people = [make_subscriber(f"p{i}@example.org") for i in range(3)]
+    for who in people:
+        answer = server.client.post(
+            f"/preferences/{token_for(settings, who, Purpose.PREFERENCES)}", data={"action": "my-data-link"}
+        )
+        assert answer.status_code == 200 and ASKED in answer.text
+    assert [len(data_links(settings, who.email)) for who in people] == [1, 1, 0]
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED])
+def test_an_address_that_bounced_or_complained_is_never_sent_a_my_data_link(
+    settings, server, make_subscriber, status
+) -> None:
+    gone = make_subscriber("gone@example.org", status=status)
+    prefs = f"/preferences/{token_for(settings, gone, Purpose.PREFERENCES)}"
+    answer = server.client.post(prefs, data={"action": "my-data-link"})
+    assert answer.status_code == 200 and ASKED in answer.text  # says nothing about the address
+    assert data_links(settings, "gone@example.org") == []
+
+
+def test_only_an_address_suppressed_for_good_goes_without_its_my_data_link(
+    settings, engine, server, ada, prefs, make_subscriber
+) -> None:
+    """Leaving the list does not take away the right to one's data; a manual suppression stops all mail."""
+    server.client.post(prefs, data={"action": "unsubscribe"})
+    assert ASKED in server.client.post(prefs, data={"action": "my-data-link"}).text
+    bob = make_subscriber("bob@example.org")
+    with session_scope(engine) as s:
+        suppressions.add(s, "bob@example.org", SuppressionReason.MANUAL, note="asked by phone")
+    bobs = f"/preferences/{token_for(settings, bob, Purpose.PREFERENCES)}"
+    assert ASKED in server.client.post(bobs, data={"action": "my-data-link"}).text
+    assert len(data_links(settings, "ada@example.org")) == 1
+    assert data_links(settings, "bob@example.org") == []
 
 
 def test_download_my_data(server, ada, my_data) -> None:
@@ -547,6 +677,22 @@ def test_view_online_shows_the_subscribers_own_variant(settings, engine, ada, ma
         assert "HQ &amp; Global Partners" in page.text and "Latin America" not in page.text
         assert "~nl" not in page.text  # every placeholder filled
         assert "/preferences/" not in page.text  # no credential that exports or erases the data
+
+
+def test_view_online_shows_neither_the_address_nor_the_name(
+    settings, engine, make_subscriber, make_bulletin
+) -> None:
+    """People share this page: it greets the reader as anyone, and names no address."""
+    make_subscriber("grace.hopper@example.org", regions=["global"], name="Grace Hopper")
+    private = settings.model_copy(update={"ARCHIVE_ENABLED": False})
+    bulletin = make_bulletin()
+    message = send_bulletin(private, engine, bulletin.id)["grace.hopper@example.org"]
+    assert "Grace Hopper" in text_of(message)  # the email itself is personal
+    with start_live_server(private) as server:
+        page = server.client.get(server.local(link_in(message, f"view/{bulletin.id}")))
+    assert page.status_code == 200
+    assert "grace.hopper" not in page.text and "Grace" not in page.text and "Hopper" not in page.text
+    assert "Dear friend," in page.text and "because your address subscribed" in page.text
 
 
 def test_view_online_hides_bulletins_not_yet_sent(settings, server, ada, make_bulletin) -> None:
