@@ -8,7 +8,9 @@ The import format (documented for volunteers in `subscribers/README.md`)::
 `regions` are codes or names separated by `;` (empty means all regions); `status` is optional
 (default `active`); `timezone` is optional, an IANA name (empty: keep the subscriber's zone, or for a
 new subscriber the default `TIMEZONE`). Re-importing an address updates it. An import never re-activates an address that
-unsubscribed, bounced or complained, and never stores an address that is suppressed.
+unsubscribed, bounced or complained (not even by way of `pending`: it keeps its status), and never stores
+an address that is suppressed. A row stored as unsubscribed, bounced or complained is suppressed as
+`SUPPRESSION_FOR_STATUS` says, exactly as a staff edit or an ESP event would suppress it.
 
 Reading (`read_csv`) is pure and yields each row or a line-numbered problem; `import_subscribers`
 writes the good rows in chunks with a handful of statements per chunk, never one per row.
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session
 
-from newsletter.audience import queries
+from newsletter.audience import queries, suppressions
 from newsletter.audience.queries import subscriber_regions as subscriber_regions
 from newsletter.audience.timezones import retime
 from newsletter.content.queries import region_ids as regions_by_code
@@ -35,7 +37,12 @@ from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import InvalidTransition, Problem
 from newsletter.core.models import email_hash, utcnow
-from newsletter.core.status import SubscriberStatus, check_subscriber
+from newsletter.core.status import (
+    SUPPRESSION_FOR_STATUS,
+    SubscriberStatus,
+    SuppressionReason,
+    check_subscriber,
+)
 from newsletter.core.zones import check_zone
 
 COLUMNS = ("email", "name", "regions", "status", "timezone")
@@ -394,6 +401,9 @@ class _ChunkPlan:
     region_sets: dict[int, set[int]] = field(default_factory=dict)
     moved: list[int] = field(default_factory=list)
     """Known subscribers whose time zone changes: their deliveries not yet due move with them."""
+    suppress: list[tuple[str, SuppressionReason, str]] = field(default_factory=list)
+    """(email, reason, note) for rows stored with a status that means "never mail again" and not yet
+    suppressed (`SUPPRESSION_FOR_STATUS`)."""
 
 
 def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any]:
@@ -412,15 +422,29 @@ def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any
 
 
 def _kept_status(found: Any, row: Row, suppressed: bool) -> SubscriberStatus:
-    """The status an import may give a known address: the row's, unless the lifecycle forbids the move
-    or a suppressed address would become active (then it keeps its own)."""
+    """The status an import may give a known address: the row's, unless the lifecycle forbids the move,
+    a lost address (unsubscribed, bounced, complained) would become mailable again, or a suppressed
+    address would become active (then it keeps its own).
+
+    The lifecycle lets an unsubscribed address go back to `pending`, but only for the person confirming
+    again; from an import, `pending` would be one step from `active` (the next import), so it is refused."""
     try:
         check_subscriber(found.status, row.status)
     except InvalidTransition:
         return SubscriberStatus(found.status)
+    if found.status in SUPPRESSION_FOR_STATUS and row.status not in SUPPRESSION_FOR_STATUS:
+        return SubscriberStatus(found.status)
     if suppressed and row.status == SubscriberStatus.ACTIVE:
         return SubscriberStatus(found.status)
     return row.status
+
+
+def _suppress_lost(plan: _ChunkPlan, email: str, status: SubscriberStatus, source: str) -> None:
+    """Plan the suppression a stored status such as `bounced` calls for (one rule with staff edits and
+    ESP events), so that no import leaves an unsubscribed address unsuppressed."""
+    reason = SUPPRESSION_FOR_STATUS.get(status)
+    if reason is not None:
+        plan.suppress.append((email, reason, f"status {status} in {source}"))
 
 
 def _plan_chunk(
@@ -441,8 +465,11 @@ def _plan_chunk(
             else:
                 plan.new_rows.append(_new_row(row, digest, source, now))
                 plan.new_regions[row.email] = row.regions
+                _suppress_lost(plan, row.email, row.status, source)
             continue
         status = _kept_status(found, row, digest in known.suppressed)
+        if digest not in known.suppressed:
+            _suppress_lost(plan, row.email, status, source)
         if status != row.status:
             report.kept_status += 1
         zone = row.timezone or found.timezone
@@ -485,6 +512,7 @@ def import_subscribers(
     report = ImportReport(dry_run=dry_run)
     region_ids = regions_by_code(session)
     now = utcnow()
+    added = 0
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
         plan = _plan_chunk(chunk, known, region_ids, report, source, now)
@@ -496,6 +524,7 @@ def import_subscribers(
         retime(session.connection(), plan.moved, now)
         queries.replace_regions(session, plan.region_sets)
         queries.replace_regions(session, created, created=True)
+        added += suppressions.add_many(session, plan.suppress)
         if progress:
             progress(len(chunk))
     if not dry_run:
@@ -504,6 +533,7 @@ def import_subscribers(
             "created": report.created,
             "updated": report.updated,
             "bad_rows": len(report.problems),
+            "suppressions_added": added,
         }
         audit.record(session, actor, "subscribers.import", "subscriber", None, changes)
     return report

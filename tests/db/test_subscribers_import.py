@@ -275,3 +275,33 @@ def test_no_line_of_a_file_is_ever_silently_lost(lines, crlf):
         clean = spec is not None and spec[0] == "{}" and '"' not in spec[1] + spec[2] and "," not in spec[1]
         if clean and spec[2] in {"africa", "", "global"}:
             assert line in rows, (line, written[i + 1])
+
+
+def suppression_reasons(session):
+    return {s.email: s.reason for s in session.exec(select(Suppression).order_by(Suppression.id)).all()}
+
+
+def test_a_lost_status_from_an_import_is_suppressed_like_a_staff_edit(session, settings):
+    run_import(
+        session,
+        settings,
+        "email,name,regions,status\n"
+        "u@example.org,U,africa,unsubscribed\nb@example.org,B,africa,bounced\n"
+        "c@example.org,C,africa,complained\nok@example.org,Ok,africa,active\n",
+    )
+    run_import(session, settings, "email,name,regions,status\nok@example.org,Ok,africa,bounced\n")
+    assert suppression_reasons(session) == {
+        "u@example.org": SuppressionReason.UNSUBSCRIBE,
+        "b@example.org": SuppressionReason.BOUNCE,
+        "c@example.org": SuppressionReason.COMPLAINT,
+        "ok@example.org": SuppressionReason.BOUNCE,
+    }
+
+
+def test_an_import_never_brings_a_lost_address_back_by_way_of_pending(session, settings):
+    run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,unsubscribed\n")
+    pending = run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,pending\n")
+    active = run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,active\n")
+    assert (pending.kept_status, active.kept_status) == (1, 1)
+    assert stored(session)["u@example.org"][1] == "unsubscribed"
+    assert suppression_reasons(session) == {"u@example.org": SuppressionReason.UNSUBSCRIBE}
