@@ -226,11 +226,9 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
             yield Problem(first + 1, _unclosed(first + 1) if taken > 1 else f"unreadable CSV: {exc}")
             continue
         result = check(fields, first + 1, seen)
-        record = source.lines[first : source.at]
-        at_end = source.at == len(source.lines)
-        if (len(record) > 1 or (at_end and _open_at_end(record))) and not _stands(
-            record, result, check, seen
-        ):
+        taken = source.at - first
+        record = source.lines[first : source.at] if taken > 1 or source.at == len(source.lines) else []
+        if (taken > 1 or (record and _open_at_end(record))) and not _stands(record, result, check, seen):
             source.at = first + 1
             if isinstance(result, Problem) and _well_formed(record):
                 yield result  # e.g. a name with a line break: that is the problem with this line
