@@ -48,6 +48,12 @@ class SubscriberEdit:
     """An IANA zone name (`core.zones`); deliveries not yet due move to it (`audience.timezones`)."""
 
 
+class NoRegions(NewsletterError):
+    """An edit that would leave a subscriber in no region. Refused, as the preference centre refuses it:
+    no region stores nothing, the export writes an empty cell, and an empty cell imports as *all*
+    regions, so an export and re-import would give the person every section."""
+
+
 @dataclass
 class History:
     entries: list[tuple[AuditEntry, dict[str, Any]]] = field(default_factory=list)
@@ -116,7 +122,10 @@ def _checked(subscriber: Subscriber, edit: SubscriberEdit) -> tuple[str, Subscri
 
 
 def _wanted_regions(session: Session, codes: Sequence[str]) -> dict[str, int]:
-    """Region id by code for `codes`, in display order; NotFound names an unknown code."""
+    """Region id by code for `codes`, in display order; NotFound names an unknown code, NoRegions
+    refuses none at all."""
+    if not codes:
+        raise NoRegions("a subscriber needs at least one region")
     ordered = {r.code: r.id for r in regions_in_order(session) if r.id is not None}
     unknown = [c for c in codes if c not in ordered]
     if unknown:
@@ -145,8 +154,9 @@ def _change_status(
 def update_subscriber(session: Session, subscriber_id: int, edit: SubscriberEdit, *, actor: str) -> bool:
     """Change name, regions, time zone and status as `edit` asks; True when anything changed.
 
-    Everything is checked before anything changes: a bad name, an unknown region or time zone, or a
-    status the lifecycle forbids raises a NewsletterError and the subscriber stays as they were.
+    Everything is checked before anything changes: a bad name, an unknown region or time zone, an empty
+    region list (`NoRegions`), or a status the lifecycle forbids raises a NewsletterError and the
+    subscriber stays as they were.
     """
     subscriber = get_subscriber(session, subscriber_id)
     assert subscriber.id is not None

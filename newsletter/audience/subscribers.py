@@ -8,7 +8,9 @@ The import format (documented for volunteers in `subscribers/README.md`)::
 `regions` are codes or names separated by `;` (empty means all regions); `status` is optional
 (default `active`); `timezone` is optional, an IANA name (empty: keep the subscriber's zone, or for a
 new subscriber the default `TIMEZONE`). Re-importing an address updates it. An import never re-activates an address that
-unsubscribed, bounced or complained, and never stores an address that is suppressed.
+unsubscribed, bounced or complained (not even by way of `pending`: it keeps its status), and never stores
+an address that is suppressed. A row stored as unsubscribed, bounced or complained is suppressed as
+`SUPPRESSION_FOR_STATUS` says, exactly as a staff edit or an ESP event would suppress it.
 
 Reading (`read_csv`) is pure and yields each row or a line-numbered problem; `import_subscribers`
 writes the good rows in chunks with a handful of statements per chunk, never one per row.
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session
 
-from newsletter.audience import queries
+from newsletter.audience import queries, suppressions
 from newsletter.audience.queries import subscriber_regions as subscriber_regions
 from newsletter.audience.timezones import retime
 from newsletter.content.queries import region_ids as regions_by_code
@@ -35,7 +37,12 @@ from newsletter.content.regions import RegionIndex
 from newsletter.core import audit
 from newsletter.core.errors import InvalidTransition, Problem
 from newsletter.core.models import email_hash, utcnow
-from newsletter.core.status import SubscriberStatus, check_subscriber
+from newsletter.core.status import (
+    SUPPRESSION_FOR_STATUS,
+    SubscriberStatus,
+    SuppressionReason,
+    check_subscriber,
+)
 from newsletter.core.zones import check_zone
 
 COLUMNS = ("email", "name", "regions", "status", "timezone")
@@ -154,13 +161,44 @@ def export_csv(
     yield buffer.getvalue()
 
 
+class _Lines:
+    """The file's physical lines, handed to `csv.reader` one at a time. `at` is how many it has taken,
+    so a record's line span is known, and moving `at` back re-reads lines a bad record swallowed."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.at = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.at >= len(self.lines):
+            raise StopIteration
+        self.at += 1
+        return self.lines[self.at - 1]
+
+
+HEADER = "email,name,regions[,status][,timezone]"
+
+
 def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
-    """Each data row as a `Row`, or a `Problem` naming its line. A problem at line 0 concerns the file."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    """Each data row as a `Row`, or a `Problem` naming its line. A problem at line 0 concerns the file.
+
+    No line is ever dropped unreported. A record may run over several lines (a quoted field with a line
+    break), but only as a valid row whose later lines are not rows by themselves: anything else is a quote
+    that never closed (or one that closed by chance, lines further on). That record is reported at its
+    first line and the lines after it are read again on their own, so the rows it swallowed are imported
+    or reported, one by one. A `csv.Error` (such a quote running past the field size limit) is handled
+    the same way, never by stopping.
+    """
+    # newline="": split at \n, \r\n and a lone \r, exactly as csv.reader and `reader.line_num` do.
+    source = _Lines(list(io.StringIO(text.lstrip(CSV_BOM), newline="")))
+    reader = csv.reader(source)
     try:
         header = next(reader)
     except StopIteration:
-        yield Problem(0, "the file is empty; expected a header line: email,name,regions[,status][,timezone]")
+        yield Problem(0, f"the file is empty; expected a header line: {HEADER}")
         return
     except csv.Error as exc:
         yield Problem(1, f"unreadable header: {exc}")
@@ -168,17 +206,94 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     columns = [h.strip().lower() for h in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        yield Problem(
-            1,
-            f"the header has no {', '.join(missing)} column; expected email,name,regions[,status][,timezone]",
-        )
+        yield Problem(1, f"the header has no {', '.join(missing)} column; expected {HEADER}")
         return
     unknown = [c for c in columns if c and c not in COLUMNS]
     if unknown:
-        yield Problem(
-            1, f"unknown column(s) {', '.join(unknown)}; expected email,name,regions[,status][,timezone]"
-        )
+        yield Problem(1, f"unknown column(s) {', '.join(unknown)}; expected {HEADER}")
         return
+    check = _row_checker(columns, regions)
+    seen: dict[str, int] = {}
+    while True:
+        first = source.at  # index of the record's first line; its line number is first + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            taken = source.at - first
+            source.at = first + 1  # read on from the next line, never stop
+            yield Problem(first + 1, _unclosed(first + 1) if taken > 1 else f"unreadable CSV: {exc}")
+            continue
+        result = check(fields, first + 1, seen)
+        taken = source.at - first
+        record = source.lines[first : source.at] if taken > 1 or source.at == len(source.lines) else []
+        if (taken > 1 or (record and _open_at_end(record))) and not _stands(record, result, check, seen):
+            source.at = first + 1
+            if isinstance(result, Problem) and _well_formed(record):
+                yield result  # e.g. a name with a line break: that is the problem with this line
+            else:
+                yield Problem(first + 1, _unclosed(first + 1))
+            continue
+        if isinstance(result, Row):
+            seen[result.email] = result.line
+        if result is not None:
+            yield result
+
+
+def _unclosed(line: int) -> str:
+    return (
+        f"a quote opened on line {line} is not closed (or closes inside its field); "
+        "the lines after it are read as rows of their own"
+    )
+
+
+def _open_at_end(lines: list[str]) -> bool:
+    """Whether a quoted field is still open after `lines` (the file ends inside it): a line fed after
+    them would be read into the same record."""
+    probe = _Lines([*lines, "\n"])
+    next(csv.reader(probe), None)
+    return probe.at > len(lines)
+
+
+def _well_formed(lines: list[str]) -> bool:
+    """Whether the lines are one record even read strictly: every quoted field closes just before a
+    comma or the end of a line, and before the end of the file."""
+    try:
+        next(csv.reader(lines, strict=True))
+    except (csv.Error, StopIteration):
+        return False
+    return True
+
+
+def _stands(
+    lines: list[str],
+    result: Row | Problem | None,
+    check: Callable[[list[str], int, dict[str, int]], Row | Problem | None],
+    seen: dict[str, int],
+) -> bool:
+    """Whether a record over several lines is a legitimate quoted line break: a well-formed valid row
+    none of whose later lines reads as a row by itself (else the quote swallowed those rows). A blank
+    record (only quotes, commas and spaces) stands too: it cannot hide a row."""
+    if isinstance(result, Problem) or not _well_formed(lines):
+        return False
+    if result is None:
+        return True
+    for offset, line in enumerate(lines[1:], start=1):
+        try:
+            fields = next(csv.reader([line]), [])
+        except csv.Error:
+            continue
+        if isinstance(check(fields, result.line + offset, seen), Row):
+            return False
+    return True
+
+
+def _row_checker(
+    columns: list[str], regions: RegionIndex
+) -> Callable[[list[str], int, dict[str, int]], Row | Problem | None]:
+    """Checks one record's fields against the header `columns`: a `Row`, a `Problem` at `line`, or None
+    for a blank record. `seen` (address → line, of the rows taken so far) is read, never written."""
     # Position of each column, or a position past any row (read as empty) when the column is absent.
     absent = len(columns)
     email_at, name_at, regions_at, status_at, zone_at = (
@@ -186,56 +301,39 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     )
     parse_regions = _region_parser(regions)
     statuses = {s.value: s for s in SubscriberStatus}
-    seen: dict[str, int] = {}
-    line_end = reader.line_num
-    while True:
-        start = line_end + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield Problem(start, f"unreadable CSV: {exc}")
-            return
-        line_end = reader.line_num
-        if len(fields) > absent:
-            if any(f.strip() for f in fields):
-                yield Problem(start, f"{len(fields)} fields, but the header has {absent}")
-            continue
+
+    def check(fields: list[str], line: int, seen: dict[str, int]) -> Row | Problem | None:
         if not any(f.strip() for f in fields):
-            continue  # blank lines are tolerated
+            return None  # blank lines are tolerated
+        if len(fields) > absent:
+            return Problem(line, f"{len(fields)} fields, but the header has {absent}")
         fields = [csv_cell_value(f) for f in fields] + [""] * (absent + 1 - len(fields))
         try:
             email = normalize_email(fields[email_at])
         except ValueError as exc:
-            yield Problem(start, f"invalid email {fields[email_at].strip()!r}: {exc}")
-            continue
+            return Problem(line, f"invalid email {fields[email_at].strip()!r}: {exc}")
         if email in seen:
-            yield Problem(start, f"duplicate of {email} on line {seen[email]}")
-            continue
+            return Problem(line, f"duplicate of {email} on line {seen[email]}")
         try:
             name = validate_name(fields[name_at])
         except ValueError as exc:
-            yield Problem(start, str(exc))
-            continue
+            return Problem(line, str(exc))
         codes = parse_regions(fields[regions_at])
         if isinstance(codes, str):
-            yield Problem(start, f"unknown region {codes!r} (known: {', '.join(regions.codes)})")
-            continue
+            return Problem(line, f"unknown region {codes!r} (known: {', '.join(regions.codes)})")
         raw_status = fields[status_at].strip().lower() or SubscriberStatus.ACTIVE
         status = statuses.get(raw_status)
         if status is None:
-            yield Problem(start, f"unknown status {raw_status!r} (allowed: {', '.join(statuses)})")
-            continue
+            return Problem(line, f"unknown status {raw_status!r} (allowed: {', '.join(statuses)})")
         zone = fields[zone_at].strip() or None
         if zone is not None:
             try:
                 zone = check_zone(zone)
             except ValueError as exc:
-                yield Problem(start, str(exc))
-                continue
-        seen[email] = start
-        yield Row(start, email, name, codes, status, zone)
+                return Problem(line, str(exc))
+        return Row(line, email, name, codes, status, zone)
+
+    return check
 
 
 @dataclass
@@ -301,6 +399,9 @@ class _ChunkPlan:
     region_sets: dict[int, set[int]] = field(default_factory=dict)
     moved: list[int] = field(default_factory=list)
     """Known subscribers whose time zone changes: their deliveries not yet due move with them."""
+    suppress: list[tuple[str, SuppressionReason, str]] = field(default_factory=list)
+    """(email, reason, note) for rows stored with a status that means "never mail again" and not yet
+    suppressed (`SUPPRESSION_FOR_STATUS`)."""
 
 
 def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any]:
@@ -319,15 +420,29 @@ def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any
 
 
 def _kept_status(found: Any, row: Row, suppressed: bool) -> SubscriberStatus:
-    """The status an import may give a known address: the row's, unless the lifecycle forbids the move
-    or a suppressed address would become active (then it keeps its own)."""
+    """The status an import may give a known address: the row's, unless the lifecycle forbids the move,
+    a lost address (unsubscribed, bounced, complained) would become mailable again, or a suppressed
+    address would become active (then it keeps its own).
+
+    The lifecycle lets an unsubscribed address go back to `pending`, but only for the person confirming
+    again; from an import, `pending` would be one step from `active` (the next import), so it is refused."""
     try:
         check_subscriber(found.status, row.status)
     except InvalidTransition:
         return SubscriberStatus(found.status)
+    if found.status in SUPPRESSION_FOR_STATUS and row.status not in SUPPRESSION_FOR_STATUS:
+        return SubscriberStatus(found.status)
     if suppressed and row.status == SubscriberStatus.ACTIVE:
         return SubscriberStatus(found.status)
     return row.status
+
+
+def _suppress_lost(plan: _ChunkPlan, email: str, status: SubscriberStatus, source: str) -> None:
+    """Plan the suppression a stored status such as `bounced` calls for (one rule with staff edits and
+    ESP events), so that no import leaves an unsubscribed address unsuppressed."""
+    reason = SUPPRESSION_FOR_STATUS.get(status)
+    if reason is not None:
+        plan.suppress.append((email, reason, f"status {status} in {source}"))
 
 
 def _plan_chunk(
@@ -348,8 +463,11 @@ def _plan_chunk(
             else:
                 plan.new_rows.append(_new_row(row, digest, source, now))
                 plan.new_regions[row.email] = row.regions
+                _suppress_lost(plan, row.email, row.status, source)
             continue
         status = _kept_status(found, row, digest in known.suppressed)
+        if digest not in known.suppressed:
+            _suppress_lost(plan, row.email, status, source)
         if status != row.status:
             report.kept_status += 1
         zone = row.timezone or found.timezone
@@ -392,6 +510,7 @@ def import_subscribers(
     report = ImportReport(dry_run=dry_run)
     region_ids = regions_by_code(session)
     now = utcnow()
+    added = 0
     for chunk in _chunks(read_csv(text, regions), report, chunk_size):
         known = queries.known_addresses(session, {r.email: email_hash(r.email) for r in chunk})
         plan = _plan_chunk(chunk, known, region_ids, report, source, now)
@@ -403,6 +522,7 @@ def import_subscribers(
         retime(session.connection(), plan.moved, now)
         queries.replace_regions(session, plan.region_sets)
         queries.replace_regions(session, created, created=True)
+        added += suppressions.add_many(session, plan.suppress)
         if progress:
             progress(len(chunk))
     if not dry_run:
@@ -411,6 +531,7 @@ def import_subscribers(
             "created": report.created,
             "updated": report.updated,
             "bad_rows": len(report.problems),
+            "suppressions_added": added,
         }
         audit.record(session, actor, "subscribers.import", "subscriber", None, changes)
     return report

@@ -1,7 +1,8 @@
 """The `newsletter` command line. Each command group lives in its own module and registers itself here.
 
 User mistakes (a `NewsletterError`, invalid settings, a database or disk that refuses) print one line on
-stderr and exit 1, without a traceback. `newsletter send` has more exit statuses (see its help).
+stderr and exit 1, without a traceback. Output piped into a reader that stops early (`| head`) ends the
+command quietly with status 0, as `cat` and `grep` do. `newsletter send` has more exit statuses (see its help).
 Long-running commands show progress on stderr so that stdout stays clean for JSON and CSV.
 Commands parse their arguments, call one service function and print its result; they hold no SQL.
 May import: every group below it (`core` … `sending`, `accounts`) and `web` (to serve it); never the reverse.
@@ -9,7 +10,10 @@ May import: every group below it (`core` … `sending`, `accounts`) and `web` (t
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import select
+import sys
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -53,20 +57,43 @@ def one_line(exc: BaseException) -> str | None:
     return None
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (`| head` read enough). Asked of the
+    descriptor itself, so that a broken pipe elsewhere (a socket to the ESP) is still an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real descriptor (tests)
+        return False
+
+
 class _Group(TyperGroup):
-    """Turns a user-facing error from any command (see `one_line`) into one line on stderr, exit 1."""
+    """Turns a user-facing error from any command (see `one_line`) into one line on stderr, exit 1, and
+    a reader that closed standard output into a quiet exit 0."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            if not _stdout_reader_gone():
+                self._fail(exc)
+            # Python's documented way (signal module, "Note on SIGPIPE"): point stdout at devnull so
+            # that the final flush at exit cannot fail again, and stop. The reader has what it wanted.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(code=0) from None
         except (NewsletterError, ValidationError, sa.exc.DBAPIError, OSError) as exc:
-            line = one_line(exc)
-            if line is None:
-                raise
-            err_console.print(
-                f"[red]error:[/red] {escape(line)}", soft_wrap=True, markup=True, highlight=False
-            )
-            raise typer.Exit(code=1) from exc
+            self._fail(exc)
+
+    @staticmethod
+    def _fail(exc: BaseException) -> NoReturn:
+        """One line on stderr and exit 1 for a user-facing error; a bug keeps its traceback."""
+        line = one_line(exc)
+        if line is None:
+            raise exc
+        err_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True, markup=True, highlight=False)
+        raise typer.Exit(code=1) from exc
 
 
 app = typer.Typer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,22 +112,31 @@ def export_command(
     region: Annotated[str | None, typer.Option(help="Only subscribers of this region.")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
-    """Export subscribers as CSV in the import format (an export imports back unchanged)."""
+    """Export subscribers as CSV in the import format (an export imports back unchanged). Writing a
+    FILE shows progress on stderr; on standard output it stops quietly when the reader does (`| head`)."""
     code = _check_filters(region, status)
     if file is not None and is_stdout(file):
         file = None  # '-' is standard output, never a file called "-"
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     counter = [0]
+    # A bar only for a file: on standard output the CSV is the output (and often piped on).
+    bar = context.progress(transient=True) if file else None
 
     def counted(rows: Iterator[list[str]]) -> Iterator[list[str]]:
         for row in rows:
             counter[0] += 1
+            if bar is not None and counter[0] % 1000 == 0:
+                bar.update(task, completed=counter[0] - 1)
             yield row
 
     try:
-        with context.engine().connect() as conn:
+        with context.engine().connect() as conn, bar or contextlib.nullcontext():
+            if bar is not None:
+                task = bar.add_task(f"exporting to {file}", total=listing(conn, code, status, 1).total)
             for chunk in export_csv(counted(export_rows(conn, code, status)), bom=file is not None):
                 out.write(chunk)
+            if bar is not None:
+                bar.update(task, completed=counter[0] - 1)
         count = max(0, counter[0] - 1)  # the header is not a subscriber
     finally:
         if file:
@@ -146,7 +156,8 @@ def update_command(
         ),
     ] = None,
     regions: Annotated[
-        str | None, typer.Option(help="The regions, codes separated by ';' (replaces the current ones).")
+        str | None,
+        typer.Option(help="The regions, codes separated by ';' (replaces the current ones; at least one)."),
     ] = None,
     timezone: Annotated[
         str | None,

@@ -85,3 +85,45 @@ def test_a_bulk_send_without_a_postal_address_is_refused(cli, monkeypatch, make_
     session.commit()
     result = cli("send", str(bulletin.id), code=1)
     assert "preflight failed, nothing was changed: ORG_POSTAL_ADDRESS" in result.stderr
+
+
+def test_export_into_a_pipe_closed_early_stops_quietly(settings, make_subscribers):
+    # Like `newsletter subscribers export | head -2`: far more CSV than a pipe holds, the reader leaves.
+    import subprocess
+    import sys
+
+    make_subscribers(3000)
+    with subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "subscribers", "export"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"email,name,regions,status,timezone\n"
+        assert proc.stdout.readline().startswith(b"user0@example.org,User 0,")
+        proc.stdout.close()
+        error = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, error
+    assert error == ""
+
+
+def test_export_to_a_file_shows_progress_on_stderr(cli, make_subscribers, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn
+
+    from newsletter.cli import context
+
+    shown = io.StringIO()
+
+    def progress(transient: bool = False) -> Progress:
+        console = Console(file=shown, force_terminal=True, width=200)
+        return Progress(TextColumn("{task.description}"), MofNCompleteColumn(), console=console)
+
+    monkeypatch.setattr(context, "progress", progress)
+    make_subscribers(3)
+    cli("subscribers", "export", "-")
+    assert shown.getvalue() == ""  # standard output is the CSV itself: no bar
+    assert "3 subscribers written" in cli("subscribers", "export", str(tmp_path / "out.csv")).stdout
+    assert "exporting to" in shown.getvalue() and "3/3" in shown.getvalue()

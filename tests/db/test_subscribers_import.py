@@ -41,7 +41,8 @@ MESSY = (
     "not-an-email,Bob,africa\r\n"  # line 3: invalid email
     "carol@example.org,Carol,Europe\r\n"  # line 4: unknown region
     "\r\n"  # line 5: blank, ignored
-    'dan@example.org,"Dan\r\nBcc: evil@example.org",global\r\n'  # lines 6-7: name with a line break
+    'dan@example.org,"Dan\r\nBcc: evil@example.org",global\r\n'  # line 6: name with a line break,
+    # line 7: read again as a row of its own (an invalid email), in case the quote swallowed rows
     "ADA@example.org,Ada again,global\r\n"  # line 8: duplicate of line 2
     "erin@example.org,Erin,\r\n"  # line 9: good, all regions
 )
@@ -53,10 +54,11 @@ def test_bad_rows_are_reported_by_line_and_the_good_ones_stored(session, setting
         (3, "invalid"),
         (4, "unknown"),
         (6, "the"),
+        (7, "invalid"),
         (8, "duplicate"),
     ]
     assert "line break" in report.problems[2].message
-    assert "line 2" in report.problems[3].message
+    assert "line 2" in report.problems[4].message
     assert stored(session) == {
         "ada@example.org": ("Ada", "active", ["africa", "south-asia"]),
         "erin@example.org": ("Erin", "active", list(REGIONS.codes)),
@@ -108,7 +110,7 @@ def test_a_suppressed_address_is_never_stored(session, settings):
 def test_dry_run_reports_the_same_and_stores_nothing(session, settings):
     report = import_subscribers(session, MESSY, RegionIndex.from_db(session, settings), dry_run=True)
     session.rollback()
-    assert (report.created, len(report.problems)) == (2, 4)
+    assert (report.created, len(report.problems)) == (2, 5)
     assert stored(session) == {}
 
 
@@ -193,3 +195,113 @@ def test_timezone_column_is_checked_against_zoneinfo_with_line_numbers(session, 
     session.expire_all()
     zones = dict(session.exec(select(Subscriber.email, Subscriber.timezone)).all())
     assert zones == {"a@example.org": "Africa/Nairobi", "c@example.org": "Asia/Manila"}
+
+
+UNCLOSED = (
+    "email,name,regions\n"
+    "ann@example.org,Ann,africa\n"
+    'bob@example.org,"Bob,africa\n'  # line 3: a quote that never closes
+    "cat@example.org,Cat,africa\n"
+    "dan@example.org,Dan,africa\n"
+    'eve@example.org,Eve "E",africa\n'  # a quote inside a field that does not start with one is text
+    "fay@example.org,Fay,africa\n"
+)
+
+
+def test_a_quote_that_never_closes_loses_only_its_own_line(session, settings):
+    report = run_import(session, settings, UNCLOSED)
+    assert [p.line for p in report.problems] == [3]
+    assert "quote opened on line 3 is not closed" in report.problems[0].message
+    assert {e: n for e, (n, _, _) in stored(session).items()} == {
+        "ann@example.org": "Ann",
+        "cat@example.org": "Cat",
+        "dan@example.org": "Dan",
+        "eve@example.org": 'Eve "E"',
+        "fay@example.org": "Fay",
+    }
+
+
+def test_a_quote_open_at_the_end_of_the_file_is_reported():
+    text = 'email,name,regions\nann@example.org,Ann,africa\nbob@example.org,"Bob,africa\n'
+    results = list(read_csv(text, REGIONS))
+    assert [r.line for r in results if isinstance(r, Row)] == [2]
+    assert [p.line for p in results if isinstance(p, Problem)] == [3]
+
+
+def test_a_quote_running_past_the_field_size_limit_stops_nothing():
+    # The unclosed quote on line 2 swallows more than csv's 128 KiB field limit: csv.Error mid-file.
+    rows = "".join(f"person{i}@example.org,Person {i},africa\n" for i in range(6000))
+    text = 'email,name,regions\nann@example.org,"Ann,africa\n' + rows
+    results = list(read_csv(text, REGIONS))
+    assert [(p.line, "quote opened on line 2" in p.message) for p in results if isinstance(p, Problem)] == [
+        (2, True)
+    ]
+    assert [r.line for r in results if isinstance(r, Row)] == list(range(3, 6003))
+
+
+def test_a_quoted_line_break_in_a_valid_row_still_reads_as_one_row():
+    text = 'email,name,regions\n"ann@example.org\n",Ann,"africa;\nglobal"\nbob@example.org,Bob,africa\n'
+    assert [(r.line, r.email) for r in read_csv(text, REGIONS) if isinstance(r, Row)] == [
+        (2, "ann@example.org"),
+        (5, "bob@example.org"),
+    ]
+
+
+_safe = st.text(alphabet="ab ", max_size=4)
+_name = st.one_of(_safe, st.text(alphabet="ab \"',;", max_size=6))
+_regions = st.sampled_from(["africa", "", "Europe", '"africa', 'africa"', '"africa;global"', "global"])
+_email = st.sampled_from(["{}", '"{}"', '"{}', '{}"', "not-an-email", ""])
+_line = st.one_of(st.tuples(_email, _name, _regions), st.just(None))  # None: a blank line
+
+
+@given(st.lists(_line, max_size=25), st.booleans())
+def test_no_line_of_a_file_is_ever_silently_lost(lines, crlf):
+    """Whatever quotes a file holds, each non-blank line is imported (as the row written on it) or
+    reported, by its own line number; and a clean line is always imported."""
+    end = "\r\n" if crlf else "\n"
+    written = ["email,name,regions"]
+    for i, spec in enumerate(lines):
+        written.append("" if spec is None else ",".join([spec[0].format(f"p{i}@example.org"), *spec[1:]]))
+    results = list(read_csv(end.join(written) + end, REGIONS))
+    rows = {r.line: r for r in results if isinstance(r, Row)}
+    problems = [p.line for p in results if isinstance(p, Problem)]
+    assert len(problems) == len(set(problems)) and not set(problems) & set(rows)
+    for i, spec in enumerate(lines):
+        line = i + 2
+        if line in rows:
+            assert rows[line].email == f"p{i}@example.org"
+        elif written[i + 1].replace(",", "").strip():  # a line of empty cells is a blank line
+            assert line in problems, (line, written[i + 1])
+        clean = spec is not None and spec[0] == "{}" and '"' not in spec[1] + spec[2] and "," not in spec[1]
+        if clean and spec[2] in {"africa", "", "global"}:
+            assert line in rows, (line, written[i + 1])
+
+
+def suppression_reasons(session):
+    return {s.email: s.reason for s in session.exec(select(Suppression).order_by(Suppression.id)).all()}
+
+
+def test_a_lost_status_from_an_import_is_suppressed_like_a_staff_edit(session, settings):
+    run_import(
+        session,
+        settings,
+        "email,name,regions,status\n"
+        "u@example.org,U,africa,unsubscribed\nb@example.org,B,africa,bounced\n"
+        "c@example.org,C,africa,complained\nok@example.org,Ok,africa,active\n",
+    )
+    run_import(session, settings, "email,name,regions,status\nok@example.org,Ok,africa,bounced\n")
+    assert suppression_reasons(session) == {
+        "u@example.org": SuppressionReason.UNSUBSCRIBE,
+        "b@example.org": SuppressionReason.BOUNCE,
+        "c@example.org": SuppressionReason.COMPLAINT,
+        "ok@example.org": SuppressionReason.BOUNCE,
+    }
+
+
+def test_an_import_never_brings_a_lost_address_back_by_way_of_pending(session, settings):
+    run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,unsubscribed\n")
+    pending = run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,pending\n")
+    active = run_import(session, settings, "email,name,regions,status\nu@example.org,U,africa,active\n")
+    assert (pending.kept_status, active.kept_status) == (1, 1)
+    assert stored(session)["u@example.org"][1] == "unsubscribed"
+    assert suppression_reasons(session) == {"u@example.org": SuppressionReason.UNSUBSCRIBE}

@@ -5,6 +5,7 @@ HTTP, and asserts the same outcome in the database. A rule kept in only one door
     item edits (add, edit, move, delete) give the same items and the same audit entries, and a bulletin
     that has started sending cannot be edited;
     a staff status change suppresses the address by the rule ESP events follow; a lost address stays lost;
+    a staff edit never leaves a subscriber in no region (that would export and re-import as all regions);
     a test send is recorded as a TestSend, never as a delivery.
 """
 
@@ -96,7 +97,7 @@ _ADMIN: dict[str, Callable[..., tuple[str, dict[str, str | list[str]]]]] = {
     ),  # past the confirm step
     "subscriber": lambda s, **f: (
         f"/admin/subscribers/{s}",
-        {**f, "regions": f["regions"].split(";")} if "regions" in f else f,
+        {**f, "regions": [c for c in f["regions"].split(";") if c]} if "regions" in f else f,
     ),
     "test-send": lambda b, **f: (f"/admin/bulletins/{b}/test-send", f),
 }
@@ -240,6 +241,17 @@ def test_a_staff_edit_changes_name_and_regions(door, make_subscriber, session):
     refused, said = door("subscriber", sid, name="Ada", status="active", regions="mars")
     assert refused and "mars" in said
     assert _fresh(session, Subscriber, sid).name == "Ada L."
+
+
+def test_a_staff_edit_never_leaves_a_subscriber_in_no_region(door, make_subscriber, session):
+    # No box ticked in the admin, `--regions ''` on the command line.
+    sid = make_subscriber(name="Ada", regions=["africa"]).id
+    session.commit()
+    refused, said = door("subscriber", sid, name="Ada L.", status="active", regions="")
+    assert refused and "at least one region" in said
+    session.expire_all()
+    assert subscriber_regions(session, [sid])[sid] == ["africa"]
+    assert _fresh(session, Subscriber, sid).name == "Ada"  # nothing else was saved either
 
 
 def test_a_staff_edit_sets_the_time_zone_and_refuses_an_unknown_one(door, make_subscriber, session):

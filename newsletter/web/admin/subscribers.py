@@ -202,10 +202,10 @@ def detail(request: Request, user: VolunteerUser, session: SessionDep, subscribe
 
 def _edit_errors(exc: NewsletterError) -> FormErrors:
     """A refused edit on the field it is about: the status (a move the lifecycle forbids), the regions
-    (an unknown one), else the name."""
+    (an unknown one, or none ticked), else the name."""
     if isinstance(exc, InvalidTransition):
         return FormErrors({"status": f"Choose another status: {exc}. Nothing was saved."})
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound | staff.NoRegions):
         return FormErrors({"regions": f"Choose the regions again: {exc}. Nothing was saved."})
     return FormErrors({"name": f"Check the name: {exc}. Nothing was saved."})
 
