@@ -52,8 +52,11 @@ MAX_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 # A conservative subset of what email-validator accepts, for the common all-ASCII address: dot-atom
-# local part, LDH labels and an alphabetic TLD. Anything else goes through email-validator in full.
-# tests/test_subscribers.py checks (property test) that this never accepts what email-validator refuses.
+# local part, LDH labels and an alphabetic TLD. Anything else goes through email-validator in full,
+# and so does a domain with "--" anywhere: a label with "--" in third and fourth place is either
+# Punycode ("xn--"), whose canonical form is its Unicode one, or one email-validator refuses.
+# tests/unit/test_email_normalisation.py checks (property tests) that this path agrees with
+# email-validator and that both spellings of an internationalised domain come out the same.
 _SIMPLE_EMAIL = re.compile(
     r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
@@ -62,13 +65,23 @@ _SPECIAL_USE_TLDS = {"arpa", "invalid", "local", "localhost", "onion", "test", "
 
 
 def normalize_email(raw: str) -> str:
-    """The address as stored: validated (syntax only, no DNS) and lower-cased; ValueError says why not."""
+    """The address as stored: validated (syntax only, no DNS) and lower-cased, an internationalised
+    domain in its Unicode form whichever spelling was typed; ValueError says why not.
+
+    One mailbox must have one stored form: its hash keys the suppressions (`core.models.email_hash`),
+    so if `carol@xn--bcher-kva.de` and `carol@bücher.de` were stored apart, an erasure, a bounce or a
+    complaint under one spelling would not stop mail to the other. The Unicode form is the one: it is
+    email-validator's normalised form (every address typed with a Unicode domain was already stored
+    so), it exists for every address (a Unicode local part has no ASCII form), and it reads as people
+    write it. Where a message needs the ASCII form, the mail layer writes it (`newsletter.mail.message`).
+    """
     text = raw.strip()
     simple = _SIMPLE_EMAIL.fullmatch(text)
     if (
         simple
         and len(text) <= 254
         and len(simple.group("local")) <= 64
+        and "--" not in simple.group("domain")
         and simple.group("domain").rsplit(".", 1)[-1].lower() not in _SPECIAL_USE_TLDS
     ):
         return text.lower()

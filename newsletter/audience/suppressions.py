@@ -2,6 +2,8 @@
 
 The hash is the key so that a suppression outlives the erasure of the address itself (`reason` `erased`,
 `email` NULL): the erased address can still be recognised when someone types it again, and is refused.
+An address has one suppression, whose reason only rises (`status.SUPPRESSION_RANK`): a complaint after
+an unsubscribe must not be lost, because only an unsubscribe may be undone by confirming again.
 Planning and batch claims (newsletter.sending.dispatcher) read the table; this module writes it.
 
 `unsubscribe` is the one way a subscriber leaves: the web page, RFC 8058 one-click, the preference
@@ -16,13 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from newsletter.core import audit
-from newsletter.core.dialect import insert_ignoring_duplicates
+from newsletter.core.dialect import insert
 from newsletter.core.errors import InvalidTransition, NotFound
 from newsletter.core.models import SUPPRESSION, DeliveryEvent, Subscriber, Suppression, email_hash, utcnow
-from newsletter.core.status import SubscriberStatus, SuppressionReason, check_subscriber
+from newsletter.core.status import (
+    SUPPRESSION_RANK,
+    SubscriberStatus,
+    SuppressionReason,
+    check_subscriber,
+    suppression_rises,
+)
 from newsletter.esp.sendgrid.events import reason_of
 
 LIFTED_BY_CONFIRMATION = frozenset({SuppressionReason.UNSUBSCRIBE})
@@ -47,7 +56,8 @@ def add(
     note: str = "",
     actor: str = audit.CLI_ACTOR,
 ) -> bool:
-    """Suppress a normalised address; False when it already was (the first reason stays)."""
+    """Suppress a normalised address; False when it already was, for a reason at least as strong
+    (`status.SUPPRESSION_RANK`). A stronger reason replaces a weaker one and counts as added."""
     added = add_many(session, [(email, reason, note)])
     if added:
         audit.record(
@@ -56,27 +66,43 @@ def add(
     return bool(added)
 
 
-def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, str]]) -> int:
-    """Suppress many (email, reason, note) at once, in one statement; returns how many were new.
+def _rank(reason: Any) -> sa.ColumnElement[int]:
+    """`SUPPRESSION_RANK` of a reason column, in SQL; an unknown reason ranks above all (never replaced)."""
+    return sa.case(
+        {str(r): rank for r, rank in SUPPRESSION_RANK.items()}, value=reason, else_=len(SUPPRESSION_RANK)
+    )
 
-    An address already suppressed keeps its first reason. Callers audit (the webhook audits per
-    subscriber, not per suppression row).
+
+def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, str]]) -> int:
+    """Suppress many (email, reason, note) at once, in one statement; returns how many rows were added
+    or given a stronger reason.
+
+    An address has one suppression, whose reason only rises (`status.SUPPRESSION_RANK`): a bounce or a
+    complaint the ESP reports after the person unsubscribed replaces the `unsubscribe` (and its note),
+    so confirming again can no longer bring the address back; a weaker or equal reason changes nothing;
+    an erased suppression is never touched. The rank is compared in the statement itself, so a
+    concurrent writer cannot make it fall. Callers audit (the webhook audits per subscriber, not per
+    suppression row).
     """
     now = utcnow()
     rows: dict[str, dict[str, Any]] = {}
     for email, reason, note in entries:
         digest = email_hash(email)
-        rows.setdefault(
-            digest,
-            {"email_hash": digest, "email": email, "reason": reason, "note": note[:500], "created_at": now},
-        )
+        held = rows.get(digest)
+        if held is None or suppression_rises(held["reason"], reason):
+            rows[digest] = {
+                "email_hash": digest, "email": email, "reason": reason, "note": note[:500], "created_at": now,
+            }  # fmt: skip
     if not rows:
         return 0
     table = SUPPRESSION
-    result = session.execute(
-        insert_ignoring_duplicates(session, table).returning(table.c.id), list(rows.values())
-    )
-    return len(result.all())
+    upsert = insert(session, table)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[table.c.email_hash],
+        set_={"reason": upsert.excluded.reason, "note": upsert.excluded.note},
+        where=_rank(table.c.reason) < _rank(upsert.excluded.reason),
+    ).returning(table.c.id)
+    return len(session.execute(statement, list(rows.values())).all())
 
 
 def remove(session: Session, email: str, *, actor: str = audit.CLI_ACTOR) -> Suppression:

@@ -75,9 +75,11 @@ S = SubscriberStatus
 SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
     S.PENDING: frozenset({S.ACTIVE, S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
     S.ACTIVE: frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
-    # An address that left comes back only by confirming again (pending → active).
-    S.UNSUBSCRIBED: frozenset({S.PENDING}),
-    S.BOUNCED: frozenset(),
+    # An address that left comes back only by confirming again (pending → active). The ESP may still
+    # report a bounce or a complaint about mail sent before it left: that is stronger, and final.
+    S.UNSUBSCRIBED: frozenset({S.PENDING, S.BOUNCED, S.COMPLAINED}),
+    # A complaint may follow a bounce (as in DELIVERY_RANK): the stronger status, as its suppression.
+    S.BOUNCED: frozenset({S.COMPLAINED}),
     S.COMPLAINED: frozenset(),
 }
 """Where a subscriber may go from each status. Nothing, not even an import, re-activates a lost address."""
@@ -91,6 +93,27 @@ SUPPRESSION_FOR_STATUS: dict[SubscriberStatus, SuppressionReason] = {
 """The statuses that mean "never mail this address again", strongest first, each with the suppression
 it adds. One rule for every way a status changes: ESP events (`sending.events`) and staff edits
 (`audience.staff`) both read it, so an address marked bounced is suppressed whoever marked it."""
+
+SUPPRESSION_RANK: dict[SuppressionReason, int] = {
+    SuppressionReason.UNSUBSCRIBE: 0,
+    SuppressionReason.BOUNCE: 1,
+    SuppressionReason.COMPLAINT: 2,
+    SuppressionReason.MANUAL: 3,
+    SuppressionReason.ERASED: 4,
+}
+"""An address has one suppression, whose reason only ever rises in this order (`suppression_rises`).
+
+A person's own unsubscribe is the weakest: they may undo it by confirming again, so a bounce or a
+complaint reported after it must replace it, or the address could come back. A complaint outranks a
+bounce (the person, not only the mailbox, refused our mail). A staff decision keeps its reason and the
+note staff wrote; the ESP's events are still stored. An erasure is never replaced: nothing may write an
+address, or a weaker reason, back into the suppression of someone who asked to be forgotten."""
+
+
+def suppression_rises(current: str, new: str) -> bool:
+    """True when a suppression held for `current` should take `new` as its reason instead."""
+    return SUPPRESSION_RANK[SuppressionReason(new)] > SUPPRESSION_RANK[SuppressionReason(current)]
+
 
 B = BulletinStatus
 BULLETIN_TRANSITIONS: dict[BulletinStatus, frozenset[BulletinStatus]] = {

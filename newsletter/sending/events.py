@@ -11,6 +11,12 @@ Rules (the last step of the send path in `docs/architecture.md`):
   bounce, dropped and spamreport are final, so events arriving out of order end in the same state;
 - a hard bounce (type `bounce`, not `blocked`) and a spam report suppress the address and mark the
   subscriber bounced / complained; `unsubscribe` and `group_unsubscribe` unsubscribe it;
+- the stronger report wins whatever the order: a bounce or complaint after an unsubscribe raises the
+  suppression's reason (`suppressions.add_many`) and moves the unsubscribed subscriber to bounced /
+  complained, so the address can never come back by confirming again; a later unsubscribe weakens
+  nothing;
+- the address an event names is normalised as the subscribers' are (`normalize_email`), so an
+  internationalised domain reported in either spelling finds the same subscriber and suppression;
 - opens, clicks and the rest are stored for the dashboard and change nothing else;
 - every new event is also counted into the engagement report's rollups (`newsletter.sending.engagement`).
 
@@ -30,6 +36,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from newsletter.audience import suppressions
+from newsletter.audience.subscribers import normalize_email
 from newsletter.core import audit
 from newsletter.core.dialect import insert_ignoring_duplicates, is_pg, one_of
 from newsletter.core.models import (
@@ -196,6 +203,15 @@ def _advance_deliveries(
     return updated
 
 
+def _stored_form(email: str) -> str:
+    """The address as subscribers and suppressions store it; as reported when it does not validate
+    (it then matches no subscriber, and its suppression still blocks that exact spelling)."""
+    try:
+        return normalize_email(email)
+    except ValueError:
+        return email
+
+
 def _apply_subscriber_effects(
     session: Session, fresh: list[Event], report: EventReport, actor: str, now: datetime
 ) -> None:
@@ -205,9 +221,10 @@ def _apply_subscriber_effects(
         effect = e.subscriber_effect()
         if effect is None or not e.email:
             continue
-        held = effects.get(e.email)
+        email = _stored_form(e.email)
+        held = effects.get(email)
         if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
-            effects[e.email] = (effect, e)
+            effects[email] = (effect, e)
     if not effects:
         return
     report.suppressed = suppressions.add_many(

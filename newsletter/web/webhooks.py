@@ -10,7 +10,9 @@ the timestamp in two headers; the public key (Settings → Mail Settings → Sig
     413  body larger than MAX_WEBHOOK_BYTES (refused before it is read: `newsletter.web.limits`)
     503  no public key configured: every request is refused rather than trusted
 
-The signature is checked with `cryptography` over the exact bytes received, before the body is parsed.
+The key, both signature headers and the timestamp's freshness are checked before the body is read, so
+an unsigned or stale request costs no buffer; then the signature is checked with `cryptography` over the
+exact bytes received, before the body is parsed.
 """
 
 from __future__ import annotations
@@ -38,22 +40,24 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def _raw_body(request: Request) -> bytes:
-    return await request.body()
-
-
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-@router.post("/webhooks/sendgrid", include_in_schema=False)
-def sendgrid_events(
-    body: Annotated[bytes, Depends(_raw_body)],
+async def _signed_body(
+    request: Request,
     settings: SettingsDep,
-    session: SessionDep,
     signature: Annotated[str, Header(alias=SIGNATURE_HEADER)] = "",
     timestamp: Annotated[str, Header(alias=TIMESTAMP_HEADER)] = "",
-) -> JSONResponse:
+) -> bytes | JSONResponse:
+    """The body SendGrid signed, or the answer refusing the request.
+
+    Everything that needs no body is checked before a byte of it is read: a configured key, both
+    signature headers, a fresh timestamp. Anyone may post here, and a body may be `MAX_WEBHOOK_BYTES`
+    (16 MiB by default), so a request that cannot be SendGrid's must cost a header check, not a buffer
+    of that size. Then the body is read (its cap enforced as it streams: `newsletter.web.limits`) and
+    the signature verified over its exact bytes, before anything parses it.
+    """
     if not settings.SENDGRID_WEBHOOK_PUBLIC_KEY.strip():
         log.error("SendGrid webhook refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
         return _refuse(503, "webhook not configured")
@@ -62,16 +66,29 @@ def sendgrid_events(
     except BadKey as exc:
         log.error("SendGrid webhook refused: %s", exc)
         return _refuse(503, "webhook not configured")
-    if len(body) > settings.MAX_WEBHOOK_BYTES:
-        return _refuse(413, "body too large")
-    if not signature or not timestamp or not signature_valid(key, signature, timestamp, body):
-        log.warning("SendGrid webhook: bad or missing signature")
+    if not signature or not timestamp:
+        log.warning("SendGrid webhook: missing signature")
         return _refuse(403, "bad signature")
     if not timestamp_fresh(timestamp, settings.WEBHOOK_MAX_AGE_SECONDS):
-        log.warning("SendGrid webhook: stale timestamp %s", timestamp)
+        log.warning("SendGrid webhook: stale timestamp %s", timestamp[:20])
         return _refuse(403, "stale timestamp")
+    body = await request.body()
+    if len(body) > settings.MAX_WEBHOOK_BYTES:
+        return _refuse(413, "body too large")
+    if not signature_valid(key, signature, timestamp, body):
+        log.warning("SendGrid webhook: bad signature")
+        return _refuse(403, "bad signature")
+    return body
+
+
+@router.post("/webhooks/sendgrid", include_in_schema=False)
+def sendgrid_events(
+    signed: Annotated[bytes | JSONResponse, Depends(_signed_body)], session: SessionDep
+) -> JSONResponse:
+    if isinstance(signed, JSONResponse):
+        return signed
     try:
-        events = parse_events(body)
+        events = parse_events(signed)
     except MalformedEvents as exc:
         log.warning("SendGrid webhook: malformed body: %s", exc)
         return _refuse(400, str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -9,7 +10,7 @@ from sqlmodel import Session, select
 
 from newsletter.audience import suppressions
 from newsletter.core.db import session_scope
-from newsletter.core.models import AuditEntry, Delivery, Suppression
+from newsletter.core.models import AuditEntry, Delivery, Suppression, email_hash
 from newsletter.core.status import SuppressionReason
 from newsletter.sending.dispatcher import Dispatcher
 from newsletter.sending.lifecycle import send_now
@@ -52,6 +53,39 @@ def test_only_the_owners_own_unsubscribe_is_lifted_by_confirming(engine: Engine)
         assert not suppressions.lift_for_confirmation(s, "bounced@example.org")
         assert not suppressions.blocks_subscription(suppressions.find(s, "left@example.org"))
         assert suppressions.blocks_subscription(suppressions.find(s, "bounced@example.org"))
+
+
+STRONGER_LAST = [
+    SuppressionReason.UNSUBSCRIBE,
+    SuppressionReason.BOUNCE,
+    SuppressionReason.COMPLAINT,
+    SuppressionReason.MANUAL,
+    SuppressionReason.ERASED,
+]
+"""A person's own unsubscribe is the weakest reason (they may undo it); an erasure is never replaced."""
+
+
+def test_a_suppression_takes_the_stronger_reason_and_never_a_weaker_one(engine: Engine) -> None:
+    pairs = list(itertools.product(STRONGER_LAST, repeat=2))
+    with session_scope(engine) as s:
+        for n, (first, _) in enumerate(pairs):
+            address = f"p{n}@example.org"
+            if first == SuppressionReason.ERASED:  # as erasure leaves it: the hash, no address
+                s.add(Suppression(email_hash=email_hash(address), email=None, reason=first))
+            else:
+                suppressions.add(s, address, first, note="first")
+    with session_scope(engine) as s:
+        changed = [
+            suppressions.add(s, f"p{n}@example.org", then, note="then") for n, (_, then) in enumerate(pairs)
+        ]
+    with Session(engine) as s:
+        found = {x.email_hash: x for x in s.exec(select(Suppression)).all()}
+    for n, (first, then) in enumerate(pairs):
+        kept = found[email_hash(f"p{n}@example.org")]
+        stronger = max(first, then, key=STRONGER_LAST.index)
+        assert (kept.reason, changed[n]) == (stronger, then != first and stronger == then), (first, then)
+        assert kept.note == ("then" if changed[n] else "first" if first != SuppressionReason.ERASED else "")
+        assert (kept.email is None) == (first == SuppressionReason.ERASED)
 
 
 def test_a_suppressed_subscriber_gets_no_delivery(

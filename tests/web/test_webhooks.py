@@ -4,8 +4,14 @@ anything unsigned, stale, replayed or malformed changes nothing."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from collections.abc import Callable
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,13 +20,16 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from newsletter.audience import suppressions
+from newsletter.audience.subscribers import normalize_email
+from newsletter.core.config import Settings
 from newsletter.core.db import session_scope
 from newsletter.core.models import (
     DELIVERY,
     SUBSCRIBER,
+    AuditEntry,
     Bulletin,
     Delivery,
     DeliveryEvent,
@@ -197,6 +206,33 @@ def test_a_stale_timestamp_is_refused_even_when_signed(settings, engine, ledger,
 
 
 @pytest.mark.parametrize(
+    "signing",
+    [
+        {},
+        {TIMESTAMP_HEADER: "1700000000", SIGNATURE_HEADER: "c2lnbmF0dXJl"},
+        {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: ""},
+    ],
+    ids=["unsigned", "stale", "no signature"],
+)
+def test_a_request_that_cannot_be_sendgrids_is_refused_before_its_body_is_read(
+    settings, server, signing: dict[str, str]
+) -> None:
+    """Announce a body of nearly MAX_WEBHOOK_BYTES and send none of it: the answer comes at once."""
+    host, port = server.url.removeprefix("http://").split(":")
+    head = [
+        f"POST {URL} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {settings.MAX_WEBHOOK_BYTES - 1}",
+        *(f"{name}: {value}" for name, value in signing.items()),
+    ]
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("ascii"))
+        answer = conn.recv(4096)  # no body sent: a server reading it first would never answer
+    assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"",
@@ -262,6 +298,81 @@ def test_without_a_configured_key_every_request_is_refused(settings, engine, led
     with start_live_server(settings) as live:  # SENDGRID_WEBHOOK_PUBLIC_KEY is empty
         assert live.client.post(URL, content=body, headers=signer.headers(body)).status_code == 503
     _nothing_changed(engine)
+
+
+def confirmation_emails(server: LiveServer, settings: Settings) -> list[EmailMessage]:
+    """Every confirmation email sent so far (they go out after the answer: wait for them)."""
+    assert server.app.state.background.wait_idle(30)
+    folder = Path(settings.OUTBOX_DIR) / "direct"
+    parse = BytesParser(policy=policy.default).parsebytes
+    return [parse(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]  # type: ignore[misc]
+
+
+def test_a_complaint_or_bounce_after_an_unsubscribe_keeps_the_address_out_for_good(
+    settings, engine, ledger, post, server
+) -> None:
+    d = ledger
+
+    def subscribe(name: str) -> None:  # anyone may type anyone's address
+        data = {"email": f"{name}@example.org", "name": "", "regions": ["africa"]}
+        assert server.client.post("/subscribe", data=data).status_code == 200
+
+    assert post(
+        [event("dan", "unsubscribe", d["dan"], 1), event("eve", "unsubscribe", d["eve"], 1)]
+    ).is_success
+    subscribe("dan")  # while they have only unsubscribed, the owner may come back by confirming
+    (earlier,) = confirmation_emails(server, settings)
+    confirm_link = re.search(r"/confirm/[A-Za-z0-9_-]{40}", earlier.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert confirm_link is not None
+
+    # Then the ESP reports, about mail it took before they left, a spam report and a hard bounce.
+    later = [event("dan", "spamreport", d["dan"], 2), event("eve", "bounce", d["eve"], 2, type="bounce")]
+    assert post(later).is_success
+    assert people(engine) == {
+        "ann": "active",
+        "bob": "active",
+        "cat": "active",
+        "dan": "complained",
+        "eve": "bounced",
+    }
+    assert suppressed(engine) == {"dan": SuppressionReason.COMPLAINT, "eve": SuppressionReason.BOUNCE}
+    with Session(engine) as s:
+        audited = s.exec(
+            select(AuditEntry).where(
+                col(AuditEntry.action).in_(["subscriber.complained", "subscriber.bounced"])
+            )
+        ).all()
+    assert sorted((a.action, a.actor, json.loads(a.changes)["status"][0]) for a in audited) == [
+        ("subscriber.bounced", "sendgrid", "unsubscribed"),
+        ("subscriber.complained", "sendgrid", "unsubscribed"),
+    ]
+
+    # A later unsubscribe weakens nothing; the address never gets another confirmation email, and
+    # the one sent before the complaint no longer confirms.
+    assert post(
+        [event("dan", "unsubscribe", d["dan"], 3), event("eve", "unsubscribe", d["eve"], 3)]
+    ).is_success
+    subscribe("dan")
+    subscribe("eve")
+    assert len(confirmation_emails(server, settings)) == 1
+    assert server.client.post(confirm_link.group(0)).status_code == 400
+    assert {k: people(engine)[k] for k in ("dan", "eve")} == {"dan": "complained", "eve": "bounced"}
+    assert suppressed(engine) == {"dan": SuppressionReason.COMPLAINT, "eve": SuppressionReason.BOUNCE}
+
+
+def test_an_internationalised_domain_reported_in_punycode_is_the_subscribers_own(
+    engine, post, make_subscriber
+) -> None:
+    make_subscriber("zoe@bücher.de")
+    bounce = {**event("zoe", "bounce", None, 1, type="bounce"), "email": "Zoe@XN--BCHER-KVA.DE"}
+    assert post([bounce]).status_code == 200
+    assert people(engine) == {"zoe": SubscriberStatus.BOUNCED}
+    with Session(engine) as s:
+        found = suppressions.find(s, normalize_email("zoe@xn--bcher-kva.de"))
+        assert found is not None and (found.email, found.reason) == (
+            "zoe@bücher.de",
+            SuppressionReason.BOUNCE,
+        )
 
 
 # --- the parser on its own ---------------------------------------------------------------------------
