@@ -413,8 +413,8 @@ class _ChunkPlan:
     moved: list[int] = field(default_factory=list)
     """Known subscribers whose time zone changes: their deliveries not yet due move with them."""
     suppress: list[tuple[str, SuppressionReason, str]] = field(default_factory=list)
-    """(email, reason, note) for rows stored with a status that means "never mail again" and not yet
-    suppressed (`SUPPRESSION_FOR_STATUS`)."""
+    """(email, reason, note) for rows stored with a status that means "never mail again"
+    (`SUPPRESSION_FOR_STATUS`); `suppressions.add_many` adds them, or raises a weaker reason."""
 
 
 def _new_row(row: Row, digest: str, source: str, now: datetime) -> dict[str, Any]:
@@ -479,8 +479,7 @@ def _plan_chunk(
                 _suppress_lost(plan, row.email, row.status, source)
             continue
         status = _kept_status(found, row, digest in known.suppressed)
-        if digest not in known.suppressed:
-            _suppress_lost(plan, row.email, status, source)
+        _suppress_lost(plan, row.email, status, source)  # a suppression only ever gets stronger
         if status != row.status:
             report.kept_status += 1
         zone = row.timezone or found.timezone

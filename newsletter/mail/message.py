@@ -22,6 +22,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+import idna
+
 from newsletter.content.render import personalize
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
@@ -67,13 +69,15 @@ def list_id(settings: Settings, *, encoded_words: bool = False) -> str:
 
 
 def _address(name: str, email: str) -> Address:
-    """An address header value; an internationalised domain is written in its ASCII (IDNA) form."""
+    """An address header value; an internationalised domain is written in its ASCII form by IDNA 2008
+    (the `idna` package, as email-validator checks it): Python's own "idna" codec is IDNA 2003, which
+    maps `straße.de` to `strasse.de`, another domain."""
     addr = header_safe(email)
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain or " " in addr:
         raise ValueError(f"not an email address: {email!r}")
     if not domain.isascii():
-        domain = domain.encode("idna").decode("ascii")
+        domain = idna.encode(domain, uts46=True).decode("ascii")
     if not local.isascii():
         # Only deliverable over SMTPUTF8; build_message switches the policy for such a recipient.
         return Address(display_name=header_safe_name(name), username=local, domain=domain)

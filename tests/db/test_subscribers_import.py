@@ -296,6 +296,18 @@ def test_a_lost_status_from_an_import_is_suppressed_like_a_staff_edit(session, s
         "c@example.org": SuppressionReason.COMPLAINT,
         "ok@example.org": SuppressionReason.BOUNCE,
     }
+    # A stronger status later strengthens the suppression too; a weaker one never weakens it.
+    run_import(
+        session,
+        settings,
+        "email,name,regions,status\nu@example.org,U,africa,complained\nc@example.org,C,africa,unsubscribed\n",
+    )
+    assert stored(session)["u@example.org"][1] == "complained"
+    reasons = suppression_reasons(session)
+    assert (reasons["u@example.org"], reasons["c@example.org"]) == (
+        SuppressionReason.COMPLAINT,
+        SuppressionReason.COMPLAINT,
+    )
 
 
 def test_an_import_never_brings_a_lost_address_back_by_way_of_pending(session, settings):

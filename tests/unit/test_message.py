@@ -112,6 +112,16 @@ def test_non_ascii_names_subjects_and_domains_are_encoded(mail_settings, variant
     assert msg["To"].addresses[0].addr_spec == "zoe@xn--bcher-kva.example"
 
 
+def test_an_internationalised_domain_is_written_by_idna_2008_not_mapped_to_another_domain(
+    mail_settings, variant
+):
+    """Python's "idna" codec (IDNA 2003) writes straße.de as strasse.de: someone else's domain."""
+    recipient = Recipient("ulf@straße.de", "Ulf", 6)
+    values = Links(mail_settings).values(recipient)
+    msg = build_message(mail_settings, variant, recipient, values, date=WHEN)
+    assert msg["To"].addresses[0].addr_spec == "ulf@xn--strae-oqa.de"
+
+
 @pytest.mark.parametrize(
     "name",
     [
