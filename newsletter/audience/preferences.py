@@ -39,6 +39,18 @@ def regions_of(session: Session, subscriber: Subscriber) -> list[str]:
     return subscriber_regions(session, [subscriber.id])[subscriber.id]
 
 
+def _record(
+    session: Session, subscriber: Subscriber, what: str, field: str, before: Any, after: Any, now: datetime
+) -> None:
+    """Save a change the subscriber made to `field` and audit it (actor `subscriber`, old and new)."""
+    subscriber.updated_at = now
+    session.add(subscriber)
+    audit.record(
+        session, audit.SUBSCRIBER_ACTOR, f"subscriber.{what}", "subscriber", subscriber.id,
+        {field: [before, after]},
+    )  # fmt: skip
+
+
 def change_name(session: Session, subscriber: Subscriber, raw: str, *, now: datetime | None = None) -> bool:
     """Set the name bulletins greet the subscriber by (empty: "friend"); True when it changed.
 
@@ -52,12 +64,7 @@ def change_name(session: Session, subscriber: Subscriber, raw: str, *, now: date
         return False
     before = subscriber.name
     subscriber.name = name
-    subscriber.updated_at = now or utcnow()
-    session.add(subscriber)
-    audit.record(
-        session, audit.SUBSCRIBER_ACTOR, "subscriber.name", "subscriber", subscriber.id,
-        {"name": [before, name]},
-    )  # fmt: skip
+    _record(session, subscriber, "name", "name", before, name, now or utcnow())
     return True
 
 
@@ -72,12 +79,7 @@ def change_regions(
         return False
     assert subscriber.id is not None
     set_regions(session, subscriber.id, codes)
-    subscriber.updated_at = now or utcnow()
-    session.add(subscriber)
-    audit.record(
-        session, audit.SUBSCRIBER_ACTOR, "subscriber.regions", "subscriber", subscriber.id,
-        {"regions": [before, list(codes)]},
-    )  # fmt: skip
+    _record(session, subscriber, "regions", "regions", before, list(codes), now or utcnow())
     return True
 
 
@@ -87,14 +89,9 @@ def pause(session: Session, subscriber: Subscriber, weeks: int, *, now: datetime
         raise ValueError(f"choose between 1 and {MAX_PAUSE_WEEKS} weeks")
     now = now or utcnow()
     before = subscriber.paused_until
-    subscriber.paused_until = now + timedelta(weeks=weeks)
-    subscriber.updated_at = now
-    session.add(subscriber)
-    audit.record(
-        session, audit.SUBSCRIBER_ACTOR, "subscriber.pause", "subscriber", subscriber.id,
-        {"paused_until": [before, subscriber.paused_until]},
-    )  # fmt: skip
-    return subscriber.paused_until
+    subscriber.paused_until = until = now + timedelta(weeks=weeks)
+    _record(session, subscriber, "pause", "paused_until", before, until, now)
+    return until
 
 
 def resume(session: Session, subscriber: Subscriber, *, now: datetime | None = None) -> bool:
@@ -102,12 +99,7 @@ def resume(session: Session, subscriber: Subscriber, *, now: datetime | None = N
         return False
     before = subscriber.paused_until
     subscriber.paused_until = None
-    subscriber.updated_at = now or utcnow()
-    session.add(subscriber)
-    audit.record(
-        session, audit.SUBSCRIBER_ACTOR, "subscriber.resume", "subscriber", subscriber.id,
-        {"paused_until": [before, None]},
-    )  # fmt: skip
+    _record(session, subscriber, "resume", "paused_until", before, None, now or utcnow())
     return True
 
 
