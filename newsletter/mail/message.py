@@ -68,16 +68,20 @@ def list_id(settings: Settings, *, encoded_words: bool = False) -> str:
     return f"{name} <{ident}>"
 
 
+def ascii_domain(domain: str) -> str:
+    """An internationalised domain in its ASCII form, as DNS and ESP APIs take it, by IDNA 2008 (the
+    `idna` package, as email-validator checks it): Python's own "idna" codec is IDNA 2003, which maps
+    `straße.de` to `strasse.de`, another domain. An ASCII domain is returned as it is."""
+    return domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
+
+
 def _address(name: str, email: str) -> Address:
-    """An address header value; an internationalised domain is written in its ASCII form by IDNA 2008
-    (the `idna` package, as email-validator checks it): Python's own "idna" codec is IDNA 2003, which
-    maps `straße.de` to `strasse.de`, another domain."""
+    """An address header value; an internationalised domain is written in its ASCII form."""
     addr = header_safe(email)
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain or " " in addr:
         raise ValueError(f"not an email address: {email!r}")
-    if not domain.isascii():
-        domain = idna.encode(domain, uts46=True).decode("ascii")
+    domain = ascii_domain(domain)
     if not local.isascii():
         # Only deliverable over SMTPUTF8; build_message switches the policy for such a recipient.
         return Address(display_name=header_safe_name(name), username=local, domain=domain)

@@ -282,6 +282,21 @@ def test_a_name_with_a_comma_or_semicolon_goes_out_quoted(
     assert name in subs.values()
 
 
+def test_an_internationalised_domain_goes_to_sendgrid_in_its_ascii_form_and_reads_as_typed(
+    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """DNS and ESP APIs take a domain in its ASCII form (IDNA 2008); the reader sees the address they
+    subscribed with."""
+    recipients = esp_recipients(2)
+    recipients[1] = recipients[1]._replace(email="ulf@straße.de")
+    body, refused = backend.body(esp_variant, recipients)
+    assert refused == []
+    second = json.loads(body)["personalizations"][1]
+    assert second["to"][0]["email"] == "ulf@xn--strae-oqa.de"
+    assert "ulf@straße.de" in second["substitutions"].values()
+    assert all(r.accepted for r in backend.send(esp_variant, recipients))
+
+
 def test_a_non_ascii_organisation_name_goes_out_as_encoded_words_in_list_id(
     sg_settings: Settings, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
 ) -> None:

@@ -13,8 +13,8 @@ one `%` formatting writes the bytes.
 
 The template checks itself when made: filled with the markers, it must give the slow path's bytes
 exactly, or `Template.for_variant` returns None and every recipient takes the slow path. A recipient it
-does not cover (no subscriber or delivery id, another bulletin, values that might come near SendGrid's
-size limit) takes the slow path too, so the body is always what `personalization` would give, byte for
+does not cover (no subscriber or delivery id, another bulletin, a non-ASCII address, values that might
+come near SendGrid's size limit) takes the slow path too, so the body is always what `personalization` would give, byte for
 byte; `tests/esp/test_personalization.py` checks that over generated names and addresses.
 """
 
@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import idna
 import orjson
 
 from newsletter.content.render import substitutions
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.mail.links import Links, header_safe_name
-from newsletter.mail.message import list_unsubscribe_headers
+from newsletter.mail.message import ascii_domain, list_unsubscribe_headers
 from newsletter.mail.tokens import SIGNED_TOGETHER, Purpose, make_tokens
 
 MAX_SUBSTITUTION_BYTES = 10_000
@@ -61,7 +62,8 @@ def personalization(links: Links, variant: RenderedVariant, r: Recipient) -> dic
     problem = _substitution_problem(subs)
     if problem:
         return problem
-    to = {"email": r.email, "name": to_name(r.name)} if r.name else {"email": r.email}
+    address = esp_address(r.email)
+    to = {"email": address, "name": to_name(r.name)} if r.name else {"email": address}
     p: dict[str, Any] = {"to": [to], "substitutions": subs}
     if variant.regions:  # bulk mail; a confirmation (no regions) is transactional
         p["headers"] = list_unsubscribe_headers(values, values.get("unsubscribe_mailto"))
@@ -74,6 +76,18 @@ def personalization(links: Links, variant: RenderedVariant, r: Recipient) -> dic
             args["bulletin_id"] = str(bulletin_id)
         p["custom_args"] = args
     return p
+
+
+def esp_address(email: str) -> str:
+    """The `to.email` SendGrid is given: a non-ASCII domain in its ASCII form (`ascii_domain`); the
+    local part as it is. Subscribers' addresses are stored with the Unicode domain."""
+    local, at, domain = email.rpartition("@")
+    if not at or domain.isascii():
+        return email
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except idna.IDNAError:
+        return email  # SendGrid refuses it, for this recipient alone
 
 
 def to_name(name: str) -> str:
@@ -190,8 +204,8 @@ class Template:
     def fill(self, r: Recipient) -> bytes | None:
         """`r`'s personalization, or None when `r` needs the slow path (see the module docstring)."""
         email, name, sid, delivery_id, bulletin_id, secret = r
-        if sid is None or delivery_id is None or bulletin_id != self.bulletin_id:
-            return None
+        if sid is None or delivery_id is None or bulletin_id != self.bulletin_id or not email.isascii():
+            return None  # (a non-ASCII address: `to.email` differs from the address shown; see esp_address)
         # A value is at most 6 bytes per character of the name or address (an HTML entity such as
         # "&#x27;"); only near SendGrid's limit need the slow path count exactly.
         if self.size + 6 * (len(name) + len(email) + 6) * self.personal_values > MAX_SUBSTITUTION_BYTES:
