@@ -52,11 +52,9 @@ MAX_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 # A conservative subset of what email-validator accepts, for the common all-ASCII address: dot-atom
-# local part, LDH labels and an alphabetic TLD. Anything else goes through email-validator in full,
-# and so does a domain with "--" anywhere: a label with "--" in third and fourth place is either
-# Punycode ("xn--"), whose canonical form is its Unicode one, or one email-validator refuses.
-# tests/unit/test_email_normalisation.py checks (property tests) that this path agrees with
-# email-validator and that both spellings of an internationalised domain come out the same.
+# local part, LDH labels and an alphabetic TLD. Anything else goes through email-validator in full.
+# tests/db/test_subscribers_import.py checks (property test) that this never accepts what email-validator
+# refuses.
 _SIMPLE_EMAIL = re.compile(
     r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
@@ -65,15 +63,12 @@ _SPECIAL_USE_TLDS = {"arpa", "invalid", "local", "localhost", "onion", "test", "
 
 
 def normalize_email(raw: str) -> str:
-    """The address as stored: validated (syntax only, no DNS) and lower-cased, an internationalised
-    domain in its Unicode form whichever spelling was typed; ValueError says why not.
+    """The address as stored: validated (syntax only, no DNS) and lower-cased; ValueError says why not.
 
-    One mailbox must have one stored form: its hash keys the suppressions (`core.models.email_hash`),
-    so if `carol@xn--bcher-kva.de` and `carol@bücher.de` were stored apart, an erasure, a bounce or a
-    complaint under one spelling would not stop mail to the other. The Unicode form is the one: it is
-    email-validator's normalised form (every address typed with a Unicode domain was already stored
-    so), it exists for every address (a Unicode local part has no ASCII form), and it reads as people
-    write it. Where a message needs the ASCII form, the mail layer writes it (`newsletter.mail.message`).
+    An internationalised domain is stored as typed: `carol@bücher.de` in its Unicode form, the
+    Punycode spelling `carol@xn--bcher-kva.de` as ASCII. Folding one into the other would change the
+    hash (`core.models.email_hash`) of addresses already stored, and of erased ones, whose address is
+    gone and cannot be re-hashed: that needs a migration with the lookups of both spellings.
     """
     text = raw.strip()
     simple = _SIMPLE_EMAIL.fullmatch(text)
@@ -81,7 +76,6 @@ def normalize_email(raw: str) -> str:
         simple
         and len(text) <= 254
         and len(simple.group("local")) <= 64
-        and "--" not in simple.group("domain")
         and simple.group("domain").rsplit(".", 1)[-1].lower() not in _SPECIAL_USE_TLDS
     ):
         return text.lower()
@@ -174,19 +168,32 @@ def export_csv(
     yield buffer.getvalue()
 
 
+MAX_RECORD_LINES = 20
+"""The most physical lines one record may take. No field of the format may hold a line break, so a longer
+record is a quote that never closed; the cap keeps re-reading what it swallowed linear in the file's size
+(a file of lines each opening a quote would otherwise be read again from every line: quadratic)."""
+
+
 class _Lines:
     """The file's physical lines, handed to `csv.reader` one at a time. `at` is how many it has taken,
-    so a record's line span is known, and moving `at` back re-reads lines a bad record swallowed."""
+    so a record's line span is known, and moving `at` back re-reads lines a bad record swallowed.
+    `stop` ends the lines one record may take (`begin_record`)."""
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.at = 0
+        self.stop = len(lines)
+
+    def begin_record(self) -> int:
+        """Start a record at `at` (returned), which may take at most MAX_RECORD_LINES lines."""
+        self.stop = min(len(self.lines), self.at + MAX_RECORD_LINES)
+        return self.at
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        if self.at >= len(self.lines):
+        if self.at >= self.stop:
             raise StopIteration
         self.at += 1
         return self.lines[self.at - 1]
@@ -228,7 +235,7 @@ def read_csv(text: str, regions: RegionIndex) -> Iterator[Row | Problem]:
     check = _row_checker(columns, regions)
     seen: dict[str, int] = {}
     while True:
-        first = source.at  # index of the record's first line; its line number is first + 1
+        first = source.begin_record()  # index of the record's first line; its line number is first + 1
         try:
             fields = next(reader)
         except StopIteration:
@@ -265,7 +272,10 @@ def _open_at_end(lines: list[str]) -> bool:
     """Whether a quoted field is still open after `lines` (the file ends inside it): a line fed after
     them would be read into the same record."""
     probe = _Lines([*lines, "\n"])
-    next(csv.reader(probe), None)
+    try:
+        next(csv.reader(probe), None)
+    except csv.Error:  # the field, one character longer, passes the field size limit: still open
+        return True
     return probe.at > len(lines)
 
 

@@ -90,8 +90,10 @@ def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, s
         digest = email_hash(email)
         held = rows.get(digest)
         if held is None or suppression_rises(held["reason"], reason):
+            # An erased suppression never holds the address, however it was added.
+            kept = None if reason == SuppressionReason.ERASED else email
             rows[digest] = {
-                "email_hash": digest, "email": email, "reason": reason, "note": note[:500], "created_at": now,
+                "email_hash": digest, "email": kept, "reason": reason, "note": note[:500], "created_at": now,
             }  # fmt: skip
     if not rows:
         return 0
@@ -99,7 +101,13 @@ def add_many(session: Session, entries: Iterable[tuple[str, SuppressionReason, s
     upsert = insert(session, table)
     statement = upsert.on_conflict_do_update(
         index_elements=[table.c.email_hash],
-        set_={"reason": upsert.excluded.reason, "note": upsert.excluded.note},
+        set_={
+            "reason": upsert.excluded.reason,
+            "note": upsert.excluded.note,
+            "email": sa.case(
+                (upsert.excluded.reason == SuppressionReason.ERASED, sa.null()), else_=table.c.email
+            ),
+        },
         where=_rank(table.c.reason) < _rank(upsert.excluded.reason),
     ).returning(table.c.id)
     return len(session.execute(statement, list(rows.values())).all())

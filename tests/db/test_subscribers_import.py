@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given
 from hypothesis import strategies as st
@@ -237,6 +238,24 @@ def test_a_quote_running_past_the_field_size_limit_stops_nothing():
         (2, True)
     ]
     assert [r.line for r in results if isinstance(r, Row)] == list(range(3, 6003))
+
+
+def test_a_quote_open_at_the_end_past_the_field_size_limit_is_reported_not_raised():
+    text = 'email,name,regions\nann@example.org,Ann,africa\nbob@example.org,"' + "x" * 131_072
+    results = list(read_csv(text, REGIONS))
+    assert [r.line for r in results if isinstance(r, Row)] == [2]
+    assert [p.line for p in results if isinstance(p, Problem)] == [3]
+
+
+@pytest.mark.timeout(30)
+def test_a_file_of_quotes_that_never_close_is_read_in_time_linear_in_its_lines():
+    """Each line opens a quote that runs to the end of the file. Reading each swallowed line again
+    from every line would be quadratic (minutes for this file, hours for an upload at the size cap);
+    a record may take at most MAX_RECORD_LINES lines, so each line is read a bounded number of times."""
+    n = 40_000  # about a second; read again from every line, minutes
+    text = "email,name,regions\n" + 'a","\n' * n
+    problems = [p.line for p in read_csv(text, REGIONS) if isinstance(p, Problem)]
+    assert problems == list(range(2, n + 2))
 
 
 def test_a_quoted_line_break_in_a_valid_row_still_reads_as_one_row():

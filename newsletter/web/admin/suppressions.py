@@ -87,7 +87,7 @@ def add_suppression(
     if added:
         flash(request, f"{address} is suppressed ({reason}): no bulletin will be sent to it.")
     else:
-        flash(request, f"{address} was already suppressed; its first reason stays.", "info")
+        flash(request, f"{address} was already suppressed for as strong a reason; that reason stays.", "info")
     return see_other("/admin/suppressions?q=" + address)
 
 
