@@ -8,10 +8,10 @@ For each N: a fresh database is seeded in bulk with N active subscribers over ra
 this process (`send_now`: the one INSERT … SELECT), then `--workers` processes of
 `newsletter worker --until-idle` send it to the fake ESP, which runs as a process of its own and keeps
 only delivery ids. Printed per N: recipients/s for planning, for claim+render+send+record (worker start
-to exit), and end to end; requests made; duplicates; peak RSS of each worker (`wait4` rusage); and the
-floor on the same machine (`floor`: one read of the recipient rows plus the same number of recipients
-as pre-built request bodies streamed to the fake ESP over as many connections as the workers use)
-with end to end as a share of it (goal: ≥ 50%).
+to exit), and end to end; requests made; duplicates; peak RSS of each worker (`wait4` rusage,
+taken by the small launcher `rusage.py`); and the floor on the same machine (`floor`: one read of the
+recipient rows plus the same number of recipients as pre-built request bodies streamed to the fake ESP
+over as many connections as the workers use) with end to end as a share of it (goal: ≥ 50%).
 
 The baseline (same run, `--naive` recipients): per recipient, render the template, inline the CSS with
 premailer and make one API call with one personalization.
@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from scratch import scratch_database
@@ -134,7 +135,8 @@ def worker_env(url: str, fake: RemoteFakeEsp, concurrency: int) -> dict[str, str
 
 
 def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[tuple[int, float]]:
-    """Start the workers, wait for all; the peak RSS (KiB) and CPU seconds of each, from wait4's rusage."""
+    """Start the workers, wait for all; the peak RSS (KiB) and CPU seconds of each, from `wait4` in
+    `rusage.py` (a small launcher: a worker forked from this process would report our RSS as its own)."""
     command = [sys.executable, "-m", "newsletter", "worker", "--until-idle"]
     profile = os.environ.get(
         "SEND_BENCH_PROFILE"
@@ -158,14 +160,15 @@ def run_workers(env: dict[str, str], workers: int, cwd: str) -> list[tuple[int, 
             if profile
             else []
         )
-        procs.append(subprocess.Popen([*prefix, *command], env=env, cwd=cwd))
+        out = os.path.join(cwd, f"rusage-{n}.txt")
+        launcher = [sys.executable, "-S", str(Path(__file__).with_name("rusage.py")), out]
+        procs.append((subprocess.Popen([*launcher, *prefix, *command], env=env, cwd=cwd), out))
     peaks = []
-    for p in procs:
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode != 0:
+    for p, out in procs:
+        if p.wait() != 0:
             raise SystemExit(f"a worker failed with {p.returncode}")
-        peaks.append((usage.ru_maxrss, usage.ru_utime + usage.ru_stime))
+        rss, cpu = Path(out).read_text().split()
+        peaks.append((int(rss), float(cpu)))
     return peaks
 
 
