@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session
 
@@ -44,6 +45,7 @@ from newsletter.core.status import (
     check_subscriber,
 )
 from newsletter.core.zones import check_zone
+from newsletter.mail.message import ascii_domain
 
 COLUMNS = ("email", "name", "regions", "status", "timezone")
 REQUIRED_COLUMNS = ("email",)
@@ -84,6 +86,30 @@ def normalize_email(raw: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
     return result.normalized.lower()
+
+
+def spellings(email: str) -> list[str]:
+    """Every stored form of the mailbox `email` names, its own first: an internationalised domain is
+    stored as typed (`normalize_email`), so `carol@bücher.de` and `carol@xn--bcher-kva.de` are two
+    spellings of one mailbox. What an ESP reports is the ASCII one, since that is what it was given
+    (`esp_address`); the subscriber is stored with the Unicode one. An address that does not validate
+    has only itself; a domain IDNA 2008 refuses has no other spelling."""
+    try:
+        stored = normalize_email(email)
+    except ValueError:
+        return [email]
+    local, _, domain = stored.rpartition("@")
+    try:
+        if not domain.isascii():
+            other = f"{local}@{ascii_domain(domain)}"
+        elif any(label.startswith("xn--") for label in domain.split(".")):
+            other = f"{local}@{idna.decode(domain)}"
+        else:
+            return [stored]
+        other = normalize_email(other)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return [stored]
+    return [stored] if other == stored else [stored, other]
 
 
 def validate_name(raw: str) -> str:

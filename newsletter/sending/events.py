@@ -15,8 +15,9 @@ Rules (the last step of the send path in `docs/architecture.md`):
   suppression's reason (`suppressions.add_many`) and moves the unsubscribed subscriber to bounced /
   complained, so the address can never come back by confirming again; a later unsubscribe weakens
   nothing;
-- the address an event names is normalised as the subscribers' are (`normalize_email`), so an
-  internationalised domain reported in either spelling finds the same subscriber and suppression;
+- the address an event names is normalised as the subscribers' are, and an internationalised domain
+  is looked up in both spellings (`subscribers.spellings`): SendGrid reports the ASCII one it was
+  given, the subscriber is stored as typed; the suppression holds both;
 - opens, clicks and the rest are stored for the dashboard and change nothing else;
 - every new event is also counted into the engagement report's rollups (`newsletter.sending.engagement`).
 
@@ -36,7 +37,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from newsletter.audience import suppressions
-from newsletter.audience.subscribers import normalize_email
+from newsletter.audience.subscribers import spellings
 from newsletter.core import audit
 from newsletter.core.dialect import insert_ignoring_duplicates, is_pg, one_of
 from newsletter.core.models import (
@@ -203,36 +204,38 @@ def _advance_deliveries(
     return updated
 
 
-def _stored_form(email: str) -> str:
-    """The address as subscribers and suppressions store it; as reported when it does not validate
-    (it then matches no subscriber, and its suppression still blocks that exact spelling)."""
-    try:
-        return normalize_email(email)
-    except ValueError:
-        return email
-
-
 def _apply_subscriber_effects(
     session: Session, fresh: list[Event], report: EventReport, actor: str, now: datetime
 ) -> None:
-    """Suppress and update subscribers: the strongest effect per address in this batch, audited."""
+    """Suppress and update subscribers: the strongest effect per address in this batch, audited.
+
+    An event names the address the ESP was given, which for an internationalised domain is its ASCII
+    spelling, while the subscriber is stored with the Unicode one (`subscribers.spellings`): the effect
+    reaches the subscriber under either, and the suppression holds both the reported spelling and the
+    stored one, which is the one the send path and the sign-up form check."""
     effects: dict[str, tuple[SubscriberStatus, Event]] = {}
     for e in fresh:
         effect = e.subscriber_effect()
         if effect is None or not e.email:
             continue
-        email = _stored_form(e.email)
-        held = effects.get(email)
-        if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
-            effects[email] = (effect, e)
+        for email in spellings(e.email):
+            held = effects.get(email)
+            if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
+                effects[email] = (effect, e)
     if not effects:
         return
-    report.suppressed = suppressions.add_many(
-        session,
-        [(email, _REASON[status], f"{e.event} {e.esp_event_id}") for email, (status, e) in effects.items()],
-    )
     s = SUBSCRIBER.c
     found = session.execute(sa.select(s.id, s.email, s.status).where(one_of(session, s.email, effects))).all()
+    stored = {email for _, email, _ in found}
+    reported = {spellings(e.email)[0] for _, e in effects.values()}
+    report.suppressed = suppressions.add_many(
+        session,
+        [
+            (email, _REASON[status], f"{e.event} {e.esp_event_id}")
+            for email, (status, e) in effects.items()
+            if email in stored or email in reported
+        ],
+    )
     email_of = {sid: email for sid, email, _ in found}
     by_status: dict[SubscriberStatus, dict[int, str]] = {}
     for sid, email, current in found:

@@ -7,7 +7,7 @@ import idna
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from newsletter.audience.subscribers import normalize_email
+from newsletter.audience.subscribers import normalize_email, spellings
 from newsletter.core.models import email_hash
 
 
@@ -63,3 +63,31 @@ def test_normalising_twice_changes_nothing(address: str) -> None:
     once = _normalised(address)
     assume(once is not None)
     assert once is not None and normalize_email(once) == once
+
+
+def test_a_mailbox_has_its_unicode_and_its_ascii_spelling() -> None:
+    """What an ESP reports (the ASCII spelling it was given) leads to the subscriber stored as typed."""
+    assert spellings("Carol@XN--BCHER-KVA.DE") == ["carol@xn--bcher-kva.de", "carol@bücher.de"]
+    assert spellings("carol@bücher.de") == ["carol@bücher.de", "carol@xn--bcher-kva.de"]
+    assert spellings("Ada@Example.org") == ["ada@example.org"]
+    assert spellings("not an address") == ["not an address"]
+    assert spellings("x@xn--zz.de") == ["x@xn--zz.de"]  # not valid Punycode: no other spelling
+
+
+@given(
+    st.one_of(
+        st.builds(lambda local, domain: f"{local}@{domain}", _locals, _domains),
+        st.builds(lambda local, domain: f"{local}@{_ascii_spelling(domain)}", _locals, _domains),
+        st.text(max_size=40),
+    )
+)
+@example("carol@xn--bcher-kva.de")
+@example("x@straße.de")
+def test_every_spelling_is_a_stored_form_that_leads_back_to_the_others(address: str) -> None:
+    forms = spellings(address)
+    once = _normalised(address)
+    assert forms[0] == (address if once is None else once)
+    assert len(forms) == len(set(forms)) <= 2
+    for form in forms[1:]:
+        assert normalize_email(form) == form
+        assert set(spellings(form)) == set(forms)

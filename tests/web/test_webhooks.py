@@ -38,6 +38,7 @@ from newsletter.core.models import (
 )
 from newsletter.core.status import DeliveryStatus, SubscriberStatus, SuppressionReason
 from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
+from newsletter.esp.sendgrid.personalization import esp_address
 from newsletter.esp.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.factories import MakeSubscriber
 from tests.fixtures_web import LiveServer, start_live_server
@@ -373,6 +374,24 @@ def test_an_address_the_esp_reports_in_another_case_is_the_subscribers_own(
             "zoe@bücher.de",
             SuppressionReason.BOUNCE,
         )
+
+
+def test_a_complaint_naming_the_ascii_spelling_sendgrid_was_given_reaches_the_subscriber(
+    engine, post, make_subscriber
+) -> None:
+    """SendGrid is given an internationalised domain in its ASCII form, so its events name that form;
+    the subscriber is stored as typed. The complaint still marks them, and the suppression holds both
+    spellings: the stored one (what the send path and the sign-up form check) and the reported one."""
+    carol = make_subscriber("carol@bücher.de")
+    reported = esp_address(carol.email)
+    assert reported == "carol@xn--bcher-kva.de"
+    complaint = {**event("carol", "spamreport", None, 1), "email": reported}
+    assert post([complaint]).status_code == 200
+    assert people(engine) == {"carol": SubscriberStatus.COMPLAINED}
+    with Session(engine) as s:
+        for spelling in ("carol@bücher.de", "carol@xn--bcher-kva.de"):
+            found = suppressions.find(s, spelling)
+            assert found is not None and found.reason == SuppressionReason.COMPLAINT, spelling
 
 
 # --- the parser on its own ---------------------------------------------------------------------------
