@@ -23,12 +23,12 @@ from markupsafe import escape
 from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
+from newsletter.audience.owner_mail import send_to_owner
 from newsletter.content.render import html_placeholder, text_placeholder
-from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.content.types import RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, utcnow
 from newsletter.core.status import SubscriberStatus
-from newsletter.esp import EspError, backend_for
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,4 @@ def link_email(settings: Settings) -> RenderedVariant:
 
 def send_link(settings: Settings, subscriber: Subscriber) -> bool:
     """Email `subscriber` their export-and-erase link; False (logged) when the ESP did not accept it."""
-    assert subscriber.id is not None
-    recipient = Recipient(
-        email=subscriber.email, name="", subscriber_id=subscriber.id, link_secret=subscriber.link_secret
-    )
-    backend = backend_for(settings)
-    try:
-        results = backend.send(link_email(settings), [recipient])
-    except EspError as exc:
-        log.error("data link for subscriber %s not sent: %s", subscriber.id, exc)
-        return False
-    finally:
-        backend.close()
-    ok = bool(results) and all(r.accepted for r in results)
-    if not ok:
-        log.error("data link for subscriber %s refused: %s", subscriber.id, results)
-    return ok
+    return send_to_owner(settings, subscriber, link_email(settings), "data link")

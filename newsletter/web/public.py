@@ -33,7 +33,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
-from newsletter.audience import my_data, optin, preferences, suppressions, welcome
+from newsletter.audience import my_data, name_change, optin, preferences, suppressions, welcome
 from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.audience.timezones import change_timezone
@@ -320,11 +320,21 @@ def preferences_change(
 
     if action == "name":
         try:
-            changed = preferences.change_name(session, subscriber, name)
+            wanted = validate_name(name)
         except ValueError as exc:
             return again(errors={"name": _name_problem(exc)}, values={"name": name}, status=400)
+        if wanted == subscriber.name:
+            return again(notice="Your name is unchanged.")
+        if not name_change.allow(session, subscriber):
+            session.rollback()
+            text = "This name has been changed too often today. Please try again tomorrow."
+            return again(errors={"name": text}, values={"name": name}, status=429)
+        preferences.change_name(session, subscriber, wanted)
+        notify = name_change.reachable(session, subscriber)
         session.commit()
-        return again(notice="Your name is saved." if changed else "Your name is unchanged.")
+        if notify:  # every change is announced to the owner: the link may be in a stranger's hands
+            after_response(request, background, name_change.send_notice, settings, subscriber)
+        return again(notice="Your name is saved.")
     if action == "regions":
         index = RegionIndex.from_db(session, settings)
         codes = list(index.order(c for c in regions if c in index.codes))

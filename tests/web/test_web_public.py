@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from newsletter.audience import my_data as my_data_links
+from newsletter.audience import name_change
 from newsletter.audience import suppressions
 from newsletter.audience.subscribers import import_subscribers, subscriber_regions
 from newsletter.content.regions import RegionIndex
@@ -462,6 +463,55 @@ def test_the_preference_centre_shows_the_name_and_changes_it(settings, engine, s
     # Empty is allowed: the greeting then says "friend".
     assert server.client.post(prefs, data={"action": "name", "name": ""}).status_code == 200
     assert subscriber(engine, "ada@example.org").name == ""  # type: ignore[union-attr]
+
+
+def name_notices(settings: Settings, to: str) -> list[EmailMessage]:
+    return [m for m in confirmation_emails(settings, to) if "name" in str(m["Subject"])]
+
+
+def test_a_name_change_is_announced_to_the_owner_without_the_new_words(
+    settings, engine, server, ada, prefs
+) -> None:
+    """Whoever holds a forwarded bulletin holds its preferences link: the owner learns of every name
+    change at once, from a notice that does not carry the stranger's words, and can put it right."""
+    words = "Your account is suspended, call +1 555 0100"
+    assert server.client.post(prefs, data={"action": "name", "name": words}).status_code == 200
+    [notice] = name_notices(settings, "ada@example.org")
+    assert str(notice["To"]) == "ada@example.org"  # nobody is greeted by name
+    body = text_of(notice)
+    assert words not in body and "+1 555" not in body and ada.name not in body
+    assert "If you did not" in body
+    page = server.client.get(server.local(link_in(notice, "preferences")))
+    assert page.status_code == 200 and words in page.text  # where the owner sees it and puts it right
+
+
+def test_saving_the_same_name_again_announces_nothing(settings, server, ada, prefs) -> None:
+    answer = server.client.post(prefs, data={"action": "name", "name": f" {ada.name} "})
+    assert answer.status_code == 200 and "Your name is unchanged" in answer.text
+    assert name_notices(settings, "ada@example.org") == []
+
+
+def test_name_changes_are_limited_per_address_and_none_goes_unannounced(
+    settings, engine, server, ada, prefs
+) -> None:
+    limit = name_change.CHANGES_PER_ADDRESS
+    for n in range(limit):
+        assert server.client.post(prefs, data={"action": "name", "name": f"Ada {n}"}).status_code == 200
+    refused = server.client.post(prefs, data={"action": "name", "name": "One too many"})
+    assert refused.status_code == 429 and "try again tomorrow" in refused.text
+    assert subscriber(engine, "ada@example.org").name == f"Ada {limit - 1}"  # type: ignore[union-attr]
+    assert len(name_notices(settings, "ada@example.org")) == limit
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED])
+def test_an_address_we_never_email_again_gets_no_name_notice(
+    settings, engine, server, make_subscriber, status
+) -> None:
+    gone = make_subscriber("gone@example.org", status=status)
+    prefs = f"/preferences/{token_for(settings, gone, Purpose.PREFERENCES)}"
+    assert server.client.post(prefs, data={"action": "name", "name": "Someone"}).status_code == 200
+    assert subscriber(engine, "gone@example.org").name == "Someone"  # type: ignore[union-attr]
+    assert name_notices(settings, "gone@example.org") == []
 
 
 @pytest.mark.parametrize("bad", ["Ada\r\nBcc: x@example.org", "A" * 201])

@@ -1,0 +1,34 @@
+"""One email to a subscriber's own address about their subscription: the my-data link, the notice that
+their name was changed. Sent after the response (the caller commits first), never to anyone else."""
+
+from __future__ import annotations
+
+import logging
+
+from newsletter.content.types import Recipient, RenderedVariant
+from newsletter.core.config import Settings
+from newsletter.core.models import Subscriber
+from newsletter.esp import EspError, backend_for
+
+log = logging.getLogger(__name__)
+
+
+def send_to_owner(settings: Settings, subscriber: Subscriber, email: RenderedVariant, what: str) -> bool:
+    """Send `email` to `subscriber`'s address, greeting nobody by name (the name may be a stranger's
+    words); False, logged with `what`, when the ESP did not accept it."""
+    assert subscriber.id is not None
+    recipient = Recipient(
+        email=subscriber.email, name="", subscriber_id=subscriber.id, link_secret=subscriber.link_secret
+    )
+    backend = backend_for(settings)
+    try:
+        results = backend.send(email, [recipient])
+    except EspError as exc:
+        log.error("%s for subscriber %s not sent: %s", what, subscriber.id, exc)
+        return False
+    finally:
+        backend.close()
+    ok = bool(results) and all(r.accepted for r in results)
+    if not ok:
+        log.error("%s for subscriber %s refused: %s", what, subscriber.id, results)
+    return ok
