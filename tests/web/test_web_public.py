@@ -20,8 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from newsletter.audience import my_data as my_data_links
-from newsletter.audience import name_change
-from newsletter.audience import suppressions
+from newsletter.audience import name_change, suppressions
 from newsletter.audience.subscribers import import_subscribers, subscriber_regions
 from newsletter.content.regions import RegionIndex
 from newsletter.core.config import Settings
