@@ -45,6 +45,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, openapi: boo
     app.state.settings = settings
     app.state.engine = engine or open_engine(settings.DATABASE_URL)
     app.state.background = InFlight()
+    app.state.webhook_slots = webhooks.body_slots()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir / "web")),
         autoescape=True,

@@ -8,15 +8,23 @@ the timestamp in two headers; the public key (Settings → Mail Settings → Sig
     400  not a batch of events: nothing stored
     403  signature missing or wrong, or timestamp older (or further ahead) than WEBHOOK_MAX_AGE_SECONDS
     413  body larger than MAX_WEBHOOK_BYTES (refused before it is read: `newsletter.web.limits`)
-    503  no public key configured: every request is refused rather than trusted
+    503  no public key configured: every request is refused rather than trusted; or too many
+         bodies in flight (with Retry-After)
 
-The key, both signature headers and the timestamp's freshness are checked before the body is read, so
-an unsigned or stale request costs no buffer; then the signature is checked with `cryptography` over the
-exact bytes received, before the body is parsed.
+The key, both signature headers (present, and the signature shaped as one can be) and the timestamp's
+freshness are checked before the body is read, so an unsigned or stale request costs no buffer; then
+the signature is checked with `cryptography` over the exact bytes received, before the body is parsed.
+
+Those checks cost a stranger nothing to pass (a fresh timestamp and any well-formed signature), so at
+most `BODIES_AT_ONCE` bodies are read and verified at a time, per process: memory for webhook bodies
+stays within `BODIES_AT_ONCE × MAX_WEBHOOK_BYTES` however many such requests arrive. A request that
+finds no slot within `SLOT_WAIT_SECONDS` is answered 503 with `Retry-After`; SendGrid retries a batch
+it could not deliver, so a burst delays events rather than losing them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -30,6 +38,7 @@ from newsletter.esp.sendgrid.signature import (
     TIMESTAMP_HEADER,
     BadKey,
     load_public_key,
+    signature_shaped,
     signature_valid,
     timestamp_fresh,
 )
@@ -39,6 +48,17 @@ from newsletter.web.deps import SessionDep, SettingsDep
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+BODIES_AT_ONCE = 4
+"""Webhook bodies read and verified at once by one process (each up to `MAX_WEBHOOK_BYTES`)."""
+SLOT_WAIT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 30
+
+
+def body_slots() -> asyncio.Semaphore:
+    """The slots for bodies in flight, one set per app (`app.state.webhook_slots`): an asyncio
+    semaphore belongs to the event loop that first waits on it."""
+    return asyncio.Semaphore(BODIES_AT_ONCE)
 
 
 def _refuse(status: int, message: str) -> JSONResponse:
@@ -67,20 +87,31 @@ async def _signed_body(
     except BadKey as exc:
         log.error("SendGrid webhook refused: %s", exc)
         return _refuse(503, "webhook not configured")
-    if not signature or not timestamp:
-        log.warning("SendGrid webhook: missing signature")
+    if not signature or not timestamp or not signature_shaped(signature):
+        log.warning("SendGrid webhook: missing or malformed signature")
         return _refuse(403, "bad signature")
     if not timestamp_fresh(timestamp, settings.WEBHOOK_MAX_AGE_SECONDS):
         log.warning("SendGrid webhook: stale timestamp %s", timestamp[:20])
         return _refuse(403, "stale timestamp")
-    body = await request.body()
-    if len(body) > settings.MAX_WEBHOOK_BYTES:
-        return _refuse(413, "body too large")
-    # Hashing up to MAX_WEBHOOK_BYTES and an ECDSA check are CPU work: off the event loop.
-    if not await run_in_threadpool(signature_valid, key, signature, timestamp, body):
-        log.warning("SendGrid webhook: bad signature")
-        return _refuse(403, "bad signature")
-    return body
+    slots: asyncio.Semaphore = request.app.state.webhook_slots
+    try:
+        await asyncio.wait_for(slots.acquire(), SLOT_WAIT_SECONDS)
+    except TimeoutError:
+        log.warning("SendGrid webhook: %d bodies already in flight; asked to retry", BODIES_AT_ONCE)
+        answer = _refuse(503, "busy, retry later")
+        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
+    try:
+        body = await request.body()
+        if len(body) > settings.MAX_WEBHOOK_BYTES:
+            return _refuse(413, "body too large")
+        # Hashing up to MAX_WEBHOOK_BYTES and an ECDSA check are CPU work: off the event loop.
+        if not await run_in_threadpool(signature_valid, key, signature, timestamp, body):
+            log.warning("SendGrid webhook: bad signature")
+            return _refuse(403, "bad signature")
+        return body
+    finally:
+        slots.release()
 
 
 @router.post("/webhooks/sendgrid", include_in_schema=False)

@@ -40,6 +40,7 @@ from newsletter.core.status import DeliveryStatus, SubscriberStatus, Suppression
 from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
 from newsletter.esp.sendgrid.personalization import esp_address
 from newsletter.esp.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from newsletter.web import webhooks
 from tests.factories import MakeSubscriber
 from tests.fixtures_web import LiveServer, start_live_server
 from tests.web.signing import URL, Signer
@@ -212,8 +213,10 @@ def test_a_stale_timestamp_is_refused_even_when_signed(settings, engine, ledger,
         {},
         {TIMESTAMP_HEADER: "1700000000", SIGNATURE_HEADER: "c2lnbmF0dXJl"},
         {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: ""},
+        {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: "c2lnbmF0dXJl"},
+        {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: "MEUCIQ" + "A" * 2000},
     ],
-    ids=["unsigned", "stale", "no signature"],
+    ids=["unsigned", "stale", "no signature", "not a DER signature", "too long a signature"],
 )
 def test_a_request_that_cannot_be_sendgrids_is_refused_before_its_body_is_read(
     settings, server, signing: dict[str, str]
@@ -231,6 +234,39 @@ def test_a_request_that_cannot_be_sendgrids_is_refused_before_its_body_is_read(
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("ascii"))
         answer = conn.recv(4096)  # no body sent: a server reading it first would never answer
     assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+def test_bodies_in_flight_are_bounded_and_a_burst_is_asked_to_retry(
+    settings, server, signer, post, monkeypatch
+) -> None:
+    """A fresh timestamp and a well-formed signature cost a stranger nothing: each such request may hold
+    a body of up to MAX_WEBHOOK_BYTES, so only BODIES_AT_ONCE are read at a time. One more is answered
+    503 with Retry-After (SendGrid retries); the slots come back when those clients go away."""
+    monkeypatch.setattr(webhooks, "SLOT_WAIT_SECONDS", 0.5)
+    host, port = server.url.removeprefix("http://").split(":")
+    head = [
+        f"POST {URL} HTTP/1.1",
+        f"Host: {host}",
+        f"Content-Length: {settings.MAX_WEBHOOK_BYTES - 1}",
+        *(f"{name}: {value}" for name, value in signer.headers(b"[]", None).items()),
+    ]
+    slow = []
+    for _ in range(webhooks.BODIES_AT_ONCE):
+        conn = socket.create_connection((host, int(port)), timeout=5)
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n[").encode("ascii"))  # a body that never ends
+        slow.append(conn)
+    try:
+        time.sleep(0.3)  # the server has taken them in
+        busy = post([])
+        assert busy.status_code == 503 and busy.headers["Retry-After"].isdigit()
+    finally:
+        for conn in slow:
+            conn.close()
+    deadline = time.monotonic() + 5
+    batch = [event("ann", "processed", None, 1)]
+    while (answer := post(batch)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answer.status_code == 200
 
 
 @pytest.mark.parametrize(

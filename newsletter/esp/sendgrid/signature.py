@@ -14,9 +14,14 @@ from functools import lru_cache
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+MAX_SIGNATURE_BYTES = 72
+"""The longest DER ECDSA P-256 signature: a SEQUENCE of two INTEGERs of at most 33 bytes (RFC 3279)."""
 
 
 class BadKey(ValueError):
@@ -47,6 +52,20 @@ def signature_valid(key: ec.EllipticCurvePublicKey, signature: str, timestamp: s
     except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
         return False
     return True
+
+
+def signature_shaped(signature: str) -> bool:
+    """Whether `signature` can be a P-256 ECDSA signature at all (base64 of a DER SEQUENCE of two
+    INTEGERs, at most `MAX_SIGNATURE_BYTES`): checked before a body is read, so a header that cannot
+    verify anything costs no buffer."""
+    if len(signature) > 4 * MAX_SIGNATURE_BYTES // 3 + 4 or not signature.isascii():
+        return False
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        r, s = decode_dss_signature(raw)
+    except (ValueError, binascii.Error):
+        return False
+    return len(raw) <= MAX_SIGNATURE_BYTES and 0 < r < 1 << 256 and 0 < s < 1 << 256
 
 
 def timestamp_fresh(timestamp: str, max_age: int, *, now: float | None = None) -> bool:
