@@ -182,12 +182,16 @@ def _free_port() -> int:
 
 
 class SmtpTestServer:
-    """aiosmtpd on 127.0.0.1 that records messages; optional STARTTLS (`tls_context`) and AUTH."""
+    """aiosmtpd on 127.0.0.1 that records messages; optional STARTTLS (`tls_context`) and AUTH.
+    `smtputf8=False` is a relay without SMTPUTF8 (RFC 6531), as many are: it takes only ASCII addresses."""
 
-    def __init__(self, tls_context: ssl.SSLContext | None = None, *, pipelining: bool = False) -> None:
+    def __init__(
+        self, tls_context: ssl.SSLContext | None = None, *, pipelining: bool = False, smtputf8: bool = True
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.tls_context = tls_context
+        self.smtputf8 = smtputf8
         self.recorder = _PipeliningRecorder() if pipelining else _Recorder()
         self.controller: Controller | None = None
 
@@ -201,6 +205,7 @@ class SmtpTestServer:
                 auth_require_tls=self.tls_context is not None,
                 tls_context=self.tls_context,
                 require_starttls=self.tls_context is not None,
+                enable_SMTPUTF8=self.smtputf8,
                 ready_timeout=5.0,
             )
             try:

@@ -9,8 +9,9 @@ A page is fetched by position in an index, never by OFFSET, so page 1,000 costs 
                      PostgreSQL full text: `newsletter.core.dialect.with_name_words`)
 
 A name search that finds nothing is retried as an address search, so "ada" finds ada@example.org too.
-Address prefixes are matched with a range (`>= text AND < text-with-last-character-bumped`) rather than
-LIKE, which both databases answer from a plain b-tree whatever their collation settings.
+Address prefixes are matched with a range (`>= text AND < text-with-last-character-bumped`, see
+`_prefix_range`) rather than LIKE, which both databases answer from a plain b-tree whatever their
+collation settings.
 """
 
 from __future__ import annotations
@@ -60,13 +61,32 @@ class Page:
 
 def _prefix_range(column: Any, prefix: str) -> Any:
     """Values starting with `prefix`, as an index range: from it to the prefix with its last character
-    raised by one. Trailing U+10FFFF (the last code point) cannot be raised: it is dropped and the
-    character before it raised; a prefix of nothing but those has no upper bound."""
+    raised to the next code point. Trailing U+10FFFF (the last code point) cannot be raised: it is
+    dropped and the character before it raised; a prefix of nothing but those has no upper bound. The
+    next code point after U+D7FF is U+E000: U+D800 to U+DFFF are surrogates, which no database driver
+    can encode. A prefix that cannot be stored itself (a NUL, which PostgreSQL text refuses, or a lone
+    surrogate) starts no stored address: it matches nothing, and is never handed to the driver."""
+    if "\x00" in prefix or not _encodable(prefix):
+        return sa.false()
     stem = prefix.rstrip("\U0010ffff")
     if not stem:
         return column >= prefix
-    upper = stem[:-1] + chr(ord(stem[-1]) + 1)
+    upper = stem[:-1] + _next_code_point(stem[-1])
     return sa.and_(column >= prefix, column < upper)
+
+
+def _next_code_point(char: str) -> str:
+    """The character after `char` (not U+10FFFF) in code point order, surrogates skipped."""
+    following = ord(char) + 1
+    return chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def filtered(query: sa.Select[Any], region: str, status: str) -> sa.Select[Any]:

@@ -10,6 +10,12 @@ batch was accepted, raises `RetryableError`; lost after some were accepted, the 
 retryable refusals so that the accepted ones are not sent twice. A refused login (or a server without
 STARTTLS or AUTH when they are configured, or a sender address it refuses for good) raises
 `AuthFailed`: every batch would fail the same way.
+
+The envelope (MAIL FROM, RCPT TO) carries a domain in its ASCII form (`ascii_address`, IDNA 2008), as
+the `To:` header does, so a recipient at an internationalised domain (carol@bücher.de) goes through
+any relay. Only a non-ASCII local part needs SMTPUTF8 (RFC 6531): a server that does not offer it
+cannot take such a recipient, who is refused permanently, alone, while the rest of the batch goes out.
+It is never a lost connection, which would hold the whole bulletin back as an outage.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ import ssl
 import threading
 from collections.abc import Mapping, Sequence
 
+import idna
+
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.errors import ConfigError
 from newsletter.esp.base import AuthFailed, RecipientResult, RetryableError
 from newsletter.mail.fast_message import MessageTemplate, dot_stuff, render_or_build, template_cache
 from newsletter.mail.links import Links
-from newsletter.mail.message import build_message
+from newsletter.mail.message import ascii_address, build_message
 
 
 class _ConnectionLost(Exception):
@@ -47,7 +55,12 @@ class SmtpBackend:
         self.max_batch = settings.BATCH_SIZE
         self.links = links if links is not None else Links(settings)
         self.ssl_context = ssl_context
-        self.envelope_from = settings.FROM_EMAIL
+        try:
+            self.envelope_from = ascii_address(settings.FROM_EMAIL)
+        except idna.IDNAError as exc:
+            raise ConfigError(
+                f"FROM_EMAIL {settings.FROM_EMAIL!r} has a domain IDNA 2008 refuses: {exc}"
+            ) from exc
         self._templates = template_cache(settings)
         self._local = threading.local()
         self._open: set[smtplib.SMTP] = set()
@@ -148,14 +161,27 @@ class SmtpBackend:
         values: Mapping[str, str],
     ) -> RecipientResult:
         try:
-            if (recipient.email + self.envelope_from).isascii():
+            envelope_to = ascii_address(recipient.email)
+        except idna.IDNAError as exc:
+            return RecipientResult(
+                recipient, False, error=f"not deliverable: its domain is not a valid IDNA 2008 name ({exc})"
+            )
+        try:
+            if (envelope_to + self.envelope_from).isascii():
                 data, message_id = render_or_build(template, self.settings, variant, recipient, values)
-                self._transaction(conn, recipient, dot_stuff(data))
+                self._transaction(conn, envelope_to, dot_stuff(data))
             else:
+                self._check_smtputf8(conn)
                 # SMTPUTF8 negotiation is smtplib's own path, kept for the rare such address.
                 message = build_message(self.settings, variant, recipient, values)
                 message_id = str(message["Message-ID"])
-                conn.send_message(message, from_addr=self.envelope_from, to_addrs=[recipient.email])
+                conn.send_message(message, from_addr=self.envelope_from, to_addrs=[envelope_to])
+        except smtplib.SMTPNotSupportedError as exc:
+            # About this recipient's address alone (an SMTPException, so an OSError: caught before the
+            # lost connection below, which would hold the whole bulletin back as an outage).
+            return RecipientResult(
+                recipient, False, error=f"not deliverable through {self.settings.SMTP_HOST}: {exc}"
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (550, b"refused"))
             return _refused(recipient, "RCPT", code, text)
@@ -175,13 +201,28 @@ class SmtpBackend:
             raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
         return RecipientResult(recipient, True, message_id=message_id)
 
-    def _transaction(self, conn: smtplib.SMTP, recipient: Recipient, stuffed: bytes) -> None:
+    def _check_smtputf8(self, conn: smtplib.SMTP) -> None:
+        """Raise `SMTPNotSupportedError` (this recipient refused) when the server cannot take an address
+        with a non-ASCII local part, or `AuthFailed` when that address is the sender's: every recipient
+        would be refused the same way, which is the configuration's fault, not theirs."""
+        if conn.does_esmtp and conn.has_extn("smtputf8"):
+            return
+        if not self.envelope_from.isascii():
+            raise AuthFailed(
+                f"SMTP server {self.settings.SMTP_HOST} does not offer SMTPUTF8, which the sender "
+                f"{self.envelope_from} needs (a non-ASCII local part)"
+            )
+        raise smtplib.SMTPNotSupportedError(
+            "the address has a non-ASCII local part, which needs SMTPUTF8, and the server does not offer it"
+        )
+
+    def _transaction(self, conn: smtplib.SMTP, envelope_to: str, stuffed: bytes) -> None:
         """MAIL, RCPT, DATA and the message (already dot-stuffed), raising smtplib's exceptions as
         `sendmail` does. With PIPELINING (RFC 2920) the three commands go in one write, so a message
         costs one round trip before its content instead of three."""
         commands = (
             f"MAIL FROM:{smtplib.quoteaddr(self.envelope_from)}",
-            f"RCPT TO:{smtplib.quoteaddr(recipient.email)}",
+            f"RCPT TO:{smtplib.quoteaddr(envelope_to)}",
             "DATA",
         )
         if conn.does_esmtp and conn.has_extn("pipelining"):
@@ -202,7 +243,7 @@ class SmtpBackend:
         rcpt_code, rcpt_text = rest[0]
         if rcpt_code not in (250, 251):
             self._reset(conn, replies)
-            raise smtplib.SMTPRecipientsRefused({recipient.email: (rcpt_code, rcpt_text)})
+            raise smtplib.SMTPRecipientsRefused({envelope_to: (rcpt_code, rcpt_text)})
         data_code, data_text = rest[1]
         if data_code != 354:
             self._reset(conn, replies)

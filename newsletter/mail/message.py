@@ -75,13 +75,24 @@ def ascii_domain(domain: str) -> str:
     return domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
 
 
+def ascii_address(email: str) -> str:
+    """`email` with its domain in ASCII form (`ascii_domain`) and its local part as it is: what the SMTP
+    envelope, the `To:` header and ESP APIs carry. Subscribers' addresses are stored with the Unicode
+    domain; a relay without SMTPUTF8 (RFC 6531) takes this form, so only a non-ASCII local part needs
+    that extension. Raises `idna.IDNAError` for a domain that IDNA 2008 refuses."""
+    local, at, domain = email.rpartition("@")
+    if not at or domain.isascii():
+        return email
+    return f"{local}@{ascii_domain(domain)}"
+
+
 def _address(name: str, email: str) -> Address:
     """An address header value; an internationalised domain is written in its ASCII form."""
     addr = header_safe(email)
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain or " " in addr:
         raise ValueError(f"not an email address: {email!r}")
-    domain = ascii_domain(domain)
+    local, _, domain = ascii_address(addr).rpartition("@")
     if not local.isascii():
         # Only deliverable over SMTPUTF8; build_message switches the policy for such a recipient.
         return Address(display_name=header_safe_name(name), username=local, domain=domain)

@@ -289,6 +289,56 @@ def test_refused_credentials_pause_the_bulletin_with_nothing_lost(
     assert result.last_error == ""
 
 
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["without-smtputf8", "with-smtputf8"])
+def test_internationalised_addresses_over_smtp_never_pause_the_bulletin(
+    settings: Settings,
+    engine: Engine,
+    session: Session,
+    make_subscriber: MakeSubscriber,
+    planned_bulletin: MakeBulletin,
+    smtputf8: bool,
+) -> None:
+    """One subscriber at an internationalised domain goes out through a relay with or without SMTPUTF8
+    (her domain in ASCII on the envelope); one whose local part is not ASCII needs SMTPUTF8, and without
+    it only he fails, for good. Everyone else gets the bulletin, once; it is never paused as an outage."""
+    from tests.fixtures_esp import SmtpTestServer
+
+    server = SmtpTestServer(smtputf8=smtputf8).start()
+    try:
+        for email in ["aaa@example.org", "carol@bücher.de", "josé@example.org"]:
+            make_subscriber(email)
+        for i in range(6):
+            make_subscriber(f"zed{i}@example.org")
+        bulletin = planned_bulletin()
+        smtp = settings.model_copy(
+            update={
+                "ESP_BACKEND": "smtp",
+                "SMTP_HOST": server.host,
+                "SMTP_PORT": server.port,
+                "SMTP_STARTTLS": False,
+                "SMTP_TIMEOUT": 5.0,
+                "RETRY_BASE_SECONDS": 0.01,
+                "RETRY_MAX_SECONDS": 0.05,
+            }
+        )
+        result = Dispatcher(smtp, engine).run_until_done(bulletin.id, max_wait=2.0)
+    finally:
+        server.stop()
+
+    assert result.status == BulletinStatus.SENT and result.last_error == ""
+    received = Counter(address for m in server.messages for address in m.rcpt_tos)
+    assert received["carol@xn--bcher-kva.de"] == 1 and received["aaa@example.org"] == 1
+    assert set(received.values()) == {1}
+    if smtputf8:
+        assert result.counts == {DeliveryStatus.ACCEPTED: 9} and received["josé@example.org"] == 1
+        return
+    assert result.counts == {DeliveryStatus.ACCEPTED: 8, DeliveryStatus.FAILED: 1}
+    (failed,) = [d for d in deliveries(session, bulletin.id) if d.status == DeliveryStatus.FAILED]
+    assert session.get(Subscriber, failed.subscriber_id).email == "josé@example.org"  # type: ignore[union-attr]
+    assert "SMTPUTF8" in failed.last_error and failed.attempts == 1
+    assert "josé@example.org" not in received
+
+
 def test_pause_stops_claims_and_cancel_skips_what_is_left(
     settings: Settings,
     engine: Engine,

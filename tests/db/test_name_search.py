@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from newsletter.audience.search import Filters, search_page
 from newsletter.audience.subscribers import import_subscribers
@@ -64,6 +67,65 @@ def test_an_address_prefix_ending_in_the_last_code_point_is_searched_not_an_erro
     assert [r.email for r in search_page(session.connection(), Filters(q="ada@ex")).rows] == [
         "ada@example.org"
     ]
+
+
+def test_an_address_prefix_ending_before_the_surrogates_is_searched_not_an_error(session, make_subscriber):
+    """U+D7FF's next code point is U+E000: U+D800 (a lone surrogate) reaches no database driver."""
+    make_subscriber(email="ada@example.org", name="Ada Lovelace")
+    for q in ["ada@\ud7ff", "ada@ex\ud7ff", "\ud7ff"]:  # /admin/subscribers?q=ada@%ED%9F%BF
+        page = search_page(session.connection(), Filters(q=q))
+        session.commit()
+        assert page.rows == [], q
+
+
+# Addresses around the code points a prefix's upper bound has to step over: stored directly, so that
+# they need not be deliverable, only text.
+EDGE_ADDRESSES = [
+    "ada@example.org",
+    "ada@exämple.org",
+    "adb@example.org",
+    "b@\ud7fe.org",
+    "b@\ud7ff.org",
+    "b@\ud7ff\ud7ff.org",
+    "b@\ue000.org",
+    "b@\uffff.org",
+    "b@\U00010000.org",
+    "b@\U0010ffff.org",
+    "b@\U0010ffff\U0010ffff",
+    "c@bücher.de",
+    "\x7f@example.org",
+]
+_EDGE_CHARACTERS = "ab@.\x00\x7f\x80ä\ud7fe\ud7ff\ue000\uffff\U00010000\U0010ffff"
+_stored_prefix = st.builds(lambda email, n: email[:n], st.sampled_from(EDGE_ADDRESSES), st.integers(1, 20))
+_typed = st.one_of(
+    _stored_prefix,
+    st.tuples(_stored_prefix, st.text(alphabet=_EDGE_CHARACTERS, min_size=1, max_size=3)).map("".join),
+    st.text(alphabet=_EDGE_CHARACTERS, min_size=1, max_size=6),
+    st.text(min_size=1, max_size=8),
+).filter(lambda q: q.strip() != "")
+
+
+@pytest.fixture
+def edge_addresses(engine):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(SUBSCRIBER),
+            [
+                {"email": email, "email_hash": f"h{i}", "name": f"Edge {i}", "status": "active"}
+                for i, email in enumerate(EDGE_ADDRESSES)
+            ],
+        )
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=_typed)
+def test_an_address_search_finds_exactly_the_addresses_starting_with_any_text(session, edge_addresses, q):
+    """Whatever is typed (a NUL, a code point next to the surrogates, the last code point): no error,
+    and every stored address starting with the text (trimmed, in lower case), in address order."""
+    text = q.strip().lower()
+    page = search_page(session.connection(), Filters(q=q), mode="email")
+    session.commit()
+    assert [r.email for r in page.rows] == sorted(e for e in EDGE_ADDRESSES if e.startswith(text))
 
 
 def test_renamed_and_deleted_people_are_found_by_their_current_name(session, make_subscriber):

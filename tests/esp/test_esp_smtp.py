@@ -259,3 +259,94 @@ def test_starttls_and_login_against_a_server_that_requires_them(
 def test_the_factory_builds_the_smtp_backend(basic_settings: Settings, smtp_server: SmtpTestServer) -> None:
     backend = backend_for(smtp_settings(basic_settings, smtp_server.port))
     assert isinstance(backend, SmtpBackend) and backend.max_batch == basic_settings.BATCH_SIZE
+
+
+# --- internationalised addresses -----------------------------------------------------------------
+@pytest.fixture(params=[False, True], ids=["without-smtputf8", "with-smtputf8"])
+def relay(
+    basic_settings: Settings, request: pytest.FixtureRequest
+) -> Iterator[tuple[SmtpTestServer, SmtpBackend]]:
+    """An SMTP server with and without SMTPUTF8 (RFC 6531; many relays lack it), and a backend on it."""
+    from tests.fixtures_esp import SmtpTestServer
+
+    server = SmtpTestServer(smtputf8=request.param).start()
+    backend = SmtpBackend(smtp_settings(basic_settings, server.port))
+    yield server, backend
+    backend.close()
+    server.stop()
+
+
+def test_a_recipient_at_an_internationalised_domain_is_on_the_envelope_in_ascii(
+    relay: tuple[SmtpTestServer, SmtpBackend], esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """carol@bücher.de goes through any relay as carol@xn--bcher-kva.de (IDNA 2008), in the envelope
+    and the To: header alike; the body shows the address as she typed it."""
+    server, backend = relay
+    recipients = esp_recipients(3)
+    recipients[1] = recipients[1]._replace(email="carol@bücher.de")
+
+    batch = backend.send(esp_variant, recipients)  # a batch: the per-variant template
+    alone = backend.send(esp_variant, recipients[1:2])  # one recipient: the message built whole
+
+    assert all(r.accepted for r in batch + alone)
+    assert [m.rcpt_tos for m in server.messages] == [
+        ["reader1@example.org"],
+        ["carol@xn--bcher-kva.de"],
+        ["reader3@example.org"],
+        ["carol@xn--bcher-kva.de"],
+    ]
+    for message in (server.parsed()[1], server.parsed()[3]):
+        assert message["To"].addresses[0].addr_spec == "carol@xn--bcher-kva.de"
+        text = message.get_body(("plain",))
+        assert text is not None and "carol@bücher.de" in text.get_content()
+
+
+def test_a_non_ascii_local_part_needs_smtputf8_and_without_it_only_that_recipient_is_refused(
+    relay: tuple[SmtpTestServer, SmtpBackend], esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """josé@ can only be written with SMTPUTF8. A server without it refuses him for good, alone: never a
+    lost connection (that would hold back the whole bulletin as an outage, again and again)."""
+    server, backend = relay
+    recipients = esp_recipients(4)
+    recipients[1] = recipients[1]._replace(email="josé@example.org")
+    recipients[2] = recipients[2]._replace(email="josé@bücher.de")
+
+    results = {r.recipient.email: r for r in backend.send(esp_variant, recipients)}
+
+    delivered = [m.rcpt_tos[0] for m in server.messages]
+    if server.smtputf8:
+        assert all(r.accepted for r in results.values())
+        assert delivered == [
+            "reader1@example.org",
+            "josé@example.org",
+            "josé@xn--bcher-kva.de",
+            "reader4@example.org",
+        ]
+        return
+    assert results["reader1@example.org"].accepted and results["reader4@example.org"].accepted
+    for refused in (results["josé@example.org"], results["josé@bücher.de"]):
+        assert not refused.accepted and refused.permanent and "SMTPUTF8" in refused.error
+    assert delivered == ["reader1@example.org", "reader4@example.org"]
+
+
+def test_a_sender_needing_smtputf8_on_a_server_without_it_fails_the_batch_not_each_recipient(
+    basic_settings: Settings, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """Every recipient would be refused the same way: the configuration's fault, so `AuthFailed` (the
+    bulletin is paused with the reason), not thousands of permanently failed subscribers."""
+    from tests.fixtures_esp import SmtpTestServer
+
+    server = SmtpTestServer(smtputf8=False).start()
+    backend = SmtpBackend(smtp_settings(basic_settings, server.port, FROM_EMAIL="gebet@bücher.de"))
+    try:
+        assert all(
+            r.accepted for r in backend.send(esp_variant, esp_recipients(2))
+        )  # the domain alone is fine
+        backend.close()
+        backend = SmtpBackend(smtp_settings(basic_settings, server.port, FROM_EMAIL="gebét@example.org"))
+        with pytest.raises(AuthFailed, match="SMTPUTF8"):
+            backend.send(esp_variant, esp_recipients(2))
+    finally:
+        backend.close()
+        server.stop()
+    assert [m.mail_from for m in server.messages] == ["gebet@xn--bcher-kva.de"] * 2

@@ -34,7 +34,7 @@ import orjson
 from newsletter.content.render import substitutions
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.mail.links import Links, header_safe_name
-from newsletter.mail.message import ascii_domain, list_unsubscribe_headers
+from newsletter.mail.message import ascii_address, list_unsubscribe_headers
 from newsletter.mail.tokens import SIGNED_TOGETHER, Purpose, make_tokens
 
 MAX_SUBSTITUTION_BYTES = 10_000
@@ -79,13 +79,11 @@ def personalization(links: Links, variant: RenderedVariant, r: Recipient) -> dic
 
 
 def esp_address(email: str) -> str:
-    """The `to.email` SendGrid is given: a non-ASCII domain in its ASCII form (`ascii_domain`); the
-    local part as it is. Subscribers' addresses are stored with the Unicode domain."""
-    local, at, domain = email.rpartition("@")
-    if not at or domain.isascii():
-        return email
+    """The `to.email` SendGrid is given: a non-ASCII domain in its ASCII form (`ascii_address`, as the
+    SMTP envelope carries it); the local part as it is. Subscribers' addresses are stored with the
+    Unicode domain."""
     try:
-        return f"{local}@{ascii_domain(domain)}"
+        return ascii_address(email)
     except idna.IDNAError:
         return email  # SendGrid refuses it, for this recipient alone
 
