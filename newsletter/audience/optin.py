@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
@@ -33,7 +34,7 @@ from newsletter.content.types import Recipient
 from newsletter.core import audit
 from newsletter.core.config import Settings
 from newsletter.core.errors import InvalidTransition
-from newsletter.core.models import Subscriber, email_hash, utcnow
+from newsletter.core.models import SUBSCRIBER, Subscriber, email_hash, utcnow
 from newsletter.core.status import SubscriberStatus, check_subscriber
 from newsletter.esp import EspError, backend_for
 
@@ -188,7 +189,14 @@ def confirm(
 ) -> Confirmation:
     """Make a pending (or unsubscribed) subscriber active (idempotent); lifts their own earlier
     unsubscribe suppression. A link issued before the subscriber last left confirms nothing: leaving
-    must not be undone by an old email."""
+    must not be undone by an old email.
+
+    The ESP may report a bounce or a complaint while this runs: it raises the suppression, then marks
+    the subscriber (`sending.events`). So the lift deletes only an `unsubscribe` suppression, and the
+    subscriber becomes active only if their status is still the one read here; a confirmation that lost
+    that race changes nothing (both happen in one savepoint) and is refused, so a bounced address never
+    comes back. Locks are taken in the webhook's order, suppression first, so the two wait for each
+    other rather than deadlock."""
     now = now or utcnow()
     if subscriber.status == SubscriberStatus.ACTIVE:
         return Confirmation.ALREADY
@@ -198,15 +206,20 @@ def confirm(
         microsecond=0
     ):
         return Confirmation.REFUSED
-    if suppressions.blocks_subscription(suppressions.find(session, subscriber.email)):
-        return Confirmation.REFUSED
-    suppressions.lift_for_confirmation(session, subscriber.email)
+    assert subscriber.id is not None
     before = subscriber.status
-    subscriber.status = SubscriberStatus.ACTIVE
-    subscriber.confirmed_at = now
-    subscriber.unsubscribed_at = None
-    subscriber.updated_at = now
-    session.add(subscriber)
+    attempt = session.begin_nested()
+    confirmed = suppressions.lift_for_confirmation(session, subscriber.email) and _activate(
+        session, subscriber.id, before, now
+    )
+    if not confirmed:
+        attempt.rollback()
+        session.expire(subscriber)  # what the race left, read again when next used
+        current = session.execute(sa.select(SUBSCRIBER.c.status).where(SUBSCRIBER.c.id == subscriber.id))
+        # The one race to win is a second click on the same link: it finds the address active.
+        return Confirmation.ALREADY if current.scalar() == SubscriberStatus.ACTIVE else Confirmation.REFUSED
+    attempt.commit()
+    session.expire(subscriber)  # the row was changed in SQL, not through this object
     audit.record(
         session,
         audit.SUBSCRIBER_ACTOR,
@@ -216,3 +229,15 @@ def confirm(
         {"status": [before, SubscriberStatus.ACTIVE]},
     )
     return Confirmation.CONFIRMED
+
+
+def _activate(session: Session, subscriber_id: int, before: str, now: datetime) -> bool:
+    """Status `active`, confirmed now, if the status is still `before`; False when it changed since."""
+    s = SUBSCRIBER.c
+    changed = session.execute(
+        sa.update(SUBSCRIBER)
+        .where(s.id == subscriber_id, s.status == before)
+        .values(status=SubscriberStatus.ACTIVE, confirmed_at=now, unsubscribed_at=None, updated_at=now)
+        .returning(s.id)
+    )
+    return changed.first() is not None

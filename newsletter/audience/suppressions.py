@@ -131,12 +131,25 @@ def remove(session: Session, email: str, *, actor: str = audit.CLI_ACTOR) -> Sup
 
 
 def lift_for_confirmation(session: Session, email: str) -> bool:
-    """Lift a suppression the address's owner may undo (their own unsubscribe) when they confirm again."""
-    found = find(session, email)
-    if found is None or found.reason not in LIFTED_BY_CONFIRMATION:
-        return False
-    session.delete(found)
-    return True
+    """Lift a suppression the address's owner may undo (their own unsubscribe) when they confirm again.
+    True when nothing holds the address any longer; False when a suppression confirming cannot lift
+    does (and it is left as it is).
+
+    The liftable reason is a condition of the DELETE itself, not of a read before it: a bounce or a
+    complaint the ESP reports meanwhile raises that same row (`add_many`), and a DELETE by row id would
+    take the stronger reason away with it. A DELETE that waits for such a raise to commit (PostgreSQL)
+    checks the reason again on the raised row, and skips it. What is there afterwards is read in SQL,
+    not from the session, whose copy of the row may predate the raise."""
+    digest = email_hash(email)
+    table = SUPPRESSION
+    lifted = session.execute(
+        sa.delete(table)
+        .where(table.c.email_hash == digest, table.c.reason.in_(sorted(LIFTED_BY_CONFIRMATION)))
+        .returning(table.c.id)
+    ).first()
+    if lifted is not None:
+        return True
+    return session.execute(sa.select(table.c.id).where(table.c.email_hash == digest)).first() is None
 
 
 def blocks_subscription(suppression: Suppression | None) -> bool:

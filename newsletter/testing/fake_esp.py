@@ -16,7 +16,9 @@ next N requests, or for the next N seconds:
     drop_after_accept   accept and record the batch, then close without answering (an unknown outcome)
     hang_after_accept   accept and record the batch, then answer nothing until the client gives up
 and `reject_pattern`: any batch with an address matching this regex gets a 400 naming that address, so
-the dispatcher's split-on-400 can find it. In this process, `refuse_connections()` stops listening (every
+the dispatcher's split-on-400 can find it; `max_body_bytes`: a body over this many bytes gets a 413, as
+SendGrid answers one over its limit (the default, `sendgrid_rules.MAX_BODY_BYTES`), so a test can make
+a bulletin too large for a batch of many, or for any request, without sending 30 MB. In this process, `refuse_connections()` stops listening (every
 connection refused) until `accept_connections()`.
 
 In a test:
@@ -79,6 +81,8 @@ class RequestRecord(NamedTuple):
     """The status code answered ("202", "400"...), "dropped" or "abandoned" (slow, client hung up)."""
     personalizations: int
     message_id: str
+    size: int = 0
+    """The body's length in bytes."""
 
 
 @dataclass
@@ -88,6 +92,7 @@ class _State:
     latency: float = 0.0
     rate_limit_reset: float = 1.0
     seed: int = 0
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 def _entry(fault: Fault) -> list[Any]:
@@ -178,6 +183,7 @@ class FakeEsp(FaultControls):
         rate_limit_reset: float | None = None,
         seed: int | None = None,
         api_key: str | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         """Change what is given; `faults` replaces the list, `add_faults` appends, `reject_pattern=""` clears."""
         with self._lock:
@@ -196,6 +202,8 @@ class FakeEsp(FaultControls):
                 self._rng = random.Random(seed)
             if api_key is not None:
                 self.api_key = api_key or None
+            if max_body_bytes is not None:
+                state.max_body_bytes = max_body_bytes
 
     def add_fault(self, fault: Fault) -> None:
         self.configure(add_faults=[fault])
@@ -213,6 +221,7 @@ class FakeEsp(FaultControls):
                 "rate_limit_reset": state.rate_limit_reset,
                 "seed": state.seed,
                 "record_bodies": self.record_bodies,
+                "max_body_bytes": state.max_body_bytes,
             }
 
     def reset(self) -> None:
@@ -289,9 +298,11 @@ class FakeEsp(FaultControls):
                 return fault
         return None
 
-    def _log(self, request_id: int, outcome: str, personalizations: int = 0, message_id: str = "") -> None:
+    def _log(
+        self, request_id: int, outcome: str, personalizations: int = 0, message_id: str = "", size: int = 0
+    ) -> None:
         with self._lock:
-            self._requests.append(RequestRecord(request_id, outcome, personalizations, message_id))
+            self._requests.append(RequestRecord(request_id, outcome, personalizations, message_id, size))
             self._outcomes[outcome] += 1
 
     def _mail_send(self, handler: _Handler) -> None:
@@ -303,50 +314,51 @@ class FakeEsp(FaultControls):
             latency = self._state.latency
             reject = self._state.reject
             reset_after = self._state.rate_limit_reset
+            max_body_bytes = self._state.max_body_bytes
             self._bytes += len(data)
         if latency and self._stopping.wait(latency):
             return
         if fault is not None and fault.action == "slow":
             if self._stopping.wait(fault.delay) or _client_gone(handler.connection):
                 handler.close_connection = True
-                self._log(request_id, "abandoned")
+                self._log(request_id, "abandoned", size=len(data))
                 return
             fault = None
         if fault is not None and fault.action == "drop":
             handler.close_connection = True
-            self._log(request_id, "dropped")
+            self._log(request_id, "dropped", size=len(data))
             return
         if fault is not None and fault.action == "status":
-            self._answer_fault(handler, request_id, fault.status, reset_after)
+            self._answer_fault(handler, request_id, fault.status, reset_after, len(data))
             return
 
         if not self._authorized(handler):
-            self._log(request_id, "401")
+            self._log(request_id, "401", size=len(data))
             return
-        if len(data) > MAX_BODY_BYTES:
-            self._log(request_id, "413")
+        if len(data) > max_body_bytes:
+            self._log(request_id, "413", size=len(data))
             handler._json(413, {"errors": [_error("content too large", None)]})
             return
         try:
             body = json.loads(data)
         except ValueError:
-            self._log(request_id, "400")
+            self._log(request_id, "400", size=len(data))
             handler._json(400, {"errors": [_error("Bad Request", None)]})
             return
         errors = validate_mail_send(body, reject)
         if errors:
-            self._log(request_id, "400", len(body.get("personalizations") or ()))
+            self._log(request_id, "400", len(body.get("personalizations") or ()), size=len(data))
             handler._json(400, {"errors": errors})
             return
 
         if (body.get("mail_settings") or {}).get("sandbox_mode", {}).get("enable") is True:
             # Validated, never delivered: SendGrid answers 200 (not 202) and records nothing.
-            self._log(request_id, "200", len(body["personalizations"]))
+            self._log(request_id, "200", len(body["personalizations"]), size=len(data))
             handler._reply(200)
             return
         message_id = uuid.uuid4().hex[:22]
         self._record(body, request_id, message_id)
-        self._log(request_id, "202", len(body["personalizations"]), message_id)
+        self._log(request_id, "202", len(body["personalizations"]), message_id, len(data))
         if fault is not None and fault.action == "drop_after_accept":
             handler.close_connection = True
             return
@@ -397,8 +409,10 @@ class FakeEsp(FaultControls):
                 time.sleep(0.05)
         raise RuntimeError(f"the fake ESP could not listen on port {self.port} again")
 
-    def _answer_fault(self, handler: _Handler, request_id: int, status: int, reset_after: float) -> None:
-        self._log(request_id, str(status))
+    def _answer_fault(
+        self, handler: _Handler, request_id: int, status: int, reset_after: float, size: int
+    ) -> None:
+        self._log(request_id, str(status), size=size)
         headers: dict[str, str] = {}
         messages = {
             400: "Bad Request",

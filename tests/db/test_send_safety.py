@@ -9,6 +9,7 @@ cause is gone the same bulletin reaches everyone exactly once (at most once with
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import subprocess
 import time
@@ -144,12 +145,46 @@ def test_a_400_that_blames_the_request_pauses_instead_of_failing_everyone(
 def test_a_bulletin_too_large_for_the_esp_pauses_instead_of_failing_everyone(
     settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
 ) -> None:
+    """Each batch is halved until one recipient's request is refused too: at most log2(batch size)
+    splits per thread, then the pause."""
     s = sendgrid(settings, fake_esp, **FAST)
     fake_esp.fail(413)
     result = Dispatcher(s, engine).run_until_done(twenty)
     assert result.status == BulletinStatus.PAUSED and "too large" in result.last_error
     assert result.counts == {D.PENDING: 20}, "nobody failed for the bulletin's size"
-    assert len(fake_esp.requests()) <= s.SEND_CONCURRENCY, "no splitting down to single recipients"
+    per_batch = 1 + math.floor(math.log2(s.BATCH_SIZE))  # 5, then 2, then 1 recipient
+    assert len(fake_esp.requests()) <= s.SEND_CONCURRENCY * per_batch
+
+
+def test_a_batch_too_large_for_the_esp_goes_out_in_halves_that_fit_each_exactly_once(
+    settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
+) -> None:
+    """A 413 splits a batch; only a request for one recipient that is still too large pauses the send.
+    Once half a batch fits, the bulletin goes out in halves and nobody gets two copies."""
+    s = sendgrid(settings, fake_esp, **{**FAST, "BATCH_SIZE": 20, "SEND_CONCURRENCY": 1})
+    fake_esp.configure(max_body_bytes=1000)  # under any request
+    result = Dispatcher(s, engine).run_until_done(twenty)
+    assert result.status == BulletinStatus.PAUSED and "too large" in result.last_error
+    assert result.counts == {D.PENDING: 20}, "nobody failed for the bulletin's size"
+    refused = fake_esp.requests()
+    assert [r.outcome for r in refused] == ["413"] * 5, "20, 10, 5, 2, then 1 recipient"
+    sizes = [r.size for r in refused]
+    assert sizes == sorted(sizes, reverse=True)
+
+    from newsletter.sending import lifecycle
+
+    fake_esp.reset()
+    fake_esp.configure(max_body_bytes=(sizes[0] + sizes[1]) // 2)  # 20 recipients are too many, 10 fit
+    lifecycle.resume(session, twenty)
+    session.commit()
+    result = Dispatcher(s, engine).run_until_done(twenty)
+    assert result.status == BulletinStatus.SENT and result.counts == {D.ACCEPTED: 20}
+    assert [(r.outcome, r.personalizations) for r in fake_esp.requests()] == [
+        ("413", 0),
+        ("202", 10),
+        ("202", 10),
+    ]
+    assert sorted(Counter(fake_esp.delivery_ids()).values()) == [1] * 20
 
 
 @pytest.mark.parametrize("resend", [True, False], ids=["resend", "at-most-once"])

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from newsletter.audience import suppressions
+from newsletter.audience import optin, suppressions
 from newsletter.core.db import session_scope
-from newsletter.core.models import AuditEntry, Delivery, Suppression, email_hash
-from newsletter.core.status import SuppressionReason
+from newsletter.core.models import AuditEntry, Delivery, Subscriber, Suppression, email_hash, utcnow
+from newsletter.core.status import SubscriberStatus, SuppressionReason
+from newsletter.esp.sendgrid.events import Event
 from newsletter.sending.dispatcher import Dispatcher
+from newsletter.sending.events import apply_events
 from newsletter.sending.lifecycle import send_now
 from tests.factories import MakeBulletin, MakeSubscriber
 
@@ -53,6 +58,8 @@ def test_only_the_owners_own_unsubscribe_is_lifted_by_confirming(engine: Engine)
         assert not suppressions.lift_for_confirmation(s, "bounced@example.org")
         assert not suppressions.blocks_subscription(suppressions.find(s, "left@example.org"))
         assert suppressions.blocks_subscription(suppressions.find(s, "bounced@example.org"))
+        assert suppressions.lift_for_confirmation(s, "never@example.org"), "nothing holds it"
+        assert suppressions.find(s, "bounced@example.org") is not None
 
 
 STRONGER_LAST = [
@@ -105,3 +112,142 @@ def test_a_suppressed_subscriber_gets_no_delivery(
         deliveries = s.exec(select(Delivery)).all()
     assert [d.subscriber_id for d in deliveries] == [kept.id]
     assert len(list((Path(settings.OUTBOX_DIR) / f"bulletin-{bulletin.id}").glob("*.eml"))) == 1
+
+
+# --- confirming again races the ESP's bounce -------------------------------------------------------
+def left(engine: Engine, make_subscriber: MakeSubscriber) -> Subscriber:
+    """A subscriber who unsubscribed (their own suppression, which confirming may lift)."""
+    subscriber = make_subscriber("left@example.org", status=SubscriberStatus.UNSUBSCRIBED)
+    with Session(engine) as s:
+        found = suppressions.find(s, subscriber.email)
+        assert found is not None and found.reason == SuppressionReason.UNSUBSCRIBE
+    return subscriber
+
+
+def bounce(email: str) -> Event:
+    """A hard bounce as SendGrid's webhook reports it."""
+    return Event(
+        esp_event_id=f"bounce-{email}",
+        event="bounce",
+        occurred_at=utcnow(),
+        email=email,
+        delivery_id=None,
+        bounce_type="bounce",
+        payload="{}",
+    )
+
+
+def state(engine: Engine, email: str) -> tuple[str, str | None, list[str]]:
+    """The subscriber's status, the suppression's reason and the audited subscriber actions."""
+    with Session(engine) as s:
+        subscriber = s.exec(select(Subscriber).where(Subscriber.email == email)).one()
+        found = suppressions.find(s, email)
+        actions = s.exec(
+            select(AuditEntry.action)
+            .where(AuditEntry.entity_type == "subscriber", AuditEntry.entity_id == subscriber.id)
+            .order_by(AuditEntry.id)
+        ).all()
+        return subscriber.status, found.reason if found else None, list(actions)
+
+
+def test_a_suppression_raised_to_bounce_before_the_lift_is_not_lifted(
+    engine: Engine, make_subscriber: MakeSubscriber
+) -> None:
+    """The session read the suppression as `unsubscribe`; a bounce raises the row before the DELETE.
+    The lift goes by the reason in the database, not by the session's copy of the row."""
+    subscriber = left(engine, make_subscriber)
+    with session_scope(engine) as s:
+        held = suppressions.find(s, subscriber.email)
+        assert held is not None and held.reason == SuppressionReason.UNSUBSCRIBE
+        suppressions.add_many(s, [(subscriber.email, SuppressionReason.BOUNCE, "bounce ev1")])
+        assert held.reason == SuppressionReason.UNSUBSCRIBE, "the session's copy is now stale"
+        assert not suppressions.lift_for_confirmation(s, subscriber.email)
+    assert state(engine, subscriber.email)[1] == SuppressionReason.BOUNCE
+
+
+def test_a_bounce_applied_between_confirmings_read_and_its_writes_stays(
+    engine: Engine, make_subscriber: MakeSubscriber
+) -> None:
+    """The confirmation read an unsubscribed subscriber and their `unsubscribe` suppression; the
+    webhook's bounce is applied before it writes (on SQLite, in the same transaction: one writer at a
+    time). The bounce and the bounced status stay, and the link is refused."""
+    subscriber = left(engine, make_subscriber)
+    issued_at = utcnow() + timedelta(seconds=1)
+    with session_scope(engine) as s:
+        read = s.get(Subscriber, subscriber.id)
+        assert read is not None and read.status == SubscriberStatus.UNSUBSCRIBED
+        held = suppressions.find(s, subscriber.email)
+        assert held is not None and not suppressions.blocks_subscription(held)
+        apply_events(s, [bounce(subscriber.email)])
+        assert (read.status, held.reason) == (SubscriberStatus.UNSUBSCRIBED, SuppressionReason.UNSUBSCRIBE), (
+            "what confirming read is now stale"
+        )
+        assert optin.confirm(s, read, issued_at=issued_at) is optin.Confirmation.REFUSED
+    status, reason, actions = state(engine, subscriber.email)
+    assert (status, reason) == (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE)
+    assert "subscriber.confirm" not in actions
+
+
+def test_a_confirmation_waiting_on_a_bounce_in_flight_changes_nothing(
+    engine: Engine, make_subscriber: MakeSubscriber
+) -> None:
+    """PostgreSQL: the webhook's transaction has raised the suppression to `bounce` and marked the
+    subscriber bounced, not yet committed, while the person clicks confirm (reading `unsubscribed`).
+    The confirmation waits for the webhook, then finds the bounce: it lifts nothing and is refused."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a confirmation cannot run inside a webhook")
+    subscriber = left(engine, make_subscriber)
+    issued_at = utcnow() + timedelta(seconds=1)
+    outcomes: list[optin.Confirmation] = []
+
+    def click() -> None:
+        with Session(engine) as confirming:
+            read = confirming.get(Subscriber, subscriber.id)
+            assert read is not None and read.status == SubscriberStatus.UNSUBSCRIBED
+            outcomes.append(optin.confirm(confirming, read, issued_at=issued_at))
+            confirming.commit()
+
+    with Session(engine) as webhook:
+        apply_events(webhook, [bounce(subscriber.email)])
+        webhook.flush()
+        clicking = threading.Thread(target=click)
+        clicking.start()
+        clicking.join(timeout=1.0)
+        assert clicking.is_alive(), "the confirmation waits for the webhook's lock on the suppression"
+        webhook.commit()
+    clicking.join()
+    assert outcomes == [optin.Confirmation.REFUSED]
+    status, reason, actions = state(engine, subscriber.email)
+    assert (status, reason) == (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE)
+    assert "subscriber.confirm" not in actions
+
+
+def test_a_bounce_arriving_while_a_confirmation_commits_still_wins(
+    engine: Engine, make_subscriber: MakeSubscriber
+) -> None:
+    """PostgreSQL, the other order: the confirmation has lifted the suppression and made the subscriber
+    active, not yet committed, when the webhook reports a bounce. The webhook waits for it, then
+    suppresses the address again and marks the subscriber bounced."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a webhook cannot run inside a confirmation")
+    subscriber = left(engine, make_subscriber)
+    issued_at = utcnow() + timedelta(seconds=1)
+
+    def report() -> None:
+        with session_scope(engine) as webhook:
+            apply_events(webhook, [bounce(subscriber.email)])
+
+    with Session(engine) as confirming:
+        read = confirming.get(Subscriber, subscriber.id)
+        assert read is not None
+        assert optin.confirm(confirming, read, issued_at=issued_at) is optin.Confirmation.CONFIRMED
+        confirming.flush()
+        reporting = threading.Thread(target=report)
+        reporting.start()
+        reporting.join(timeout=1.0)
+        assert reporting.is_alive(), "the webhook waits for the confirmation's lock on the suppression"
+        confirming.commit()
+    reporting.join()
+    status, reason, actions = state(engine, subscriber.email)
+    assert (status, reason) == (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE)
+    assert actions[-2:] == ["subscriber.confirm", "subscriber.bounced"]

@@ -20,6 +20,7 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import ConfigError
 from newsletter.esp import backend_for
 from newsletter.esp.base import AuthFailed, BadRequest, RateLimited, RetryableError
+from newsletter.esp.sendgrid import send as sendgrid_send
 from newsletter.esp.sendgrid.send import MIN_RATE_LIMIT_WAIT, SendGridBackend, _error_for
 from newsletter.mail.links import Links
 from newsletter.testing.fake_esp import FakeEsp
@@ -241,23 +242,62 @@ def test_a_429_always_waits_the_later_header_and_never_zero() -> None:
     assert isinstance(nonsense, RateLimited) and nonsense.retry_after is None
 
 
-def test_a_413_splits_a_batch_of_many_but_blames_a_bulletin_too_large_for_one(
+def test_a_413_splits_a_batch_whose_halves_fit_even_when_the_bulletin_is_most_of_the_request(
     backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
 ) -> None:
-    """Fewer recipients can bring a request under SendGrid's size limit only while they are most of it;
-    once the shared content is, the bulletin is at fault and nobody is failed for it."""
-    fake_esp.fail(413)
-    variant = dataclasses.replace(esp_variant, html=esp_variant.html + "<p>Long prayer.</p>" * 5000)
-    with pytest.raises(BadRequest) as many:
-        backend.send(variant, esp_recipients(1000))
-    assert not many.value.blames_request, "recipients are most of the request: split it"
-    with pytest.raises(BadRequest) as few:
-        backend.send(variant, esp_recipients(20))
-    assert few.value.blames_request and "too large" in str(few.value)
-    with pytest.raises(BadRequest) as one:
-        backend.send(esp_variant, esp_recipients(1))
-    assert one.value.blames_request
+    """The shared content (subject, both parts, sender) being most of a request says nothing about
+    whether fewer recipients fit: while it fits by itself, a 413 splits the batch, and each half that
+    fits goes out once."""
+    variant = dataclasses.replace(esp_variant, html=esp_variant.html + "x" * 200_000)
+    recipients = esp_recipients(100)
+    full, half = (len(backend.body(variant, r)[0]) for r in (recipients, recipients[:50]))
+    assert 2 * len(backend._prepared(variant).tail) >= full, "the bulletin is most of the request"
+    fake_esp.configure(max_body_bytes=(full + half) // 2)
+
+    with pytest.raises(BadRequest) as whole:
+        backend.send(variant, recipients)
+    assert not whole.value.blames_request, "half the batch fits: split it, do not pause the send"
+    results = backend.send(variant, recipients[:50]) + backend.send(variant, recipients[50:])
+
+    assert all(r.accepted for r in results)
+    assert sorted(a.delivery_id for a in fake_esp.accepted()) == sorted(
+        str(r.delivery_id) for r in recipients
+    ), "everyone exactly once"
+    assert [r.outcome for r in fake_esp.requests()] == ["413", "202", "202"]
+
+
+def test_a_413_for_a_single_recipient_blames_the_bulletin(
+    backend: SendGridBackend, fake_esp: FakeEsp, esp_variant: RenderedVariant, esp_recipients: Recipients
+) -> None:
+    """Nobody is failed for the bulletin's size: the error blames the request, which pauses the send."""
+    one = esp_recipients(1)
+    fake_esp.configure(max_body_bytes=len(backend.body(esp_variant, one)[0]) - 1)
+    with pytest.raises(BadRequest) as exc:
+        backend.send(esp_variant, one)
+    assert exc.value.blames_request and "too large" in str(exc.value) and "shorten it" in str(exc.value)
     assert fake_esp.accepted() == []
+
+
+def test_a_413_blames_at_once_a_bulletin_whose_shared_part_alone_is_over_sendgrids_limit(
+    backend: SendGridBackend,
+    fake_esp: FakeEsp,
+    esp_variant: RenderedVariant,
+    esp_recipients: Recipients,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No request can fit then, whatever its recipients: one request, not log2(batch) of them.
+    (SendGrid's limit is taken down to 100 kB here, in the backend and the fake alike.)"""
+    monkeypatch.setattr(sendgrid_send, "MAX_BODY_BYTES", 100_000)
+    fake_esp.configure(max_body_bytes=100_000)
+    variant = dataclasses.replace(esp_variant, html=esp_variant.html + "x" * 100_000)
+    with pytest.raises(BadRequest) as exc:
+        backend.send(variant, esp_recipients(1000))
+    assert exc.value.blames_request and "too large" in str(exc.value)
+    assert [r.outcome for r in fake_esp.requests()] == ["413"]
+
+
+def test_the_fake_refuses_bodies_over_the_limit_the_backend_knows() -> None:
+    assert FakeEsp().config()["max_body_bytes"] == sendgrid_send.MAX_BODY_BYTES
 
 
 @pytest.mark.parametrize("name", ["Doe, Jane", "Smith; Bob", 'O"Neil, Pat \\ Co'])

@@ -204,6 +204,15 @@ def test_a_body_that_is_not_json_is_a_bad_request(fake_esp: FakeEsp) -> None:
     assert status == 400 and answer["errors"][0]["message"] == "Bad Request"
 
 
+def test_a_body_over_the_size_limit_is_refused_with_413_and_its_size_recorded(fake_esp: FakeEsp) -> None:
+    small, large = (json.dumps(mail(n)).encode() for n in (1, 10))
+    fake_esp.configure(max_body_bytes=len(large) - 1)
+    assert post(fake_esp, large)[0] == 413
+    assert post(fake_esp, small)[0] == 202
+    assert [(r.outcome, r.size) for r in fake_esp.requests()] == [("413", len(large)), ("202", len(small))]
+    assert [a.delivery_id for a in fake_esp.accepted()] == ["1"]
+
+
 def test_a_request_without_a_bearer_token_is_unauthorized(fake_esp: FakeEsp) -> None:
     assert post(fake_esp, mail(), key=None)[0] == 401
     assert post(fake_esp, mail(), key="SG.someone-else")[0] == 401

@@ -15,8 +15,9 @@ X-RateLimit-Reset or Retry-After, whichever is later, and never at once); 5xx an
 connection dropped after the request went out, or no answer within `SENDGRID_TIMEOUT` →
 `OutcomeUnknown` (SendGrid may have taken the batch); 400 → `BadRequest` with SendGrid's messages,
 blaming the request itself unless every message names a personalization; 413 → `BadRequest` that
-splits the batch, until the shared content is most of the request (then it blames the bulletin, which
-pauses the send rather than failing anyone); 401/403 (and 404, a wrong
+splits the batch while fewer recipients can still fit, and blames the bulletin (which pauses the send
+rather than failing anyone) once none can: a request for one recipient is too large, or the shared
+content alone is at `MAX_BODY_BYTES`; 401/403 (and 404, a wrong
 SENDGRID_HOST) → `AuthFailed`. `probe` sends one message in sandbox mode (validated, never delivered).
 A recipient whose values SendGrid would refuse (substitutions over 10,000 bytes) is refused here, alone,
 rather than costing the whole batch a 400.
@@ -54,6 +55,10 @@ from newsletter.mail.links import Links, header_safe_name
 from newsletter.mail.message import list_id
 
 MAX_PERSONALIZATIONS = 1000
+MAX_BODY_BYTES = 30 * 1024 * 1024
+"""SendGrid's limit on a Mail Send request: its documentation says the total size must be under 30 MB.
+Read as 30 MiB, the larger reading: a request between the two is split rather than blamed, and ends
+blamed anyway if a single recipient's request is still refused."""
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -178,9 +183,12 @@ class SendGridBackend:
         try:
             message_id = self.post(body)
         except _TooLarge as exc:
-            # The subject, both parts and the sender are in every request: once they are most of it,
-            # fewer recipients cannot bring it under the limit. That is the bulletin's fault, not theirs.
-            if len(recipients) == 1 or 2 * len(self._prepared(variant).tail) >= len(body):
+            # The subject, both parts and the sender are in every request. While they fit by themselves,
+            # fewer recipients make a smaller request: the batch sender splits the batch in halves, and
+            # within log2(batch size) requests a half fits or a single recipient is refused too. Only
+            # then, or when the shared part alone is over the limit, is the bulletin at fault (a pause),
+            # never the recipients.
+            if len(recipients) == 1 or len(self._prepared(variant).tail) >= MAX_BODY_BYTES:
                 raise BadRequest(
                     f"{exc}: the bulletin itself is too large for SendGrid; shorten it", blames_request=True
                 ) from None
@@ -300,7 +308,8 @@ def _error_for(status: int, body: object, headers: Any) -> Exception:
 
 class _TooLarge(BadRequest):
     """413: the request is over SendGrid's size limit. Fewer recipients may fit, so the batch is split;
-    when the shared part is most of the request, splitting cannot help (see `SendGridBackend.send`)."""
+    for one recipient, or when the shared part alone is over the limit, splitting cannot help (see
+    `SendGridBackend.send`)."""
 
 
 def _blames_recipients(body: object) -> bool:
