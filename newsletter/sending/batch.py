@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 
 B = BulletinStatus
 
+REQUEST_SECONDS = 60.0
+"""What one request may take once sent (twice the backends' default timeout): a split half is only sent
+after a rate-limit wait if its lease outlasts the wait by at least this much."""
+
 
 @dataclass
 class PassReport:
@@ -98,6 +102,8 @@ class Batch:
     attempts: int
     settled: bool = False
     """Its lease has ended (see `queries.settle`)."""
+    lease_until: datetime | None = None
+    """When its lease runs out: after that, lease recovery may hand its rows to another worker."""
 
 
 class Pass:
@@ -213,7 +219,9 @@ class BatchSender:
                 n_skipped,
                 ", ".join(f"{len(v)} {k}" for k, v in claimed.skipped.items()),
             )
-        return Batch(bulletin_id, token, claimed.variant, claimed.recipients, claimed.attempts)
+        return Batch(
+            bulletin_id, token, claimed.variant, claimed.recipients, claimed.attempts, lease_until=lease_until
+        )
 
     def _content(self, bulletin_id: int) -> BulletinContent:
         content = self.state.contents.get(bulletin_id)
@@ -269,6 +277,17 @@ class BatchSender:
                 exc,
             )
             for half in (recipients[:middle], recipients[middle:]):
+                if self._wait_outlasts_lease(batch):
+                    # Waiting out the rate limit would outlive the lease: lease recovery could hand these
+                    # rows to another worker, and both would send them. Back to pending, due at the reset.
+                    self._retry(
+                        batch,
+                        [r.delivery_id for r in half if r.delivery_id is not None],
+                        "rate limited until after this batch's lease ends; sent when the limit resets",
+                        count_attempt=False,
+                        delay=self.host.gate.remaining(),
+                    )
+                    continue
                 self.host.gate.wait()  # a half answered 429: the other waits out the rate limit too
                 if self.host.stop.is_set() or batch.bulletin_id in self.state.stopped:
                     break
@@ -284,6 +303,15 @@ class BatchSender:
         else:
             self.host.health.ok()
             self._record(batch, results, whole_batch=first)
+
+    def _wait_outlasts_lease(self, batch: Batch) -> bool:
+        """Whether waiting for the rate-limit gate, then one request (`REQUEST_SECONDS`), would end after
+        the batch's lease."""
+        wait = self.host.gate.remaining()
+        if not wait or batch.lease_until is None:
+            return False
+        left = (batch.lease_until - self.host.clock()).total_seconds()
+        return wait + REQUEST_SECONDS >= left
 
     def _unknown(self, batch: Batch, ids: list[int], error: str) -> None:
         """The ESP may have taken the batch: send it again or not, as `RESEND_ON_UNKNOWN` says."""

@@ -166,6 +166,11 @@ class Gate:
         with self._lock:
             self._until = max(self._until, self._clock() + seconds)
 
+    def remaining(self) -> float:
+        """Seconds until the gate opens (0 when it is open)."""
+        with self._lock:
+            return max(0.0, self._until - self._clock())
+
     def wait(self) -> None:
         """Return when the gate is open (or `stop` is set)."""
         while not self._stop.is_set():

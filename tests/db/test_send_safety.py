@@ -24,7 +24,9 @@ from newsletter.core.config import Settings
 from newsletter.core.errors import ConfigError
 from newsletter.core.models import utcnow
 from newsletter.core.status import BulletinStatus, DeliveryStatus
+from newsletter.esp.sendgrid import SendGridBackend
 from newsletter.sending import queries
+from newsletter.sending.batch import REQUEST_SECONDS
 from newsletter.sending.dispatcher import Dispatcher, SendStopped
 from newsletter.sending.outage import OUTAGE_REASON
 from newsletter.testing.fake_esp import FakeEsp
@@ -185,6 +187,43 @@ def test_a_batch_too_large_for_the_esp_goes_out_in_halves_that_fit_each_exactly_
         ("202", 10),
     ]
     assert sorted(Counter(fake_esp.delivery_ids()).values()) == [1] * 20
+
+
+def test_a_split_half_never_waits_out_a_rate_limit_past_its_lease(
+    settings: Settings, engine: Engine, session: Session, twenty: int, fake_esp: FakeEsp
+) -> None:
+    """A batch refused for one address is split; when its first half is answered 429, the second half
+    waits for the reset only if the lease outlasts the wait and a request (`REQUEST_SECONDS`). Otherwise
+    lease recovery could hand those rows to another worker while this one still means to send them, and
+    both would. The half goes back to pending, due at the reset, and is claimed again then, under a
+    lease of its own; nobody gets two copies."""
+    lease = int(REQUEST_SECONDS) + 1  # any wait for the gate outlasts it
+    s = sendgrid(
+        settings, fake_esp, **{**FAST, "BATCH_SIZE": 20, "SEND_CONCURRENCY": 1, "LEASE_SECONDS": lease}
+    )
+    reset = 2.0
+
+    class RateLimitedAfterTheFirstRequest(SendGridBackend):
+        """The real backend; once its first request is answered, the fake ESP answers 429 once."""
+
+        def post(self, body: bytes) -> str | None:
+            first = not fake_esp.requests()
+            try:
+                return super().post(body)
+            finally:
+                if first:
+                    fake_esp.configure(rate_limit_reset=reset)
+                    fake_esp.fail(429, count=1)
+
+    fake_esp.reject_addresses(r"person1@")  # the first request is refused for one address: a split
+    Dispatcher(s, engine, backend_factory=lambda: RateLimitedAfterTheFirstRequest(s)).work([twenty])
+    sent = [(r.outcome, r.personalizations) for r in fake_esp.requests()]
+    assert sent[:2] == [("400", 20), ("429", 0)]
+    # After the reset the batch is claimed whole again (its rows are due again together), never the
+    # second half on the first lease.
+    assert sent[2] == ("400", 20), sent
+    assert sorted(Counter(fake_esp.delivery_ids()).values()) == [1] * 19
+    assert Counter(r.status for r in deliveries(session, twenty)) == {D.ACCEPTED: 19, D.FAILED: 1}
 
 
 @pytest.mark.parametrize("resend", [True, False], ids=["resend", "at-most-once"])
