@@ -187,9 +187,12 @@ def unsubscribe(
 
     A bounced or complained subscriber keeps that (stronger) status; the suppression is added either
     way. Returns True when anything changed.
+
+    The suppression is written before the subscriber row, the order the webhook and `optin.confirm`
+    take their locks in, so an unsubscribe racing either waits for it instead of deadlocking.
     """
     now = now or utcnow()
-    changed = False
+    changed = bool(add_many(session, [(subscriber.email, SuppressionReason.UNSUBSCRIBE, how)]))
     before = subscriber.status
     try:
         check_subscriber(before, SubscriberStatus.UNSUBSCRIBED)
@@ -202,8 +205,6 @@ def unsubscribe(
             subscriber.updated_at = now
             session.add(subscriber)
             changed = True
-    if add_many(session, [(subscriber.email, SuppressionReason.UNSUBSCRIBE, how)]):
-        changed = True
     if changed:
         audit.record(
             session,
