@@ -8,6 +8,7 @@ the timestamp in two headers; the public key (Settings → Mail Settings → Sig
     400  not a batch of events: nothing stored
     403  signature missing or wrong, or timestamp older (or further ahead) than WEBHOOK_MAX_AGE_SECONDS
     413  body larger than MAX_WEBHOOK_BYTES (refused before it is read: `newsletter.web.limits`)
+    408  the body arrived too slowly (see below)
     503  no public key configured: every request is refused rather than trusted; or too many
          bodies in flight (with Retry-After)
 
@@ -15,23 +16,32 @@ The key, both signature headers (present, and the signature shaped as one can be
 freshness are checked before the body is read, so an unsigned or stale request costs no buffer; then
 the signature is checked with `cryptography` over the exact bytes received, before the body is parsed.
 
-Those checks cost a stranger nothing to pass (a fresh timestamp and any well-formed signature), so at
-most `BODIES_AT_ONCE` bodies are read and verified at a time, per process: memory for webhook bodies
-stays within `BODIES_AT_ONCE × MAX_WEBHOOK_BYTES` however many such requests arrive. A request that
-finds no slot within `SLOT_WAIT_SECONDS` is answered 503 with `Retry-After`; SendGrid retries a batch
-it could not deliver, so a burst delays events rather than losing them.
+Those checks cost a stranger nothing to pass (a fresh timestamp and any well-formed signature), so
+reading bodies is bounded three ways, per process (`BodySlots`):
+- at most `BODIES_AT_ONCE` bodies are read and verified at a time, so memory for unverified bodies stays
+  within `BODIES_AT_ONCE × MAX_WEBHOOK_BYTES`; a request that finds no slot within `SLOT_WAIT_SECONDS`
+  is answered 503 with `Retry-After`;
+- one client (`deps.client_ip`) holds at most `BODIES_PER_CLIENT` of them; one more is answered 503 at
+  once;
+- a body must arrive at `MIN_BYTES_PER_SECOND` of what it announces (plus `BODY_GRACE_SECONDS`), or it is
+  answered 408: a slot cannot be held by a sender that trickles a byte a second.
+SendGrid retries a batch it could not deliver, so a burst delays events rather than losing them. What
+this cannot stop is many clients each sending fast enough; a reverse proxy that buffers request bodies
+before passing them on (nginx does by default) hands the app whole bodies only (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from newsletter.core.config import Settings
 from newsletter.esp.sendgrid.events import MalformedEvents, parse_events
 from newsletter.esp.sendgrid.signature import (
     SIGNATURE_HEADER,
@@ -43,7 +53,7 @@ from newsletter.esp.sendgrid.signature import (
     timestamp_fresh,
 )
 from newsletter.sending.events import apply_events
-from newsletter.web.deps import SessionDep, SettingsDep
+from newsletter.web.deps import SessionDep, SettingsDep, client_ip
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +61,38 @@ router = APIRouter()
 
 BODIES_AT_ONCE = 4
 """Webhook bodies read and verified at once by one process (each up to `MAX_WEBHOOK_BYTES`)."""
+BODIES_PER_CLIENT = 2
+"""Of those, how many one client may hold."""
 SLOT_WAIT_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 30
+MIN_BYTES_PER_SECOND = 256 * 1024
+"""The slowest a body may arrive (a 16 MiB body then has a minute): anything slower is holding a slot."""
+BODY_GRACE_SECONDS = 5.0
 
 
-def body_slots() -> asyncio.Semaphore:
+class BodySlots:
     """The slots for bodies in flight, one set per app (`app.state.webhook_slots`): an asyncio
-    semaphore belongs to the event loop that first waits on it."""
-    return asyncio.Semaphore(BODIES_AT_ONCE)
+    semaphore belongs to the event loop that first waits on it. Used on the event loop only, so the
+    per-client counts need no lock."""
+
+    def __init__(self) -> None:
+        self.free = asyncio.Semaphore(BODIES_AT_ONCE)
+        self.by_client: Counter[str] = Counter()
+
+
+def _busy(why: str) -> JSONResponse:
+    log.warning("SendGrid webhook: %s; asked to retry", why)
+    answer = _refuse(503, "busy, retry later")
+    answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return answer
+
+
+def _read_deadline(request: Request, settings: Settings) -> float:
+    """Seconds the body may take: `BODY_GRACE_SECONDS` plus its announced length (or the cap, when it
+    announces none) at `MIN_BYTES_PER_SECOND`."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else settings.MAX_WEBHOOK_BYTES
+    return BODY_GRACE_SECONDS + min(size, settings.MAX_WEBHOOK_BYTES) / MIN_BYTES_PER_SECOND
 
 
 def _refuse(status: int, message: str) -> JSONResponse:
@@ -93,16 +127,22 @@ async def _signed_body(
     if not timestamp_fresh(timestamp, settings.WEBHOOK_MAX_AGE_SECONDS):
         log.warning("SendGrid webhook: stale timestamp %s", timestamp[:20])
         return _refuse(403, "stale timestamp")
-    slots: asyncio.Semaphore = request.app.state.webhook_slots
+    slots: BodySlots = request.app.state.webhook_slots
+    client = client_ip(request)
+    if slots.by_client[client] >= BODIES_PER_CLIENT:
+        return _busy(f"client {client} already sends {BODIES_PER_CLIENT} bodies")
     try:
-        await asyncio.wait_for(slots.acquire(), SLOT_WAIT_SECONDS)
+        await asyncio.wait_for(slots.free.acquire(), SLOT_WAIT_SECONDS)
     except TimeoutError:
-        log.warning("SendGrid webhook: %d bodies already in flight; asked to retry", BODIES_AT_ONCE)
-        answer = _refuse(503, "busy, retry later")
-        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return answer
+        return _busy(f"{BODIES_AT_ONCE} bodies already in flight")
+    slots.by_client[client] += 1
     try:
-        body = await request.body()
+        try:
+            async with asyncio.timeout(_read_deadline(request, settings)):
+                body = await request.body()
+        except TimeoutError:
+            log.warning("SendGrid webhook: a body from %s arrived too slowly", client)
+            return _refuse(408, "body too slow")
         if len(body) > settings.MAX_WEBHOOK_BYTES:
             return _refuse(413, "body too large")
         # Hashing up to MAX_WEBHOOK_BYTES and an ECDSA check are CPU work: off the event loop.
@@ -111,7 +151,10 @@ async def _signed_body(
             return _refuse(403, "bad signature")
         return body
     finally:
-        slots.release()
+        slots.by_client[client] -= 1
+        if slots.by_client[client] <= 0:
+            del slots.by_client[client]
+        slots.free.release()
 
 
 @router.post("/webhooks/sendgrid", include_in_schema=False)

@@ -7,7 +7,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -236,37 +236,81 @@ def test_a_request_that_cannot_be_sendgrids_is_refused_before_its_body_is_read(
     assert answer.startswith(b"HTTP/1.1 403 ")
 
 
-def test_bodies_in_flight_are_bounded_and_a_burst_is_asked_to_retry(
-    settings, server, signer, post, monkeypatch
-) -> None:
-    """A fresh timestamp and a well-formed signature cost a stranger nothing: each such request may hold
-    a body of up to MAX_WEBHOOK_BYTES, so only BODIES_AT_ONCE are read at a time. One more is answered
-    503 with Retry-After (SendGrid retries); the slots come back when those clients go away."""
-    monkeypatch.setattr(webhooks, "SLOT_WAIT_SECONDS", 0.5)
+@pytest.fixture
+def proxied(settings: Settings, signer: Signer) -> Iterator[LiveServer]:
+    """The app behind a trusted proxy on loopback: `X-Forwarded-For` names the client."""
+    update = {"SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_base64, "TRUSTED_PROXIES": "127.0.0.1"}
+    with start_live_server(settings.model_copy(update=update)) as live:
+        yield live
+
+
+def endless_body(server: LiveServer, signer: Signer, client: str) -> socket.socket:
+    """A request that passes every check made before the body (a fresh timestamp, a well-formed
+    signature), announces 1000 bytes and sends one."""
     host, port = server.url.removeprefix("http://").split(":")
     head = [
         f"POST {URL} HTTP/1.1",
         f"Host: {host}",
-        f"Content-Length: {settings.MAX_WEBHOOK_BYTES - 1}",
+        "Content-Length: 1000",
+        f"X-Forwarded-For: {client}",
         *(f"{name}: {value}" for name, value in signer.headers(b"[]", None).items()),
     ]
-    slow = []
-    for _ in range(webhooks.BODIES_AT_ONCE):
-        conn = socket.create_connection((host, int(port)), timeout=5)
-        conn.sendall(("\r\n".join(head) + "\r\n\r\n[").encode("ascii"))  # a body that never ends
-        slow.append(conn)
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(("\r\n".join(head) + "\r\n\r\n[").encode("ascii"))
+    return conn
+
+
+def post_as(server: LiveServer, signer: Signer, client: str) -> httpx.Response:
+    body = json.dumps([event("ann", "processed", None, 1)]).encode()
+    return server.client.post(URL, content=body, headers={**signer.headers(body), "X-Forwarded-For": client})
+
+
+def test_bodies_in_flight_are_bounded_and_a_burst_is_asked_to_retry(proxied, signer, monkeypatch) -> None:
+    """A fresh timestamp and a well-formed signature cost a stranger nothing: each such request may hold
+    a body of up to MAX_WEBHOOK_BYTES, so only BODIES_AT_ONCE are read at a time. One more is answered
+    503 with Retry-After (SendGrid retries); the slots come back when those clients go away."""
+    monkeypatch.setattr(webhooks, "SLOT_WAIT_SECONDS", 0.5)
+    slow = [endless_body(proxied, signer, f"198.51.100.{n}") for n in range(webhooks.BODIES_AT_ONCE)]
     try:
         time.sleep(0.3)  # the server has taken them in
-        busy = post([])
+        busy = post_as(proxied, signer, "203.0.113.9")
         assert busy.status_code == 503 and busy.headers["Retry-After"].isdigit()
     finally:
         for conn in slow:
             conn.close()
     deadline = time.monotonic() + 5
-    batch = [event("ann", "processed", None, 1)]
-    while (answer := post(batch)).status_code == 503 and time.monotonic() < deadline:
+    while (
+        answer := post_as(proxied, signer, "203.0.113.9")
+    ).status_code == 503 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert answer.status_code == 200
+
+
+def test_one_client_holds_at_most_its_share_of_the_slots(proxied, signer) -> None:
+    slow = [endless_body(proxied, signer, "198.51.100.1") for _ in range(webhooks.BODIES_PER_CLIENT)]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert post_as(proxied, signer, "198.51.100.1").status_code == 503
+        assert time.monotonic() - started < webhooks.SLOT_WAIT_SECONDS / 2, "refused at once"
+        assert post_as(proxied, signer, "203.0.113.9").status_code == 200  # the others are served
+    finally:
+        for conn in slow:
+            conn.close()
+
+
+def test_a_body_that_trickles_in_is_refused_and_frees_its_slot(proxied, signer, monkeypatch) -> None:
+    """A sender that announces a body and sends a byte now and then cannot hold a slot: the body must
+    arrive at MIN_BYTES_PER_SECOND of its announced length, after a grace period."""
+    monkeypatch.setattr(webhooks, "BODY_GRACE_SECONDS", 0.5)
+    slow = [endless_body(proxied, signer, f"198.51.100.{n}") for n in range(webhooks.BODIES_AT_ONCE)]
+    try:
+        for conn in slow:
+            assert conn.recv(4096).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for conn in slow:
+            conn.close()
+    assert post_as(proxied, signer, "203.0.113.9").status_code == 200
 
 
 @pytest.mark.parametrize(
