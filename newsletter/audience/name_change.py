@@ -6,15 +6,17 @@ it, each change made there emails the owner at once (`notice_email`). The notice
 changed, not what to (it carries no stranger's words into the owner's inbox), and links to the
 preference centre, where the owner sees the name and can put it right.
 
-A holder of the link could fill the owner's inbox with notices, so an address's name may be changed
-there `CHANGES_PER_ADDRESS` times per `LIMIT_WINDOW` (atomic: `ratelimit_store.take`); beyond that the
-form refuses the change rather than make it unannounced. An address we never email again (bounced,
-complained, suppressed for good) gets no notice, and needs none: no bulletin greets it either.
+A holder of the link could fill the owner's inbox with notices, so an address's name may be set there
+`CHANGES_PER_ADDRESS` times per `LIMIT_WINDOW` (atomic: `ratelimit_store.take`); beyond that the form
+refuses the change rather than make it unannounced. Clearing the name (the greeting is then "friend")
+is always allowed, counts nothing and sends nothing: it carries nobody's words, and a stranger who has
+used up the day's changes must not keep the owner from taking theirs away. An address we never email
+again (bounced, complained, suppressed for good) gets no notice, and needs none: no bulletin greets it.
 
-    if not name_change.allow(session, subscriber):  # only for a name that differs
-        ...refuse, try later...
+    if name and not name_change.allow(session, subscriber):  # a new, non-empty name
+        ...refuse, try tomorrow or clear it...
     preferences.change_name(session, subscriber, name)
-    notify = name_change.reachable(session, subscriber)
+    notify = bool(name) and name_change.reachable(session, subscriber)
     session.commit()
     if notify:
         background.add_task(name_change.send_notice, settings, subscriber)

@@ -325,12 +325,15 @@ def preferences_change(
             return again(errors={"name": _name_problem(exc)}, values={"name": name}, status=400)
         if wanted == subscriber.name:
             return again(notice="Your name is unchanged.")
-        if not name_change.allow(session, subscriber):
+        if wanted and not name_change.allow(session, subscriber):
             session.rollback()
-            text = "This name has been changed too often today. Please try again tomorrow."
+            text = (
+                "This name has been changed too often today. Please try again tomorrow, or leave the "
+                'field empty to be greeted as "friend".'
+            )
             return again(errors={"name": text}, values={"name": name}, status=429)
         preferences.change_name(session, subscriber, wanted)
-        notify = name_change.reachable(session, subscriber)
+        notify = bool(wanted) and name_change.reachable(session, subscriber)
         session.commit()
         if notify:  # every change is announced to the owner: the link may be in a stranger's hands
             after_response(request, background, name_change.send_notice, settings, subscriber)

@@ -502,6 +502,18 @@ def test_name_changes_are_limited_per_address_and_none_goes_unannounced(
     assert len(name_notices(settings, "ada@example.org")) == limit
 
 
+def test_the_owner_can_always_clear_a_name_a_stranger_set(settings, engine, server, ada, prefs) -> None:
+    """A stranger who used up the day's changes, the last one to words of their own, cannot keep the
+    owner from taking them away: clearing the name carries nobody's words, so it is never counted."""
+    for n in range(name_change.CHANGES_PER_ADDRESS):
+        server.client.post(prefs, data={"action": "name", "name": f"Stranger's words {n}"})
+    notices = len(name_notices(settings, "ada@example.org"))
+    cleared = server.client.post(prefs, data={"action": "name", "name": ""})
+    assert cleared.status_code == 200 and "Your name is saved" in cleared.text
+    assert subscriber(engine, "ada@example.org").name == ""  # type: ignore[union-attr]
+    assert len(name_notices(settings, "ada@example.org")) == notices  # nothing to announce
+
+
 @pytest.mark.parametrize("status", [SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED])
 def test_an_address_we_never_email_again_gets_no_name_notice(
     settings, engine, server, make_subscriber, status
