@@ -19,12 +19,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from markupsafe import escape
 from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
-from newsletter.audience.owner_mail import send_to_owner
-from newsletter.content.render import html_placeholder, text_placeholder
+from newsletter.audience.owner_mail import one_link_email, send_to_owner
 from newsletter.content.types import RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, utcnow
@@ -73,23 +71,9 @@ def link_email(settings: Settings) -> RenderedVariant:
     """The email carrying the link (one placeholder, `my_data_url`, filled per recipient)."""
     org = settings.ORG_NAME
     minutes = max(1, settings.MY_DATA_TTL_SECONDS // 60)
-    html_ph, text_ph = html_placeholder(FIELD), text_placeholder(FIELD)
     intro = f"You asked {org} for a link to download or erase the data we hold about you."
     note = f"The link works for {minutes} minutes. If you did not ask for it, ignore this email."
-    html = (
-        f"<!doctype html><html><body><p>{escape(intro)}</p>"
-        f'<p><a href="{html_ph}">Download or erase my data</a></p><p>{escape(note)}</p></body></html>'
-    )
-    text = f"{intro}\n\nDownload or erase my data: {text_ph}\n\n{note}\n"
-    return RenderedVariant(
-        key=KEY,
-        regions=(),
-        subject=f"Your data at {org}",
-        html=html,
-        text=text,
-        html_placeholders={FIELD: html_ph},
-        text_placeholders={FIELD: text_ph},
-    )
+    return one_link_email(KEY, f"Your data at {org}", [intro], ("Download or erase my data", FIELD), [note])
 
 
 def send_link(settings: Settings, subscriber: Subscriber) -> bool:

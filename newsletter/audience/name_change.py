@@ -26,13 +26,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from markupsafe import escape
 from sqlmodel import Session
 
 from newsletter.audience import ratelimit_store, suppressions
 from newsletter.audience.my_data import UNREACHABLE
-from newsletter.audience.owner_mail import send_to_owner
-from newsletter.content.render import html_placeholder, text_placeholder
+from newsletter.audience.owner_mail import one_link_email, send_to_owner
 from newsletter.content.types import RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, utcnow
@@ -62,7 +60,6 @@ def reachable(session: Session, subscriber: Subscriber) -> bool:
 def notice_email(settings: Settings) -> RenderedVariant:
     """The notice (one placeholder, the owner's preference centre link, filled per recipient)."""
     org = settings.ORG_NAME
-    html_ph, text_ph = html_placeholder(FIELD), text_placeholder(FIELD)
     said = (
         f"The name {org}'s emails greet you by was just changed, from the preference centre link in one "
         "of our emails to you."
@@ -72,20 +69,8 @@ def notice_email(settings: Settings) -> RenderedVariant:
         "If you did not, someone has a copy of one of our emails to you (a forwarded email carries its "
         "links). Open your preference centre to see the name and put it right."
     )
-    html = (
-        f"<!doctype html><html><body><p>{escape(said)}</p><p>{escape(if_you)}</p><p>{escape(if_not)}</p>"
-        f'<p><a href="{html_ph}">My preference centre</a></p></body></html>'
-    )
-    text = f"{said}\n\n{if_you}\n\n{if_not}\n\nMy preference centre: {text_ph}\n"
-    return RenderedVariant(
-        key=KEY,
-        regions=(),
-        subject=f"Your name at {org} was changed",
-        html=html,
-        text=text,
-        html_placeholders={FIELD: html_ph},
-        text_placeholders={FIELD: text_ph},
-    )
+    subject = f"Your name at {org} was changed"
+    return one_link_email(KEY, subject, [said, if_you, if_not], ("My preference centre", FIELD))
 
 
 def send_notice(settings: Settings, subscriber: Subscriber) -> bool:

@@ -4,13 +4,45 @@ their name was changed. Sent after the response (the caller commits first), neve
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from markupsafe import escape
+
+from newsletter.content.render import html_placeholder, text_placeholder
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber
 from newsletter.esp import EspError, backend_for
 
 log = logging.getLogger(__name__)
+
+
+def one_link_email(
+    key: str, subject: str, before: Sequence[str], link: tuple[str, str], after: Sequence[str] = ()
+) -> RenderedVariant:
+    """A short email of plain paragraphs around one link, `link` = (its words, its placeholder field),
+    the field filled per recipient by the backends (`mail.links`)."""
+    words, field = link
+    html_ph, text_ph = html_placeholder(field), text_placeholder(field)
+    html = "".join(
+        [
+            "<!doctype html><html><body>",
+            *(f"<p>{escape(p)}</p>" for p in before),
+            f'<p><a href="{html_ph}">{escape(words)}</a></p>',
+            *(f"<p>{escape(p)}</p>" for p in after),
+            "</body></html>",
+        ]
+    )
+    text = "\n\n".join([*before, f"{words}: {text_ph}", *after]) + "\n"
+    return RenderedVariant(
+        key=key,
+        regions=(),
+        subject=subject,
+        html=html,
+        text=text,
+        html_placeholders={field: html_ph},
+        text_placeholders={field: text_ph},
+    )
 
 
 def send_to_owner(settings: Settings, subscriber: Subscriber, email: RenderedVariant, what: str) -> bool:

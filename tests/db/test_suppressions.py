@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -188,6 +189,20 @@ def test_a_bounce_applied_between_confirmings_read_and_its_writes_stays(
     assert "subscriber.confirm" not in actions
 
 
+def waits_for(engine: Engine, first: Callable[[Session], None], second: Callable[[], None], why: str) -> None:
+    """Run `first` in a transaction and, before it commits, `second` in a thread of its own: `second`
+    must be waiting for `first`'s locks a second later (`why`), and finish once `first` commits."""
+    with Session(engine) as held:
+        first(held)
+        held.flush()
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive(), why
+        held.commit()
+    waiting.join()
+
+
 def test_a_confirmation_waiting_on_a_bounce_in_flight_changes_nothing(
     engine: Engine, make_subscriber: MakeSubscriber
 ) -> None:
@@ -207,15 +222,10 @@ def test_a_confirmation_waiting_on_a_bounce_in_flight_changes_nothing(
             outcomes.append(optin.confirm(confirming, read, issued_at=issued_at))
             confirming.commit()
 
-    with Session(engine) as webhook:
-        apply_events(webhook, [bounce(subscriber.email)])
-        webhook.flush()
-        clicking = threading.Thread(target=click)
-        clicking.start()
-        clicking.join(timeout=1.0)
-        assert clicking.is_alive(), "the confirmation waits for the webhook's lock on the suppression"
-        webhook.commit()
-    clicking.join()
+    def webhook(s: Session) -> None:
+        apply_events(s, [bounce(subscriber.email)])
+
+    waits_for(engine, webhook, click, "the confirmation waits for the webhook's lock on the suppression")
     assert outcomes == [optin.Confirmation.REFUSED]
     status, reason, actions = state(engine, subscriber.email)
     assert (status, reason) == (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE)
@@ -237,17 +247,12 @@ def test_a_bounce_arriving_while_a_confirmation_commits_still_wins(
         with session_scope(engine) as webhook:
             apply_events(webhook, [bounce(subscriber.email)])
 
-    with Session(engine) as confirming:
-        read = confirming.get(Subscriber, subscriber.id)
+    def confirming(s: Session) -> None:
+        read = s.get(Subscriber, subscriber.id)
         assert read is not None
-        assert optin.confirm(confirming, read, issued_at=issued_at) is optin.Confirmation.CONFIRMED
-        confirming.flush()
-        reporting = threading.Thread(target=report)
-        reporting.start()
-        reporting.join(timeout=1.0)
-        assert reporting.is_alive(), "the webhook waits for the confirmation's lock on the suppression"
-        confirming.commit()
-    reporting.join()
+        assert optin.confirm(s, read, issued_at=issued_at) is optin.Confirmation.CONFIRMED
+
+    waits_for(engine, confirming, report, "the webhook waits for the confirmation's lock on the suppression")
     status, reason, actions = state(engine, subscriber.email)
     assert (status, reason) == (SubscriberStatus.BOUNCED, SuppressionReason.BOUNCE)
     assert actions[-2:] == ["subscriber.confirm", "subscriber.bounced"]

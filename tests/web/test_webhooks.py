@@ -222,18 +222,23 @@ def test_a_request_that_cannot_be_sendgrids_is_refused_before_its_body_is_read(
     settings, server, signing: dict[str, str]
 ) -> None:
     """Announce a body of nearly MAX_WEBHOOK_BYTES and send none of it: the answer comes at once."""
-    host, port = server.url.removeprefix("http://").split(":")
-    head = [
-        f"POST {URL} HTTP/1.1",
-        f"Host: {host}",
-        "Content-Type: application/json",
-        f"Content-Length: {settings.MAX_WEBHOOK_BYTES - 1}",
-        *(f"{name}: {value}" for name, value in signing.items()),
-    ]
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("ascii"))
+    headers = {"Content-Type": "application/json", **signing}
+    with raw_request(server, headers, length=settings.MAX_WEBHOOK_BYTES - 1) as conn:
         answer = conn.recv(4096)  # no body sent: a server reading it first would never answer
     assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+def raw_request(
+    server: LiveServer, headers: dict[str, str], *, length: int, body: bytes = b""
+) -> socket.socket:
+    """A POST to the webhook, written by hand: its head announcing `length` bytes, then `body` (the
+    start of them, or nothing), the connection left open."""
+    host, port = server.url.removeprefix("http://").split(":")
+    head = [f"POST {URL} HTTP/1.1", f"Host: {host}", f"Content-Length: {length}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body)
+    return conn
 
 
 @pytest.fixture
@@ -247,17 +252,8 @@ def proxied(settings: Settings, signer: Signer) -> Iterator[LiveServer]:
 def endless_body(server: LiveServer, signer: Signer, client: str) -> socket.socket:
     """A request that passes every check made before the body (a fresh timestamp, a well-formed
     signature), announces 1000 bytes and sends one."""
-    host, port = server.url.removeprefix("http://").split(":")
-    head = [
-        f"POST {URL} HTTP/1.1",
-        f"Host: {host}",
-        "Content-Length: 1000",
-        f"X-Forwarded-For: {client}",
-        *(f"{name}: {value}" for name, value in signer.headers(b"[]", None).items()),
-    ]
-    conn = socket.create_connection((host, int(port)), timeout=5)
-    conn.sendall(("\r\n".join(head) + "\r\n\r\n[").encode("ascii"))
-    return conn
+    headers = {"X-Forwarded-For": client, **signer.headers(b"[]", None)}
+    return raw_request(server, headers, length=1000, body=b"[")
 
 
 def post_as(server: LiveServer, signer: Signer, client: str) -> httpx.Response:
