@@ -37,6 +37,7 @@ import logging
 from collections import Counter
 from typing import Annotated
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -131,30 +132,44 @@ async def _signed_body(
     client = client_ip(request)
     if slots.by_client[client] >= BODIES_PER_CLIENT:
         return _busy(f"client {client} already sends {BODIES_PER_CLIENT} bodies")
-    try:
-        await asyncio.wait_for(slots.free.acquire(), SLOT_WAIT_SECONDS)
-    except TimeoutError:
-        return _busy(f"{BODIES_AT_ONCE} bodies already in flight")
-    slots.by_client[client] += 1
+    slots.by_client[client] += 1  # counted while it waits too, so a client's burst cannot all queue
     try:
         try:
-            async with asyncio.timeout(_read_deadline(request, settings)):
-                body = await request.body()
+            await asyncio.wait_for(slots.free.acquire(), SLOT_WAIT_SECONDS)
         except TimeoutError:
-            log.warning("SendGrid webhook: a body from %s arrived too slowly", client)
-            return _refuse(408, "body too slow")
-        if len(body) > settings.MAX_WEBHOOK_BYTES:
-            return _refuse(413, "body too large")
-        # Hashing up to MAX_WEBHOOK_BYTES and an ECDSA check are CPU work: off the event loop.
-        if not await run_in_threadpool(signature_valid, key, signature, timestamp, body):
-            log.warning("SendGrid webhook: bad signature")
-            return _refuse(403, "bad signature")
-        return body
+            return _busy(f"{BODIES_AT_ONCE} bodies already in flight")
+        try:
+            return await _verified_body(request, settings, key, signature, timestamp, client)
+        finally:
+            slots.free.release()
     finally:
         slots.by_client[client] -= 1
         if slots.by_client[client] <= 0:
             del slots.by_client[client]
-        slots.free.release()
+
+
+async def _verified_body(
+    request: Request,
+    settings: Settings,
+    key: ec.EllipticCurvePublicKey,
+    signature: str,
+    timestamp: str,
+    client: str,
+) -> bytes | JSONResponse:
+    """The body, read within its deadline and checked against the signature (the caller holds a slot)."""
+    try:
+        async with asyncio.timeout(_read_deadline(request, settings)):
+            body = await request.body()
+    except TimeoutError:
+        log.warning("SendGrid webhook: a body from %s arrived too slowly", client)
+        return _refuse(408, "body too slow")
+    if len(body) > settings.MAX_WEBHOOK_BYTES:
+        return _refuse(413, "body too large")
+    # Hashing up to MAX_WEBHOOK_BYTES and an ECDSA check are CPU work: off the event loop.
+    if not await run_in_threadpool(signature_valid, key, signature, timestamp, body):
+        log.warning("SendGrid webhook: bad signature")
+        return _refuse(403, "bad signature")
+    return body
 
 
 @router.post("/webhooks/sendgrid", include_in_schema=False)
