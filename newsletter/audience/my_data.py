@@ -21,12 +21,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from newsletter.audience import ratelimit_store, suppressions
-from newsletter.audience.owner_mail import one_link_email, send_to_owner
+from newsletter.audience import ratelimit_store
+from newsletter.audience.owner_mail import one_link_email, reachable, send_to_owner
 from newsletter.content.types import RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber, utcnow
-from newsletter.core.status import SubscriberStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,6 @@ LINKS_PER_ADDRESS = 3
 LINKS_PER_IP = 20
 """My-data emails one client may trigger per `LIMIT_WINDOW`, whichever preference links it holds."""
 LIMIT_WINDOW = timedelta(hours=1)
-UNREACHABLE = frozenset({SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
-"""Statuses whose address we never email again, whatever the suppression list says."""
 
 
 def request_link(
@@ -51,9 +48,7 @@ def request_link(
     when this client or this address had its share of links within `LIMIT_WINDOW` (atomic, like the
     confirmation emails' limits: `ratelimit_store.take`).
     """
-    if subscriber.status in UNREACHABLE or suppressions.blocks_subscription(
-        suppressions.find(session, subscriber.email)
-    ):
+    if not reachable(session, subscriber):
         log.info("data link for subscriber %s not sent: the address is suppressed", subscriber.id)
         return False
     now = now or utcnow()

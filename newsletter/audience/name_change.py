@@ -16,7 +16,7 @@ again (bounced, complained, suppressed for good) gets no notice, and needs none:
     if name and not name_change.allow(session, subscriber):  # a new, non-empty name
         ...refuse, try tomorrow or clear it...
     preferences.change_name(session, subscriber, name)
-    notify = bool(name) and name_change.reachable(session, subscriber)
+    notify = bool(name) and owner_mail.reachable(session, subscriber)
     session.commit()
     if notify:
         background.add_task(name_change.send_notice, settings, subscriber)
@@ -28,8 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from newsletter.audience import ratelimit_store, suppressions
-from newsletter.audience.my_data import UNREACHABLE
+from newsletter.audience import ratelimit_store
 from newsletter.audience.owner_mail import one_link_email, send_to_owner
 from newsletter.content.types import RenderedVariant
 from newsletter.core.config import Settings
@@ -48,13 +47,6 @@ def allow(session: Session, subscriber: Subscriber, *, now: datetime | None = No
     """Whether the preference centre may change `subscriber`'s name now (counted when True)."""
     key = ratelimit_store.window_key("name-change-address", subscriber.email)
     return ratelimit_store.take(session, key, CHANGES_PER_ADDRESS, LIMIT_WINDOW, now=now or utcnow())
-
-
-def reachable(session: Session, subscriber: Subscriber) -> bool:
-    """Whether the notice goes out: not to an address we never email again."""
-    return subscriber.status not in UNREACHABLE and not suppressions.blocks_subscription(
-        suppressions.find(session, subscriber.email)
-    )
 
 
 def notice_email(settings: Settings) -> RenderedVariant:

@@ -7,14 +7,28 @@ import logging
 from collections.abc import Sequence
 
 from markupsafe import escape
+from sqlmodel import Session
 
+from newsletter.audience import suppressions
 from newsletter.content.render import html_placeholder, text_placeholder
 from newsletter.content.types import Recipient, RenderedVariant
 from newsletter.core.config import Settings
 from newsletter.core.models import Subscriber
+from newsletter.core.status import SubscriberStatus
 from newsletter.esp import EspError, backend_for
 
 log = logging.getLogger(__name__)
+
+UNREACHABLE = frozenset({SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
+"""Statuses whose address we never email again, whatever the suppression list says."""
+
+
+def reachable(session: Session, subscriber: Subscriber) -> bool:
+    """Whether we may still email `subscriber` at all: not after a bounce or a complaint, nor while a
+    suppression only staff may lift holds the address."""
+    return subscriber.status not in UNREACHABLE and not suppressions.blocks_subscription(
+        suppressions.find(session, subscriber.email)
+    )
 
 
 def one_link_email(

@@ -45,7 +45,7 @@ from newsletter.core.status import (
     check_subscriber,
 )
 from newsletter.core.zones import check_zone
-from newsletter.mail.message import ascii_domain
+from newsletter.mail.message import ascii_address
 
 COLUMNS = ("email", "name", "regions", "status", "timezone")
 REQUIRED_COLUMNS = ("email",)
@@ -101,7 +101,7 @@ def spellings(email: str) -> list[str]:
     local, _, domain = stored.rpartition("@")
     try:
         if not domain.isascii():
-            other = f"{local}@{ascii_domain(domain)}"
+            other = ascii_address(stored)
         elif any(label.startswith("xn--") for label in domain.split(".")):
             other = f"{local}@{idna.decode(domain)}"
         else:

@@ -214,11 +214,14 @@ def _apply_subscriber_effects(
     reaches the subscriber under either, and the suppression holds both the reported spelling and the
     stored one, which is the one the send path and the sign-up form check."""
     effects: dict[str, tuple[SubscriberStatus, Event]] = {}
+    reported: set[str] = set()
     for e in fresh:
         effect = e.subscriber_effect()
         if effect is None or not e.email:
             continue
-        for email in spellings(e.email):
+        forms = spellings(e.email)
+        reported.add(forms[0])
+        for email in forms:
             held = effects.get(email)
             if held is None or _STRENGTH[effect] < _STRENGTH[held[0]]:
                 effects[email] = (effect, e)
@@ -227,7 +230,6 @@ def _apply_subscriber_effects(
     s = SUBSCRIBER.c
     found = session.execute(sa.select(s.id, s.email, s.status).where(one_of(session, s.email, effects))).all()
     stored = {email for _, email, _ in found}
-    reported = {spellings(e.email)[0] for _, e in effects.values()}
     report.suppressed = suppressions.add_many(
         session,
         [

@@ -33,7 +33,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
-from newsletter.audience import my_data, name_change, optin, preferences, suppressions, welcome
+from newsletter.audience import my_data, name_change, optin, owner_mail, preferences, suppressions, welcome
 from newsletter.audience.credentials import BadLink, holder_of
 from newsletter.audience.subscribers import normalize_email, validate_name
 from newsletter.audience.timezones import change_timezone
@@ -333,7 +333,7 @@ def preferences_change(
             )
             return again(errors={"name": text}, values={"name": name}, status=429)
         preferences.change_name(session, subscriber, wanted)
-        notify = bool(wanted) and name_change.reachable(session, subscriber)
+        notify = bool(wanted) and owner_mail.reachable(session, subscriber)
         session.commit()
         if notify:  # every change is announced to the owner: the link may be in a stranger's hands
             after_response(request, background, name_change.send_notice, settings, subscriber)
